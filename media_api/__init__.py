@@ -1,0 +1,1 @@
+"""Image upload and processing service."""

@@ -1,0 +1,1 @@
+"""Owners (accounts) and their credentials."""

@@ -1,0 +1,184 @@
+"""`media-api serve | worker | migrate | dev`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from media_api.settings import Settings
+
+log = logging.getLogger("media_api.cli")
+
+DEFAULT_QUEUES = "thumbnails,tagging,maintenance"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings()
+    uvicorn.run(
+        "media_api.main:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        server_header=False,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    # Imported here: `media_api` never imports `workers` at module level (import-linter),
+    # the CLI is the one place that launches them.
+    from importlib import import_module
+
+    celery_app = import_module("workers.celery_app")
+    app = celery_app.create_celery(Settings())
+    argv = ["worker", "--loglevel", args.loglevel, "-Q", args.queues]
+    if args.concurrency:
+        argv += ["--concurrency", str(args.concurrency)]
+    if args.hostname:
+        argv += ["--hostname", args.hostname]
+    app.worker_main(argv)
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from media_api.migrate import upgrade
+
+    upgrade(Settings(), args.revision)
+    return 0
+
+
+class _Stop:
+    """Turns SIGINT/SIGTERM into a flag the supervisor loop polls."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        self.event.set()
+
+
+def _wait_ready(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own URL
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from media_api import devstack
+    from media_api.migrate import upgrade
+    from media_api.storage.s3 import S3Store
+
+    stop = _Stop()
+    settings = Settings()
+    if args.data_dir:
+        settings.data_dir = args.data_dir
+    stack = devstack.start_stack(
+        data_dir=settings.data_dir,
+        database_url=settings.database_url,
+        broker_url=settings.broker_url,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        ports={
+            "postgres": settings.dev_postgres_port,
+            "redis": settings.dev_redis_port,
+            "s3": settings.dev_s3_port,
+        },
+        bucket=settings.s3_bucket,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key.get_secret_value(),
+    )
+    try:
+        os.environ.update(stack.urls)
+        settings = Settings()
+        upgrade(settings)
+        store = S3Store(settings)
+        store.ensure_bucket()
+        store.close()
+        logs = settings.data_dir.resolve() / "logs"
+        me = [sys.executable, "-m", "media_api.cli"]
+        stack.children.append(
+            devstack.spawn(
+                "worker", [*me, "worker", "--concurrency", "2"], logs, inherit_output=True
+            )
+        )
+        stack.children.append(devstack.spawn("api", [*me, "serve"], logs, inherit_output=True))
+        base = f"http://{settings.host}:{settings.port}"
+        if not _wait_ready(f"{base}/readyz", timeout=60):
+            log.error("the API did not become ready; see %s", logs)
+            return 1
+        for name, url in stack.urls.items():
+            print(f"  {name}={url}")
+        print(f"\nMedia service ready: {base}  (API docs: {base}/docs)\nCtrl-C stops everything.")
+        sys.stdout.flush()
+        while not stop.event.wait(0.5):
+            dead = [c for c in stack.children if c.popen.poll() is not None]
+            if dead:
+                log.error("%s exited unexpectedly (%s); stopping", dead[0].name, dead[0].tail(5))
+                return 1
+        return 0
+    finally:
+        stack.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; each subcommand reads the rest of its settings from MEDIA_*."""
+    parser = argparse.ArgumentParser(prog="media-api", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API (uvicorn)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=_serve)
+
+    worker = sub.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("--queues", "-Q", default=DEFAULT_QUEUES)
+    worker.add_argument("--concurrency", "-c", type=int)
+    worker.add_argument("--hostname", "-n")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(func=_worker)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("revision", nargs="?", default="head")
+    migrate.set_defaults(func=_migrate)
+
+    dev = sub.add_parser("dev", help="start the whole stack locally (embedded services)")
+    dev.add_argument("--data-dir", type=Path)
+    dev.set_defaults(func=_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `media-api` console script."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from media_api.deps import StateDep
+from media_api.errors import problem
+from media_api.jobs import check_broker
+from media_api.state import AppState
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers; says nothing about its dependencies."""
+    return {"status": "ok"}
+
+
+async def _database(state: AppState) -> None:
+    async with state.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+async def _storage(state: AppState) -> None:
+    await state.store.check()
+
+
+async def _broker(state: AppState) -> None:
+    timeout = state.settings.readiness_timeout_seconds
+    await asyncio.to_thread(check_broker, state.producer, timeout)
+
+
+CHECKS: dict[str, Callable[[AppState], Awaitable[None]]] = {
+    "database": _database,
+    "storage": _storage,
+    "broker": _broker,
+}
+
+
+async def _run(state: AppState, check: Callable[[AppState], Awaitable[None]]) -> str:
+    try:
+        await asyncio.wait_for(check(state), state.settings.readiness_timeout_seconds)
+    except TimeoutError:
+        return "timeout"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(state: StateDep) -> dict[str, object] | JSONResponse:
+    """Readiness: database, storage and broker all answer; 503 names the parts that do not."""
+    results = await asyncio.gather(*(_run(state, check) for check in CHECKS.values()))
+    checks = dict(zip(CHECKS, results, strict=True))
+    failing = [name for name, result in checks.items() if result != "ok"]
+    if failing:
+        return problem(
+            503, "not-ready", "Not ready", f"unavailable: {', '.join(failing)}", checks=checks
+        )
+    return {"status": "ok", "checks": checks}

@@ -1,0 +1,1 @@
+"""Uploaded images, their processing jobs and variants."""

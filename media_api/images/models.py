@@ -1,0 +1,123 @@
+"""Image and job rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from media_api.db import Base, Timestamped, UUIDPk
+
+
+class ImageStatus(enum.StrEnum):
+    """`processing` until the variants exist, then `ready`; `failed` carries an error code."""
+
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class JobKind(enum.StrEnum):
+    """Each kind runs on its own queue, so a slow model never holds thumbnails back."""
+
+    THUMBNAILS = "thumbnails"
+    TAGGING = "tagging"
+
+
+class JobState(enum.StrEnum):
+    """Lifecycle of one job; the sweep re-dispatches rows stuck in pending or running."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+def _text_enum(cls: type[enum.StrEnum], name: str) -> Enum:
+    # Stored as text with a CHECK, not a Postgres ENUM type: adding a value is then a
+    # plain constraint change instead of an ALTER TYPE that cannot run in a transaction.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=32,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+class Image(UUIDPk, Timestamped, Base):
+    """One uploaded original; its bytes live in S3 under `original_key`."""
+
+    __tablename__ = "images"
+    __table_args__ = (
+        # Same bytes from the same owner are one image (the 200 "already uploaded" path).
+        UniqueConstraint("owner_id", "sha256"),
+        # Keyset pagination walks (owner, created_at, id) newest first.
+        Index("ix_images_owner_created", "owner_id", "created_at", "id"),
+        CheckConstraint("size_bytes >= 0", name="size_nonnegative"),
+    )
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
+    status: Mapped[ImageStatus] = mapped_column(
+        _text_enum(ImageStatus, "image_status"), default=ImageStatus.PROCESSING
+    )
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    title: Mapped[str | None] = mapped_column(String(300))
+    original_filename: Mapped[str | None] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    frames: Mapped[int] = mapped_column(Integer, default=1)
+    sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    original_key: Mapped[str] = mapped_column(String(512))
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+    jobs: Mapped[list[ImageJob]] = relationship(
+        back_populates="image", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class ImageJob(UUIDPk, Timestamped, Base):
+    """The state of one kind of processing for one image."""
+
+    __tablename__ = "image_jobs"
+    __table_args__ = (
+        UniqueConstraint("image_id", "kind"),
+        # The sweep looks for stale pending/running jobs across all owners.
+        Index("ix_image_jobs_state_updated", "state", "updated_at"),
+        CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
+    )
+
+    image_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    kind: Mapped[JobKind] = mapped_column(_text_enum(JobKind, "job_kind"))
+    state: Mapped[JobState] = mapped_column(
+        _text_enum(JobState, "job_state"), default=JobState.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+    image: Mapped[Image] = relationship(back_populates="jobs")

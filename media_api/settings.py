@@ -1,0 +1,76 @@
+"""Configuration from the environment (prefix ``MEDIA_``); built by the caller, never at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _with_driver(url: str, driver: str) -> str:
+    """Accept any spelling of a Postgres URL and pin the driver the caller needs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a database URL: {url!r}")
+    if scheme.split("+", 1)[0] not in {"postgres", "postgresql"}:
+        raise ValueError(f"only PostgreSQL is supported, got {scheme!r}")
+    return f"postgresql+{driver}://{rest}"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; a URL left unset means "start the embedded one" in dev."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDIA_", env_file=".env", extra="ignore")
+
+    # External services. None = not configured: `media-api dev` starts an embedded one.
+    database_url: str | None = None
+    broker_url: str | None = None
+    result_backend: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "media"
+    s3_access_key: str = "media-dev-access"
+    s3_secret_key: SecretStr = SecretStr("media-dev-secret-change-me")
+    s3_multipart_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
+
+    # API server.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    db_pool_size: int = 10
+
+    # Embedded local stack (`media-api dev` and the tests).
+    data_dir: Path = Path(".media-data")
+    dev_postgres_port: int = 54329
+    dev_redis_port: int = 63799
+    dev_s3_port: int = 8333
+
+    # Readiness probes must answer fast even when a dependency hangs.
+    readiness_timeout_seconds: float = 2.0
+
+    @property
+    def async_database_url(self) -> str:
+        """The URL for the API's asyncpg engine."""
+        return _with_driver(self.require("database_url"), "asyncpg")
+
+    @property
+    def sync_database_url(self) -> str:
+        """The URL for migrations and workers, which use psycopg without an event loop."""
+        return _with_driver(self.require("database_url"), "psycopg")
+
+    @property
+    def celery_result_backend(self) -> str:
+        """Redis brokers double as result store; other brokers reply over AMQP (rpc://)."""
+        if self.result_backend:
+            return self.result_backend
+        broker = self.require("broker_url")
+        return broker if broker.startswith(("redis://", "rediss://")) else "rpc://"
+
+    def require(self, name: str) -> str:
+        """The value of a URL setting that must be configured for the caller to run."""
+        value = getattr(self, name)
+        if not value:
+            env = f"MEDIA_{name.upper()}"
+            raise RuntimeError(f"{env} is not set (run `media-api dev` for a local stack)")
+        return str(value)

@@ -1,0 +1,1 @@
+"""Object storage: key formats and the S3 adapter."""

@@ -1,0 +1,299 @@
+"""S3 adapter with a sync face (workers) and an async face (API, via threads).
+
+boto3 is used for both: its clients are thread-safe, presigning is local computation, and the
+async face only needs to move blocking calls off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from media_api.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, ObjectIdentifierTypeDef
+
+MIN_PART_BYTES = 5 * 1024 * 1024  # S3's floor for every part but the last
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What a put returns: enough to record the object without another request."""
+
+    key: str
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class SignedUrl:
+    """A presigned GET and the moment it stops working."""
+
+    url: str
+    expires_at: dt.datetime
+
+
+class ObjectNotFoundError(Exception):
+    """The key does not exist in the bucket."""
+
+
+def _client(settings: Settings, endpoint_url: str | None) -> S3Client:
+    config = Config(
+        signature_version="s3v4",
+        # Path style works with SeaweedFS, MinIO and AWS alike, without wildcard DNS.
+        s3={"addressing_style": "path"},
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+        max_pool_connections=32,
+        # The service hashes every upload itself (sha256); extra checksums cost CPU for nothing.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    client: S3Client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key,
+        aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
+        config=config,
+    )
+    return client
+
+
+def _is_missing(err: ClientError) -> bool:
+    code = err.response.get("Error", {}).get("Code", "")
+    return code in {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+
+
+class S3Store:
+    """Sync operations on one bucket."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.bucket = settings.s3_bucket
+        self.part_bytes = settings.s3_multipart_chunk_bytes
+        self.client = _client(settings, settings.s3_endpoint_url)
+        # Presigned URLs must name the host clients will reach, which may differ from ours.
+        public = settings.s3_public_endpoint_url or settings.s3_endpoint_url
+        self._signer = _client(settings, public)
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist yet (idempotent)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as err:
+            if not _is_missing(err):
+                raise
+            self.client.create_bucket(Bucket=self.bucket)
+
+    def check(self) -> None:
+        """Raise unless the bucket is reachable with our credentials (readiness)."""
+        self.client.head_bucket(Bucket=self.bucket)
+
+    def put_bytes(self, key: str, body: bytes, content_type: str) -> StoredObject:
+        """Single-request put for bodies that fit one part (variants, small originals)."""
+        resp = self.client.put_object(
+            Bucket=self.bucket, Key=key, Body=body, ContentType=content_type
+        )
+        return StoredObject(key=key, size=len(body), etag=resp["ETag"].strip('"'))
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> StoredObject:
+        """Stream any number of chunks with memory bounded by one part.
+
+        Bodies smaller than one part go in one PUT; larger ones become a multipart upload
+        that is aborted on any failure, so a failed put never leaves a partial object.
+        """
+        upload = _MultipartUpload(self, key, content_type)
+        try:
+            for chunk in chunks:
+                upload.feed(chunk)
+            return upload.finish()
+        except BaseException:
+            upload.abort()
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        """Read a whole object (workers read originals they are about to decode anyway)."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as err:
+            if _is_missing(err):
+                raise ObjectNotFoundError(key) from err
+            raise
+
+    def exists(self, key: str) -> bool:
+        """True when the key exists (HEAD, no body)."""
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as err:
+            if _is_missing(err):
+                return False
+            raise
+        return True
+
+    def delete(self, key: str) -> None:
+        """Delete one key; deleting a missing key is not an error (idempotent)."""
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under a prefix, in batches of S3's maximum (1000)."""
+        deleted = 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ):
+            objects: list[ObjectIdentifierTypeDef] = [
+                {"Key": obj["Key"]} for obj in page.get("Contents", [])
+            ]
+            if objects:
+                self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+                )
+                deleted += len(objects)
+        return deleted
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """Every key under a prefix (tests and gc)."""
+        keys: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return keys
+
+    def list_multipart_uploads(self) -> list[str]:
+        """Keys of multipart uploads still open (a leak if any remain after a failure)."""
+        resp = self.client.list_multipart_uploads(Bucket=self.bucket)
+        return [u["Key"] for u in resp.get("Uploads", [])]
+
+    def presign_get(
+        self,
+        key: str,
+        ttl: dt.timedelta,
+        *,
+        content_type: str | None = None,
+        disposition: str | None = None,
+    ) -> SignedUrl:
+        """A GET URL signed for the public endpoint; pure computation, no request."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if content_type:
+            params["ResponseContentType"] = content_type
+        if disposition:
+            params["ResponseContentDisposition"] = disposition
+        expires_at = dt.datetime.now(dt.UTC) + ttl
+        url = self._signer.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=int(ttl.total_seconds())
+        )
+        return SignedUrl(url=url, expires_at=expires_at)
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.client.close()
+        self._signer.close()
+
+
+class _MultipartUpload:
+    """Buffers chunks into parts; starts a multipart upload only once a part is full."""
+
+    def __init__(self, store: S3Store, key: str, content_type: str) -> None:
+        self.store = store
+        self.key = key
+        self.content_type = content_type
+        self.buffer = bytearray()
+        self.size = 0
+        self.upload_id: str | None = None
+        self.parts: list[CompletedPartTypeDef] = []
+
+    def feed(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        self.size += len(chunk)
+        while len(self.buffer) >= self.store.part_bytes:
+            part = bytes(self.buffer[: self.store.part_bytes])
+            del self.buffer[: self.store.part_bytes]
+            self._send_part(part)
+
+    def _send_part(self, part: bytes) -> None:
+        client, bucket = self.store.client, self.store.bucket
+        if self.upload_id is None:
+            self.upload_id = client.create_multipart_upload(
+                Bucket=bucket, Key=self.key, ContentType=self.content_type
+            )["UploadId"]
+        number = len(self.parts) + 1
+        resp = client.upload_part(
+            Bucket=bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=part
+        )
+        self.parts.append({"ETag": resp["ETag"], "PartNumber": number})
+
+    def finish(self) -> StoredObject:
+        if self.upload_id is None:
+            return self.store.put_bytes(self.key, bytes(self.buffer), self.content_type)
+        if self.buffer:
+            self._send_part(bytes(self.buffer))
+            self.buffer.clear()
+        resp = self.store.client.complete_multipart_upload(
+            Bucket=self.store.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": self.parts},
+        )
+        return StoredObject(key=self.key, size=self.size, etag=resp["ETag"].strip('"'))
+
+    def abort(self) -> None:
+        if self.upload_id is not None:
+            self.store.client.abort_multipart_upload(
+                Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id
+            )
+
+
+class AsyncS3Store:
+    """The async face: the same operations, run in worker threads off the event loop."""
+
+    def __init__(self, store: S3Store) -> None:
+        self.sync = store
+
+    async def check(self) -> None:
+        """Readiness probe."""
+        await asyncio.to_thread(self.sync.check)
+
+    async def put_stream(
+        self, key: str, chunks: AsyncIterable[bytes], content_type: str
+    ) -> StoredObject:
+        """Stream an async body; each full part is sent from a thread, one part in memory."""
+        upload = _MultipartUpload(self.sync, key, content_type)
+        try:
+            async for chunk in chunks:
+                if len(upload.buffer) + len(chunk) >= self.sync.part_bytes:
+                    await asyncio.to_thread(upload.feed, chunk)
+                else:
+                    upload.feed(chunk)  # only appends to the buffer: no I/O
+            return await asyncio.to_thread(upload.finish)
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(upload.abort))
+            raise
+
+    async def delete(self, key: str) -> None:
+        """Delete one key."""
+        await asyncio.to_thread(self.sync.delete, key)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete everything under a prefix."""
+        return await asyncio.to_thread(self.sync.delete_prefix, prefix)
+
+    def presign_get(
+        self,
+        key: str,
+        ttl: dt.timedelta,
+        *,
+        content_type: str | None = None,
+        disposition: str | None = None,
+    ) -> SignedUrl:
+        """Presigning is local computation, so it stays synchronous."""
+        return self.sync.presign_get(key, ttl, content_type=content_type, disposition=disposition)

@@ -1,0 +1,106 @@
+"""Session fixtures: one real stack (Postgres, Redis, SeaweedFS) and a real worker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from media_api.db import create_engine
+from media_api.jobs import create_producer
+from media_api.main import create_app
+from media_api.settings import Settings
+from media_api.storage.s3 import S3Store
+from tests.stack import running_stack, settings_env
+
+
+@pytest.fixture(scope="session")
+def settings() -> Iterator[Settings]:
+    """Settings pointing at the session's real stack, scratch database and bucket."""
+    with running_stack() as settings:
+        yield settings
+
+
+@pytest.fixture(scope="session")
+def store(settings: Settings) -> Iterator[S3Store]:
+    """A sync S3 adapter on the session bucket."""
+    store = S3Store(settings)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The app with its lifespan running, over an in-process transport."""
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The async engine the API would use."""
+    engine = create_engine(settings)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def db(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """A session inside a transaction that is rolled back after the test."""
+    conn: AsyncConnection = await engine.connect()
+    trans = await conn.begin()
+    session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint")
+    try:
+        yield session
+    finally:
+        await session.close()
+        await trans.rollback()
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A real Celery worker process consuming every queue, for the whole session."""
+    log_path: Path = tmp_path_factory.mktemp("worker") / "worker.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "media_api.cli",
+                "worker",
+                "--concurrency",
+                "2",
+                "--hostname",
+                f"test-{time.monotonic_ns()}@%h",
+            ],
+            env=settings_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_for_worker(settings, proc, log_path)
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def _wait_for_worker(settings: Settings, proc: subprocess.Popen[bytes], log: Path) -> None:
+    producer = create_producer(settings)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {log.read_text()[-3000:]}")
+            if producer.control.ping(timeout=0.5):
+                return
+        raise TimeoutError(f"worker did not answer: {log.read_text()[-3000:]}")
+    finally:
+        producer.close()

@@ -1,0 +1,49 @@
+"""Settings: env prefix, URL normalisation, required URLs."""
+
+from __future__ import annotations
+
+import pytest
+
+from media_api.settings import Settings
+
+
+def test_reads_media_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDIA_S3_BUCKET", "photos")
+    monkeypatch.setenv("S3_BUCKET", "not-ours")
+    assert Settings().s3_bucket == "photos"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://u:p@db:5432/media",
+        "postgresql://u:p@db:5432/media",
+        "postgresql+psycopg://u:p@db:5432/media",
+        "postgresql+asyncpg://u:p@db:5432/media",
+    ],
+)
+def test_database_url_gets_the_driver_each_side_needs(url: str) -> None:
+    settings = Settings(database_url=url)
+    assert settings.async_database_url == "postgresql+asyncpg://u:p@db:5432/media"
+    assert settings.sync_database_url == "postgresql+psycopg://u:p@db:5432/media"
+
+
+def test_non_postgres_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="only PostgreSQL"):
+        _ = Settings(database_url="mysql://u@db/media").async_database_url
+
+
+def test_missing_url_names_the_variable() -> None:
+    with pytest.raises(RuntimeError, match="MEDIA_BROKER_URL"):
+        Settings(broker_url=None).require("broker_url")
+
+
+@pytest.mark.parametrize(
+    ("broker", "backend"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("amqp://guest:guest@127.0.0.1:5672//", "rpc://"),
+    ],
+)
+def test_result_backend_follows_the_broker(broker: str, backend: str) -> None:
+    assert Settings(broker_url=broker).celery_result_backend == backend
