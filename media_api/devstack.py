@@ -11,6 +11,7 @@ import ctypes
 import importlib.util
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -39,12 +40,21 @@ def _die_with_parent(sig: int) -> Callable[[], None]:
     return set_pdeathsig
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the kernel's pick)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+_handed_out: set[int] = set()
+
+
+def free_port(low: int = 20000, high: int = 30000) -> int:
+    """A TCP port nobody listens on, never handed out twice by this process.
+
+    Drawn below the kernel's ephemeral range (32768+), so an outgoing connection cannot grab
+    it between our choosing it and the service binding it.
+    """
+    for _ in range(1000):
+        port = random.randrange(low, high)  # noqa: S311 - not security relevant
+        if port not in _handed_out and port_is_free(port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port in {low}..{high}")
 
 
 def port_is_free(port: int) -> bool:
@@ -297,8 +307,9 @@ def _weed_ports(s3_port: int) -> dict[str, int]:
     ):
         ports[flag] = free_port()
     while True:
-        admin = free_port()
-        if admin < 55000 and port_is_free(admin + 10000):
+        admin = free_port(10000, 20000)
+        if port_is_free(admin + 10000) and admin + 10000 not in _handed_out:
+            _handed_out.add(admin + 10000)
             ports["admin.port"] = admin
             return ports
 
