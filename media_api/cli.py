@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -10,15 +11,21 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, TypeVar
 
 from media_api.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 log = logging.getLogger("media_api.cli")
 
 DEFAULT_QUEUES = "thumbnails,tagging,maintenance"
+DEV_EMAIL = "dev@localhost"
+T = TypeVar("T")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -53,6 +60,50 @@ def _worker(args: argparse.Namespace) -> int:
         argv += ["--hostname", args.hostname]
     app.worker_main(argv)
     return 0
+
+
+async def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one committed transaction on a short-lived engine."""
+    from media_api.db import create_engine, session_factory
+
+    engine = create_engine(settings)
+    try:
+        async with session_factory(engine)() as session:
+            result = await work(session)
+            await session.commit()
+            return result
+    finally:
+        await engine.dispose()
+
+
+def _create_key(args: argparse.Namespace) -> int:
+    from media_api.auth.service import key_for_email
+
+    async def work(session: AsyncSession) -> str:
+        return await key_for_email(session, args.email, args.name)
+
+    token = asyncio.run(_with_session(Settings(), work))
+    print(token)
+    return 0
+
+
+def _dev_key(settings: Settings) -> str:
+    """The dev user's API key: the saved one while it still works, else a new one (saved 0600)."""
+    from media_api.auth.service import is_valid_key, key_for_email
+
+    path = settings.data_dir / "dev-api-key"
+    saved = path.read_text().strip() if path.exists() else ""
+
+    async def work(session: AsyncSession) -> str:
+        if saved and await is_valid_key(session, saved):
+            return saved
+        return await key_for_email(session, DEV_EMAIL, "media-api dev")
+
+    token = asyncio.run(_with_session(settings, work))
+    if token != saved:
+        path.touch(mode=0o600)
+        path.write_text(token + "\n")
+    return token
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -126,13 +177,20 @@ def _dev(args: argparse.Namespace) -> int:
             )
         )
         stack.children.append(devstack.spawn("api", [*me, "serve"], logs, inherit_output=True))
+        token = _dev_key(settings)
         base = f"http://{settings.host}:{settings.port}"
         if not _wait_ready(f"{base}/readyz", timeout=60):
             log.error("the API did not become ready; see %s", logs)
             return 1
         for name, url in stack.urls.items():
             print(f"  {name}={url}")
-        print(f"\nMedia service ready: {base}  (API docs: {base}/docs)\nCtrl-C stops everything.")
+        print(
+            f"\nMedia service ready: {base}  (API docs: {base}/docs)\n"
+            f"Dev user {DEV_EMAIL}, API key (also in {settings.data_dir}/dev-api-key):\n"
+            f"  export MEDIA_KEY={token}\n"
+            f'  curl -H "Authorization: Bearer $MEDIA_KEY" -F file=@photo.jpg {base}/v1/images\n'
+            "Ctrl-C stops everything."
+        )
         sys.stdout.flush()
         while not stop.event.wait(0.5):
             dead = [c for c in stack.children if c.popen.poll() is not None]
@@ -165,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("revision", nargs="?", default="head")
     migrate.set_defaults(func=_migrate)
+
+    key = sub.add_parser("create-key", help="print a new API key for an owner (created if new)")
+    key.add_argument("email")
+    key.add_argument("--name", default="cli")
+    key.set_defaults(func=_create_key)
 
     dev = sub.add_parser("dev", help="start the whole stack locally (embedded services)")
     dev.add_argument("--data-dir", type=Path)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from media_api.jobs import JobBuffer
+from media_api.auth.service import Unauthorized, owner_for_token
+from media_api.effects import Effects
 from media_api.settings import Settings
 from media_api.state import AppState
 from media_api.storage.s3 import AsyncS3Store
@@ -34,28 +36,44 @@ def get_store(state: StateDep) -> AsyncS3Store:
     return state.store
 
 
-def get_jobs(state: StateDep) -> JobBuffer:
-    """A fresh buffer per request; `get_session` publishes it after commit."""
-    return JobBuffer(state.producer)
+def get_effects(state: StateDep) -> Effects:
+    """Fresh per request; `get_session` settles it once the transaction's outcome is known."""
+    return Effects(state.producer)
 
 
-JobsDep = Annotated[JobBuffer, Depends(get_jobs)]
+EffectsDep = Annotated[Effects, Depends(get_effects)]
 
 
-async def get_session(state: StateDep, jobs: JobsDep) -> AsyncIterator[AsyncSession]:
-    """One transaction per request: commit, then publish the jobs it queued."""
+async def get_session(state: StateDep, effects: EffectsDep) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: commit and publish, or roll back and compensate."""
     async with state.sessions() as session:
         try:
             yield session
             await session.commit()
         except BaseException:
-            jobs.discard()
             await session.rollback()
+            await effects.rolled_back()
             raise
-    if jobs.pending:
-        await asyncio.to_thread(jobs.flush)
+    await effects.committed()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[AsyncS3Store, Depends(get_store)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": commit before the response is sent, so a 201 means durable.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key (mk_...) or an access token.")
+
+
+async def current_owner(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> uuid.UUID:
+    """The caller's owner id; every query a route makes is scoped to it."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized()
+    return await owner_for_token(session, credentials.credentials)
+
+
+CurrentOwner = Annotated[uuid.UUID, Depends(current_owner)]

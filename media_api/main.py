@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from media_api import health
 from media_api.db import create_engine, session_factory
 from media_api.errors import install_error_handlers
+from media_api.images.router import router as images_router
 from media_api.jobs import create_producer
 from media_api.settings import Settings
 from media_api.state import AppState
@@ -47,4 +48,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(images_router)
     return app

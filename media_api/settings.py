@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from media_api.imaging.probe import KNOWN_FORMATS
 
 
 def _with_driver(url: str, driver: str) -> str:
@@ -46,8 +49,33 @@ class Settings(BaseSettings):
     dev_redis_port: int = 63799
     dev_s3_port: int = 8333
 
+    # Uploads.
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    max_pixels: int = Field(default=50_000_000, gt=0)
+    max_frames: int = Field(default=1000, gt=0)
+    # Formats accepted by default; add TIFF, BMP, AVIF or HEIF to widen it.
+    allowed_formats: Annotated[frozenset[str], NoDecode] = frozenset({"JPEG", "PNG", "GIF", "WEBP"})
+    # Uploads are spooled here while they are hashed and validated, then deleted.
+    upload_tmp_dir: Path | None = None
+
     # Readiness probes must answer fast even when a dependency hangs.
     readiness_timeout_seconds: float = 2.0
+
+    @field_validator("allowed_formats", mode="before")
+    @classmethod
+    def _split_formats(cls, value: object) -> object:
+        """`MEDIA_ALLOWED_FORMATS=JPEG,PNG,AVIF`: a comma list, case-insensitive, checked."""
+        if isinstance(value, str):
+            value = [part for part in value.replace(" ", "").split(",") if part]
+        if isinstance(value, (list, tuple, set, frozenset)):
+            formats = frozenset(str(part).upper() for part in value)
+            unknown = formats - KNOWN_FORMATS
+            if unknown:
+                raise ValueError(
+                    f"unknown formats {sorted(unknown)}; known: {sorted(KNOWN_FORMATS)}"
+                )
+            return formats
+        return value
 
     @property
     def async_database_url(self) -> str:

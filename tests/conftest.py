@@ -17,7 +17,11 @@ from media_api.jobs import create_producer
 from media_api.main import create_app
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
+from tests.helpers import serve
 from tests.stack import running_stack, settings_env
+
+# Queues the session worker consumes; `thumbnails` is read by tests that check dispatch.
+WORKER_QUEUES = "maintenance"
 
 
 @pytest.fixture(scope="session")
@@ -33,13 +37,6 @@ def store(settings: Settings) -> Iterator[S3Store]:
     store = S3Store(settings)
     yield store
     store.close()
-
-
-@pytest.fixture(scope="session")
-def client(settings: Settings) -> Iterator[TestClient]:
-    """The app with its lifespan running, over an in-process transport."""
-    with TestClient(create_app(settings)) as client:
-        yield client
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +63,7 @@ async def db(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 
 @pytest.fixture(scope="session")
 def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A real Celery worker process consuming every queue, for the whole session."""
+    """A real Celery worker process, for the whole session."""
     log_path: Path = tmp_path_factory.mktemp("worker") / "worker.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -77,6 +74,8 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 "worker",
                 "--concurrency",
                 "2",
+                "--queues",
+                WORKER_QUEUES,
                 "--hostname",
                 f"test-{time.monotonic_ns()}@%h",
             ],
@@ -104,3 +103,29 @@ def _wait_for_worker(settings: Settings, proc: subprocess.Popen[bytes], log: Pat
         raise TimeoutError(f"worker did not answer: {log.read_text()[-3000:]}")
     finally:
         producer.close()
+
+
+@pytest.fixture(scope="session")
+def upload_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the API spools uploads into; tests check that it stays empty."""
+    return tmp_path_factory.mktemp("uploads")
+
+
+@pytest.fixture(scope="session")
+def app_settings(settings: Settings, upload_tmp: Path) -> Settings:
+    """Settings of the API under test."""
+    return settings.model_copy(update={"upload_tmp_dir": upload_tmp})
+
+
+@pytest.fixture(scope="session")
+def client(app_settings: Settings) -> Iterator[TestClient]:
+    """The API with its lifespan running (in-process transport)."""
+    with TestClient(create_app(app_settings)) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def live_server(app_settings: Settings) -> Iterator[str]:
+    """The same API served by uvicorn on a real socket (disconnects, raw HTTP, concurrency)."""
+    with serve(create_app(app_settings)) as url:
+        yield url

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,12 +16,18 @@ import pytest
 
 from media_api.cli import build_parser
 from media_api.devstack import free_port
+from tests.corpus import CORPUS
 
 
 def test_cli_has_every_command() -> None:
     parser = build_parser()
     for command in ("serve", "worker", "migrate", "dev"):
         assert parser.parse_args([command]).command == command
+    assert parser.parse_args(["create-key", "a@b.c"]).email == "a@b.c"
+
+
+def log_text(folder: Path) -> str:
+    return (folder / "dev.log").read_text(errors="replace")
 
 
 @pytest.mark.slow
@@ -48,15 +55,27 @@ def test_dev_serves_ready_then_stops_every_child(tmp_path: Path) -> None:
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 ready = httpx.get(f"http://127.0.0.1:{api_port}/readyz", timeout=2)
-                if ready.status_code == 200:
+                if ready.status_code == 200 and "Media service ready" in log_text(tmp_path):
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        log = (tmp_path / "dev.log").read_text(errors="replace")
-        assert ready is not None, log[-3000:]
-        assert ready.status_code == 200, log[-3000:]
+        assert ready is not None, log_text(tmp_path)[-3000:]
+        assert ready.status_code == 200, log_text(tmp_path)[-3000:]
         assert ready.json()["checks"] == {"database": "ok", "storage": "ok", "broker": "ok"}
+
+        # The printed dev key works at once: a newcomer can upload with curl.
+        token = re.search(r"export MEDIA_KEY=(\S+)", log_text(tmp_path))
+        assert token is not None
+        jpeg = (CORPUS / "valid/jpeg_baseline_testorig.jpg").read_bytes()
+        created = httpx.post(
+            f"http://127.0.0.1:{api_port}/v1/images",
+            headers={"Authorization": f"Bearer {token.group(1)}"},
+            files={"file": ("a.jpg", jpeg)},
+        )
+        assert created.status_code == 201, created.text
+        saved = (tmp_path / "data" / "dev-api-key").read_text().strip()
+        assert saved == token.group(1)
 
         children = psutil.Process(proc.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
@@ -66,7 +85,7 @@ def test_dev_serves_ready_then_stops_every_child(tmp_path: Path) -> None:
         assert proc.wait(60) == 0
         _gone, alive = psutil.wait_procs(children, timeout=20)
         assert alive == [], [p.cmdline() for p in alive]
-        assert "Media service ready" in (tmp_path / "dev.log").read_text(errors="replace")
+        assert "Media service ready" in log_text(tmp_path)
     finally:
         if proc.poll() is None:
             proc.kill()

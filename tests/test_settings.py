@@ -47,3 +47,14 @@ def test_missing_url_names_the_variable() -> None:
 )
 def test_result_backend_follows_the_broker(broker: str, backend: str) -> None:
     assert Settings(broker_url=broker).celery_result_backend == backend
+
+
+def test_allowed_formats_from_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDIA_ALLOWED_FORMATS", "jpeg, PNG,avif")
+    assert Settings().allowed_formats == frozenset({"JPEG", "PNG", "AVIF"})
+
+
+def test_unknown_format_is_refused_at_startup(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDIA_ALLOWED_FORMATS", "JPEG,SVG")
+    with pytest.raises(ValueError, match="SVG"):
+        Settings()

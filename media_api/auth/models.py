@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import String
+import datetime as dt
+import uuid
+
+from sqlalchemy import DateTime, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from media_api.db import Base, Timestamped, UUIDPk
@@ -15,3 +18,19 @@ class Owner(UUIDPk, Timestamped, Base):
 
     email: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str | None] = mapped_column(String(255))
+
+
+class ApiKey(UUIDPk, Timestamped, Base):
+    """A long-lived credential for programs; only a hash of the secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("owners.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    # The public part of the key, used to find the row without scanning hashes.
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

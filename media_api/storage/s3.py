@@ -10,7 +10,7 @@ import asyncio
 import datetime as dt
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -278,6 +278,11 @@ class AsyncS3Store:
         except BaseException:
             await asyncio.shield(asyncio.to_thread(upload.abort))
             raise
+
+    async def put_file(self, key: str, file: IO[bytes], content_type: str) -> StoredObject:
+        """Stream a local file from its current position, one part in memory at a time."""
+        chunks = iter(lambda: file.read(self.sync.part_bytes), b"")
+        return await asyncio.to_thread(self.sync.put_stream, key, chunks, content_type)
 
     async def delete(self, key: str) -> None:
         """Delete one key."""

@@ -1,0 +1,65 @@
+"""Upload problems with their stable codes (see the HTTP contract in the README)."""
+
+from __future__ import annotations
+
+from media_api.errors import MediaError
+
+
+class InvalidMultipart(MediaError):
+    status_code = 400
+    code = "invalid-multipart"
+    title = "Invalid multipart body"
+
+
+class MissingFile(MediaError):
+    status_code = 400
+    code = "missing-file"
+    title = "No file in the request"
+
+
+class EmptyFile(MediaError):
+    status_code = 400
+    code = "empty-file"
+    title = "The file is empty"
+
+
+class IncompleteUpload(MediaError):
+    status_code = 400
+    code = "incomplete-upload"
+    title = "The upload was interrupted"
+
+
+class FileTooLarge(MediaError):
+    status_code = 413
+    code = "file-too-large"
+    title = "File too large"
+
+
+class UnsupportedMediaType(MediaError):
+    status_code = 415
+    code = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class CorruptImage(MediaError):
+    status_code = 422
+    code = "corrupt-image"
+    title = "Corrupt image"
+
+
+class ImageTooLarge(MediaError):
+    status_code = 422
+    code = "image-too-large"
+    title = "Image too large"
+
+
+class StorageUnavailable(MediaError):
+    status_code = 503
+    code = "storage-unavailable"
+    title = "Storage unavailable"
+
+
+# The imaging layer knows codes, not HTTP: this is the one place they meet.
+PROBE_ERRORS: dict[str, type[MediaError]] = {
+    cls.code: cls for cls in (UnsupportedMediaType, ImageTooLarge, CorruptImage, EmptyFile)
+}

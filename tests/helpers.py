@@ -1,0 +1,112 @@
+"""Helpers shared by API tests: owners with keys, uploads, and leftovers checks."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from media_api.auth.service import create_owner_with_key
+from media_api.devstack import free_port
+from media_api.images.models import Image
+from media_api.state import AppState
+from media_api.storage.s3 import S3Store
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An owner and the headers that authenticate as it."""
+
+    owner_id: uuid.UUID
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def new_caller(client: TestClient) -> Caller:
+    """A fresh owner with an API key, created through the app's own service and database."""
+
+    async def create() -> Caller:
+        state: AppState = client.app.state.media  # type: ignore[attr-defined]
+        async with state.sessions() as session:
+            owner_id, token = await create_owner_with_key(session, f"{uuid.uuid4()}@example.test")
+            await session.commit()
+        return Caller(owner_id, token)
+
+    assert client.portal is not None
+    return client.portal.call(create)
+
+
+def original_keys_in_db(client: TestClient, owner_id: uuid.UUID) -> set[str]:
+    """Every original key the owner's rows point at."""
+
+    async def query() -> set[str]:
+        state: AppState = client.app.state.media  # type: ignore[attr-defined]
+        async with state.sessions() as session:
+            rows = await session.execute(
+                select(Image.original_key).where(Image.owner_id == owner_id)
+            )
+            return set(rows.scalars())
+
+    assert client.portal is not None
+    return client.portal.call(query)
+
+
+def assert_nothing_left(
+    client: TestClient, store: S3Store, owner_id: uuid.UUID, upload_tmp: Path
+) -> None:
+    """No object without a row, no row without an object, no spooled temp file."""
+    in_db = original_keys_in_db(client, owner_id)
+    in_s3 = set(store.list_keys(f"originals/{owner_id}/"))
+    assert in_s3 == in_db
+    assert list(upload_tmp.iterdir()) == []
+    assert store.list_multipart_uploads() == []
+
+
+def upload(
+    client: TestClient,
+    caller: Caller,
+    data: bytes,
+    filename: str = "photo.jpg",
+    content_type: str = "image/jpeg",
+    **fields: str,
+) -> tuple[int, dict[str, object]]:
+    """POST one file; returns the status and the JSON body."""
+    resp = client.post(
+        "/v1/images",
+        headers=caller.headers,
+        files={"file": (filename, data, content_type)},
+        data=fields,
+    )
+    return resp.status_code, resp.json()
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Run `app` under uvicorn on a free port in a thread; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
