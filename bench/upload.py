@@ -12,7 +12,6 @@ and the API server's peak RSS is sampled every 5 ms during its upload.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import socket
 import statistics
