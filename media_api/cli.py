@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -31,6 +32,8 @@ T = TypeVar("T")
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from media_api.main import SERVER_OPTIONS
+
     settings = Settings()
     uvicorn.run(
         "media_api.main:create_app",
@@ -38,10 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host or settings.host,
         port=args.port or settings.port,
         workers=args.workers,
-        loop="uvloop",
-        http="httptools",
-        server_header=False,
-        proxy_headers=True,
+        **SERVER_OPTIONS,
     )
     return 0
 
@@ -85,6 +85,16 @@ def _create_key(args: argparse.Namespace) -> int:
     token = asyncio.run(_with_session(Settings(), work))
     print(token)
     return 0
+
+
+def _dev_secret(data_dir: Path) -> str:
+    """A random signing key for local use, kept (0600) so tokens survive a restart."""
+    path = data_dir / "secret-key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(48) + "\n")
+    return path.read_text().strip()
 
 
 def _dev_key(settings: Settings) -> str:
@@ -164,6 +174,8 @@ def _dev(args: argparse.Namespace) -> int:
     )
     try:
         os.environ.update(stack.urls)
+        if settings.secret_key is None:
+            os.environ["MEDIA_SECRET_KEY"] = _dev_secret(settings.data_dir)
         settings = Settings()
         upgrade(settings)
         store = S3Store(settings)

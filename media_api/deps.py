@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from media_api.auth.service import Unauthorized, owner_for_token
 from media_api.effects import Effects
+from media_api.errors import MediaError
 from media_api.settings import Settings
 from media_api.state import AppState
 from media_api.storage.s3 import AsyncS3Store
@@ -67,13 +68,42 @@ _bearer = HTTPBearer(auto_error=False, description="An API key (mk_...) or an ac
 
 
 async def current_owner(
+    state: StateDep,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> uuid.UUID:
     """The caller's owner id; every query a route makes is scoped to it."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized()
-    return await owner_for_token(session, credentials.credentials)
+    return await owner_for_token(session, credentials.credentials, state.settings.jwt_secret)
 
 
 CurrentOwner = Annotated[uuid.UUID, Depends(current_owner)]
+
+
+class RateLimited(MediaError):
+    status_code = 429
+    code = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.headers["Retry-After"] = str(retry_after)
+
+
+async def _limit(state: AppState, bucket: str, owner: uuid.UUID, per_minute: int) -> None:
+    if per_minute <= 0:
+        return
+    retry_after = await state.limiter.hit(f"{bucket}:{owner}", per_minute)
+    if retry_after is not None:
+        raise RateLimited(f"more than {per_minute} {bucket} requests a minute", retry_after)
+
+
+async def api_rate_limit(state: StateDep, owner: CurrentOwner) -> None:
+    """Every authenticated request counts against the owner's per-minute budget."""
+    await _limit(state, "api", owner, state.settings.rate_limit_requests_per_minute)
+
+
+async def upload_rate_limit(state: StateDep, owner: CurrentOwner) -> None:
+    """Uploads have their own, smaller budget: they cost far more than reads."""
+    await _limit(state, "upload", owner, state.settings.rate_limit_uploads_per_minute)

@@ -4,38 +4,55 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from media_api import health
+from media_api.auth.router import auth_router, keys_router
 from media_api.db import create_engine, session_factory
+from media_api.deps import api_rate_limit
 from media_api.errors import install_error_handlers
+from media_api.http import install_http_policies
 from media_api.images.router import router as images_router
 from media_api.jobs import create_producer
+from media_api.ratelimit import create_limiter
 from media_api.settings import Settings
 from media_api.state import AppState
 from media_api.storage.s3 import AsyncS3Store, S3Store
+
+# How `media-api serve` runs uvicorn (the tests serve with the same options).
+SERVER_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "server_header": False,  # no version banner
+    "proxy_headers": True,
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the ASGI app; settings come from the environment unless given."""
     settings = settings or Settings()
+    _ = settings.jwt_secret  # refuse to start without a signing key, not on the first login
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         store = S3Store(settings)
         producer = create_producer(settings)
+        limiter = create_limiter(settings.rate_limit_redis_url)
         app.state.media = AppState(
             settings=settings,
             engine=engine,
             sessions=session_factory(engine),
             store=AsyncS3Store(store),
             producer=producer,
+            limiter=limiter,
         )
         try:
             yield
         finally:
+            await limiter.close()
             producer.close()
             store.close()
             await engine.dispose()
@@ -47,6 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs",
     )
     install_error_handlers(app)
+    install_http_policies(app, settings)
     app.include_router(health.router)
-    app.include_router(images_router)
+    app.include_router(auth_router)
+    app.include_router(keys_router)
+    app.include_router(images_router, dependencies=[Depends(api_rate_limit)])
     return app

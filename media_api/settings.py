@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from media_api.imaging.probe import KNOWN_FORMATS
@@ -58,6 +58,18 @@ class Settings(BaseSettings):
     # Uploads are spooled here while they are hashed and validated, then deleted.
     upload_tmp_dir: Path | None = None
 
+    # Accounts. No default: `serve` refuses to start without a strong key (`dev` makes one).
+    secret_key: SecretStr | None = None
+    access_token_ttl_seconds: int = Field(default=1800, gt=0)
+    # Per-owner limits (0 disables one). Counted in Redis, shared by every API process.
+    rate_limit_requests_per_minute: int = Field(default=1200, ge=0)
+    rate_limit_uploads_per_minute: int = Field(default=120, ge=0)
+    redis_url: str | None = None  # defaults to the broker when that is Redis
+    quota_bytes: int = Field(default=10 * 1024**3, ge=0)  # originals per owner; 0 = unlimited
+    # Browser origins allowed to call the API (comma list); empty = no CORS headers at all.
+    cors_origins: Annotated[list[str], NoDecode] = []
+    cors_allow_credentials: bool = False
+
     # Readiness probes must answer fast even when a dependency hangs.
     readiness_timeout_seconds: float = 2.0
 
@@ -76,6 +88,54 @@ class Settings(BaseSettings):
                 )
             return formats
         return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        """Refuse keys an attacker could guess: short, repetitive or copied from docs."""
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        weak = {"secret", "changeme", "change-me", "password", "development", "dev"}
+        if len(secret) < 32 or len(set(secret)) < 10 or secret.lower().strip("-_ ") in weak:
+            raise ValueError(
+                "MEDIA_SECRET_KEY is too weak: use at least 32 random characters, e.g. "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> Settings:
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError("MEDIA_CORS_ORIGINS=* cannot be combined with credentials")
+        return self
+
+    @property
+    def jwt_secret(self) -> str:
+        """The key access tokens are signed with; the API cannot start without one."""
+        if self.secret_key is None:
+            raise RuntimeError(
+                "MEDIA_SECRET_KEY is not set: the API signs access tokens with it "
+                "(`media-api dev` generates one for local use)"
+            )
+        return self.secret_key.get_secret_value()
+
+    @property
+    def rate_limit_redis_url(self) -> str | None:
+        """Where rate-limit counters live: MEDIA_REDIS_URL, else a Redis broker, else nowhere
+        (then each API process counts on its own)."""
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return None
 
     @property
     def async_database_url(self) -> str:

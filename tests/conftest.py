@@ -113,8 +113,14 @@ def upload_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def app_settings(settings: Settings, upload_tmp: Path) -> Settings:
-    """Settings of the API under test."""
-    return settings.model_copy(update={"upload_tmp_dir": upload_tmp})
+    """Settings of the API under test; rate limits off (tests/auth turns them on)."""
+    return settings.model_copy(
+        update={
+            "upload_tmp_dir": upload_tmp,
+            "rate_limit_requests_per_minute": 0,
+            "rate_limit_uploads_per_minute": 0,
+        }
+    )
 
 
 @pytest.fixture(scope="session")

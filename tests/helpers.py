@@ -18,6 +18,7 @@ from sqlalchemy import select
 from media_api.auth.service import create_owner_with_key
 from media_api.devstack import free_port
 from media_api.images.models import Image
+from media_api.main import SERVER_OPTIONS
 from media_api.state import AppState
 from media_api.storage.s3 import S3Store
 
@@ -96,7 +97,9 @@ def upload(
 def serve(app: FastAPI) -> Iterator[str]:
     """Run `app` under uvicorn on a free port in a thread; yields its base URL."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **SERVER_OPTIONS
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

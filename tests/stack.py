@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 import uuid
@@ -81,6 +82,7 @@ def running_stack() -> Iterator[Settings]:
                     **credentials,
                     "database_url": db_url,
                     "s3_bucket": f"media-test-{uuid.uuid4().hex[:12]}",
+                    "secret_key": env.secret_key or SecretStr(secrets.token_urlsafe(48)),
                     "data_dir": data_dir,
                 }
             )

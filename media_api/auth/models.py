@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import DateTime, ForeignKey, LargeBinary, String
+from sqlalchemy import BigInteger, DateTime, ForeignKey, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from media_api.db import Base, Timestamped, UUIDPk
@@ -18,6 +18,9 @@ class Owner(UUIDPk, Timestamped, Base):
 
     email: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str | None] = mapped_column(String(255))
+    # Bytes of originals stored, kept in step with image rows in the same transactions, so
+    # the quota check is one atomic UPDATE instead of a SUM over all of the owner's images.
+    bytes_used: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), default=0)
 
 
 class ApiKey(UUIDPk, Timestamped, Base):

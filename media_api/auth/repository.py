@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from media_api.auth.models import ApiKey, Owner
@@ -51,3 +51,57 @@ async def touch_key(session: AsyncSession, key_id: uuid.UUID) -> None:
 async def owner_by_email(session: AsyncSession, email: str) -> Owner | None:
     """The owner with this email, if any."""
     return (await session.execute(select(Owner).where(Owner.email == email))).scalar_one_or_none()
+
+
+async def owner_exists(session: AsyncSession, owner_id: uuid.UUID) -> bool:
+    """True while the owner row exists (a token can outlive a deleted account)."""
+    return await session.get(Owner, owner_id) is not None
+
+
+async def list_keys(session: AsyncSession, owner_id: uuid.UUID) -> list[ApiKey]:
+    """The owner's unrevoked keys, newest first."""
+    stmt = (
+        select(ApiKey)
+        .where(ApiKey.owner_id == owner_id, ApiKey.revoked_at.is_(None))
+        .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def revoke_key(session: AsyncSession, owner_id: uuid.UUID, key_id: uuid.UUID) -> bool:
+    """Mark one of the owner's keys revoked; False when there is no such active key."""
+    result = await session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.owner_id == owner_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=dt.datetime.now(dt.UTC))
+        .returning(ApiKey.id)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+async def bytes_used(session: AsyncSession, owner_id: uuid.UUID) -> int:
+    """Stored bytes right now (a cheap early check; `reserve_bytes` is the real one)."""
+    used = await session.scalar(select(Owner.bytes_used).where(Owner.id == owner_id))
+    return int(used or 0)
+
+
+async def reserve_bytes(
+    session: AsyncSession, owner_id: uuid.UUID, amount: int, quota: int
+) -> bool:
+    """Atomically count `amount` more bytes unless that passes `quota` (0 = no quota).
+
+    The row lock lasts until commit, so call it right before the insert it pays for."""
+    stmt = update(Owner).where(Owner.id == owner_id).values(bytes_used=Owner.bytes_used + amount)
+    if quota:
+        stmt = stmt.where(Owner.bytes_used + amount <= quota)
+    result = await session.execute(stmt.returning(Owner.id))
+    return result.scalar_one_or_none() is not None
+
+
+async def release_bytes(session: AsyncSession, owner_id: uuid.UUID, amount: int) -> None:
+    """Give back the bytes of a deleted image."""
+    await session.execute(
+        update(Owner)
+        .where(Owner.id == owner_id)
+        .values(bytes_used=func.greatest(Owner.bytes_used - amount, 0))
+    )

@@ -1,13 +1,16 @@
-"""Authentication rules: who is calling."""
+"""Authentication rules: accounts, access tokens, API keys, and who is calling."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from media_api.auth import repository, tokens
-from media_api.errors import MediaError
+from media_api.auth import passwords, repository, tokens
+from media_api.auth.models import ApiKey, Owner
+from media_api.errors import MediaError, NotFound
 
 
 class Unauthorized(MediaError):
@@ -20,45 +23,91 @@ class Unauthorized(MediaError):
         self.headers["WWW-Authenticate"] = "Bearer"
 
 
-async def owner_for_token(session: AsyncSession, token: str) -> uuid.UUID:
-    """The owner an API key belongs to; any failure is the same 401 (no oracle)."""
+class InvalidCredentials(Unauthorized):
+    code = "invalid-credentials"
+    title = "Invalid credentials"
+
+
+class EmailTaken(MediaError):
+    status_code = 409
+    code = "email-taken"
+    title = "Email already registered"
+
+
+async def signup(session: AsyncSession, email: str, password: str) -> Owner:
+    """A new account; the password is stored only as an Argon2id hash."""
+    encoded = await asyncio.to_thread(passwords.hash_password, password)
+    try:
+        async with session.begin_nested():
+            return await repository.add_owner(session, email.lower(), encoded)
+    except IntegrityError as exc:
+        raise EmailTaken(f"{email} already has an account") from exc
+
+
+async def login(session: AsyncSession, email: str, password: str, secret: str, ttl: int) -> str:
+    """An access token for correct credentials; one error for every kind of wrong."""
+    owner = await repository.owner_by_email(session, email.lower())
+    encoded = owner.password_hash if owner else None
+    if owner is None or not await asyncio.to_thread(passwords.verify_password, password, encoded):
+        raise InvalidCredentials("wrong email or password")
+    return tokens.issue_access_token(owner.id, secret, ttl)
+
+
+async def owner_for_token(session: AsyncSession, token: str, secret: str | None) -> uuid.UUID:
+    """The owner behind an API key (`mk_...`) or an access token; any failure is one 401."""
     prefix = tokens.key_prefix(token)
-    if prefix is None:
+    if prefix is not None:
+        key = await repository.active_key_by_prefix(session, prefix)
+        if key is None or not tokens.verify_api_key(token, key.secret_hash):
+            raise Unauthorized()
+        await repository.touch_key(session, key.id)
+        return key.owner_id
+    owner_id = tokens.owner_from_access_token(token, secret) if secret else None
+    if owner_id is None or not await repository.owner_exists(session, owner_id):
         raise Unauthorized()
-    key = await repository.active_key_by_prefix(session, prefix)
-    if key is None or not tokens.verify_api_key(token, key.secret_hash):
-        raise Unauthorized()
-    await repository.touch_key(session, key.id)
-    return key.owner_id
+    return owner_id
+
+
+async def issue_key(session: AsyncSession, owner_id: uuid.UUID, name: str) -> tuple[ApiKey, str]:
+    """A new API key row and its token; the token is returned once and never stored."""
+    key = tokens.new_api_key()
+    row = await repository.add_api_key(session, owner_id, name, key.prefix, key.secret_hash)
+    return row, key.token
+
+
+async def list_keys(session: AsyncSession, owner_id: uuid.UUID) -> list[ApiKey]:
+    """The owner's active keys (metadata only)."""
+    return await repository.list_keys(session, owner_id)
+
+
+async def revoke_key(session: AsyncSession, owner_id: uuid.UUID, key_id: uuid.UUID) -> None:
+    """Revoke at once; another owner's key id reads as absent."""
+    if not await repository.revoke_key(session, owner_id, key_id):
+        raise NotFound("API key not found")
 
 
 async def create_owner_with_key(
     session: AsyncSession, email: str, key_name: str = "default"
 ) -> tuple[uuid.UUID, str]:
-    """A new owner and an API key for it (used by `media-api dev` and tests)."""
+    """A new owner (no password) and an API key for it (tests and bootstrap)."""
     owner = await repository.add_owner(session, email)
-    return owner.id, await issue_key(session, owner.id, key_name)
-
-
-async def issue_key(session: AsyncSession, owner_id: uuid.UUID, name: str) -> str:
-    """A new API key for an owner; the token is returned once and never stored."""
-    key = tokens.new_api_key()
-    await repository.add_api_key(session, owner_id, name, key.prefix, key.secret_hash)
-    return key.token
+    _, token = await issue_key(session, owner.id, key_name)
+    return owner.id, token
 
 
 async def key_for_email(session: AsyncSession, email: str, key_name: str) -> str:
     """An API key for the owner with this email, creating the owner if needed (bootstrap)."""
-    owner = await repository.owner_by_email(session, email)
+    owner = await repository.owner_by_email(session, email.lower())
     if owner is None:
-        owner = await repository.add_owner(session, email)
-    return await issue_key(session, owner.id, key_name)
+        owner = await repository.add_owner(session, email.lower())
+    _, token = await issue_key(session, owner.id, key_name)
+    return token
 
 
 async def is_valid_key(session: AsyncSession, token: str) -> bool:
-    """True when the token authenticates (the dev command reuses a saved key if so)."""
+    """True when the API key authenticates (the dev command reuses a saved key if so)."""
     try:
-        await owner_for_token(session, token)
+        await owner_for_token(session, token, secret=None)
     except Unauthorized:
         return False
     return True

@@ -1,11 +1,15 @@
-"""API key format, generation and verification: pure functions, no I/O."""
+"""Credentials as data: API keys and access tokens. Pure functions, no I/O."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+import time
+import uuid
 from dataclasses import dataclass
+
+import jwt
 
 KEY_MARK = "mk"  # recognisable by secret scanners and by people: "mk_<prefix>_<secret>"
 
@@ -44,3 +48,31 @@ def key_prefix(token: str) -> str | None:
 def verify_api_key(token: str, secret_hash: bytes) -> bool:
     """Constant-time comparison against the stored hash."""
     return hmac.compare_digest(_hash(token), secret_hash)
+
+
+# --- access tokens (JWT) ---------------------------------------------------------------------
+
+JWT_ALGORITHM = "HS256"
+JWT_ISSUER = "media-service"
+
+
+def issue_access_token(owner_id: uuid.UUID, secret: str, ttl_seconds: int) -> str:
+    """A short-lived signed token naming the owner; nothing else is trusted from it."""
+    now = int(time.time())
+    claims = {"sub": str(owner_id), "iss": JWT_ISSUER, "iat": now, "exp": now + ttl_seconds}
+    return jwt.encode(claims, secret, algorithm=JWT_ALGORITHM)
+
+
+def owner_from_access_token(token: str, secret: str) -> uuid.UUID | None:
+    """The owner a valid, unexpired token names, else None (any defect reads the same)."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[JWT_ALGORITHM],
+            issuer=JWT_ISSUER,
+            options={"require": ["exp", "iat", "sub", "iss"]},
+        )
+        return uuid.UUID(str(claims["sub"]))
+    except (jwt.InvalidTokenError, ValueError):
+        return None

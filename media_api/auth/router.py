@@ -1,0 +1,64 @@
+"""HTTP routes for accounts, tokens and API keys."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from media_api.auth import service
+from media_api.auth.schemas import (
+    ApiKeyCreated,
+    ApiKeyIn,
+    ApiKeyList,
+    ApiKeyOut,
+    OwnerOut,
+    SignupIn,
+    TokenOut,
+)
+from media_api.deps import CurrentOwner, SessionDep, SettingsDep, api_rate_limit
+
+auth_router = APIRouter(prefix="/v1/auth", tags=["auth"])
+keys_router = APIRouter(
+    prefix="/v1/api-keys", tags=["auth"], dependencies=[Depends(api_rate_limit)]
+)
+
+
+@auth_router.post("/signup", status_code=status.HTTP_201_CREATED)
+async def signup(body: SignupIn, session: SessionDep) -> OwnerOut:
+    """Create an account (email and password)."""
+    owner = await service.signup(session, body.email, body.password)
+    return OwnerOut(id=owner.id, email=owner.email, created_at=owner.created_at)
+
+
+@auth_router.post("/token")
+async def token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    session: SessionDep,
+    settings: SettingsDep,
+) -> TokenOut:
+    """OAuth2 password flow: `username` is the email; returns a short-lived bearer token."""
+    ttl = settings.access_token_ttl_seconds
+    access = await service.login(session, form.username, form.password, settings.jwt_secret, ttl)
+    return TokenOut(access_token=access, expires_in=ttl)
+
+
+@keys_router.post("", status_code=status.HTTP_201_CREATED)
+async def create_key(body: ApiKeyIn, owner: CurrentOwner, session: SessionDep) -> ApiKeyCreated:
+    """A long-lived key for programs; the secret is in this response only."""
+    row, secret = await service.issue_key(session, owner, body.name)
+    return ApiKeyCreated(**ApiKeyOut.of(row).model_dump(), key=secret)
+
+
+@keys_router.get("")
+async def list_keys(owner: CurrentOwner, session: SessionDep) -> ApiKeyList:
+    """The caller's active keys."""
+    return ApiKeyList(items=[ApiKeyOut.of(k) for k in await service.list_keys(session, owner)])
+
+
+@keys_router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_key(key_id: uuid.UUID, owner: CurrentOwner, session: SessionDep) -> None:
+    """Revoke a key; requests using it fail from now on."""
+    await service.revoke_key(session, owner, key_id)
