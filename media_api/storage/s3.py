@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterable, Iterable
+import functools
+import logging
+from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from media_api.settings import Settings
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef, ObjectIdentifierTypeDef
 
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3's floor for every part but the last
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -201,7 +205,11 @@ class S3Store:
 
 
 class _MultipartUpload:
-    """Buffers chunks into parts; starts a multipart upload only once a part is full."""
+    """Buffers chunks into parts; starts a multipart upload only once a part is full.
+
+    Cutting parts (`add`, `next_part`) is local; only `send_part`, `finish` and `abort` make
+    requests, so the async face can run just those in threads.
+    """
 
     def __init__(self, store: S3Store, key: str, content_type: str) -> None:
         self.store = store
@@ -212,15 +220,26 @@ class _MultipartUpload:
         self.upload_id: str | None = None
         self.parts: list[CompletedPartTypeDef] = []
 
-    def feed(self, chunk: bytes) -> None:
+    def add(self, chunk: bytes) -> None:
         self.buffer += chunk
         self.size += len(chunk)
-        while len(self.buffer) >= self.store.part_bytes:
-            part = bytes(self.buffer[: self.store.part_bytes])
-            del self.buffer[: self.store.part_bytes]
-            self._send_part(part)
 
-    def _send_part(self, part: bytes) -> None:
+    def next_part(self) -> bytes | None:
+        """A full part cut from the front of the buffer, or None while it is still filling."""
+        part_bytes = self.store.part_bytes
+        if len(self.buffer) < part_bytes:
+            return None
+        with memoryview(self.buffer) as view:  # one copy, and released before the resize
+            part = bytes(view[:part_bytes])
+        del self.buffer[:part_bytes]
+        return part
+
+    def feed(self, chunk: bytes) -> None:
+        self.add(chunk)
+        while (part := self.next_part()) is not None:
+            self.send_part(part)
+
+    def send_part(self, part: bytes) -> None:
         client, bucket = self.store.client, self.store.bucket
         if self.upload_id is None:
             self.upload_id = client.create_multipart_upload(
@@ -236,7 +255,7 @@ class _MultipartUpload:
         if self.upload_id is None:
             return self.store.put_bytes(self.key, bytes(self.buffer), self.content_type)
         if self.buffer:
-            self._send_part(bytes(self.buffer))
+            self.send_part(bytes(self.buffer))
             self.buffer.clear()
         resp = self.store.client.complete_multipart_upload(
             Bucket=self.store.bucket,
@@ -251,6 +270,79 @@ class _MultipartUpload:
             self.store.client.abort_multipart_upload(
                 Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id
             )
+            self.upload_id = None  # aborting twice would be a 404
+
+
+class StreamingUpload:
+    """An object written while its bytes still arrive: one part in flight, one filling.
+
+    Each full part leaves in a thread while the caller goes on writing the next; a write that
+    fills a part waits for the previous one to land (backpressure). As an `async with` block it
+    leaves nothing unless `complete()` succeeded and the block exits normally: otherwise the
+    multipart upload is aborted, or the completed object deleted.
+    """
+
+    def __init__(self, store: S3Store, key: str, content_type: str) -> None:
+        self.key = key
+        self._store = store
+        self._upload = _MultipartUpload(store, key, content_type)
+        # The one S3 call running in a thread; owned here so an abort can wait for it to land.
+        self._in_flight: asyncio.Task[None] | None = None
+        self._stored: StoredObject | None = None
+
+    async def __aenter__(self) -> StreamingUpload:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is not None or self._stored is None:
+            # Shielded: a cancelled request must still clean up after itself.
+            await asyncio.shield(self.abort())
+
+    async def write(self, data: bytes) -> None:
+        """Buffer `data`; a part that fills up is sent once the previous one has landed."""
+        self._upload.add(data)
+        while len(self._upload.buffer) >= self._store.part_bytes:
+            await self._settle()
+            part = self._upload.next_part()
+            assert part is not None
+            self._start(functools.partial(self._upload.send_part, part))
+
+    async def complete(self) -> StoredObject:
+        """Send the rest and finish: a single PUT if no part has left yet."""
+        await self._settle()
+        self._start(self._finish)
+        await self._settle()
+        assert self._stored is not None
+        return self._stored
+
+    async def abort(self) -> None:
+        """Leave nothing behind, idempotently; a failure is only logged (it must not mask why)."""
+        if self._in_flight is not None:
+            # A part or the completion may still be running: abort only once it has landed.
+            await asyncio.wait([self._in_flight])
+            if not self._in_flight.cancelled():
+                self._in_flight.exception()  # reported by write/complete, or moot now
+            self._in_flight = None
+        try:
+            if self._stored is not None:
+                await asyncio.to_thread(self._store.delete, self.key)
+                self._stored = None
+            else:
+                await asyncio.to_thread(self._upload.abort)
+        except (BotoCoreError, ClientError):
+            log.exception("could not discard the upload of %s", self.key)
+
+    def _start(self, work: Callable[[], None]) -> None:
+        self._in_flight = asyncio.create_task(asyncio.to_thread(work))
+
+    async def _settle(self) -> None:
+        """Wait for the call in flight and raise its error; shielded so it always lands."""
+        if self._in_flight is not None:
+            await asyncio.shield(self._in_flight)
+            self._in_flight = None
+
+    def _finish(self) -> None:
+        self._stored = self._upload.finish()
 
 
 class AsyncS3Store:
@@ -263,21 +355,18 @@ class AsyncS3Store:
         """Readiness probe."""
         await asyncio.to_thread(self.sync.check)
 
+    def streaming_upload(self, key: str, content_type: str) -> StreamingUpload:
+        """An upload to write as the bytes arrive; no request is made until a part is full."""
+        return StreamingUpload(self.sync, key, content_type)
+
     async def put_stream(
         self, key: str, chunks: AsyncIterable[bytes], content_type: str
     ) -> StoredObject:
-        """Stream an async body; each full part is sent from a thread, one part in memory."""
-        upload = _MultipartUpload(self.sync, key, content_type)
-        try:
+        """Stream an async body; each part is sent from a thread while the next one fills."""
+        async with self.streaming_upload(key, content_type) as upload:
             async for chunk in chunks:
-                if len(upload.buffer) + len(chunk) >= self.sync.part_bytes:
-                    await asyncio.to_thread(upload.feed, chunk)
-                else:
-                    upload.feed(chunk)  # only appends to the buffer: no I/O
-            return await asyncio.to_thread(upload.finish)
-        except BaseException:
-            await asyncio.shield(asyncio.to_thread(upload.abort))
-            raise
+                await upload.write(chunk)
+            return await upload.complete()
 
     async def put_file(self, key: str, file: IO[bytes], content_type: str) -> StoredObject:
         """Stream a local file from its current position, one part in memory at a time."""
