@@ -1,5 +1,6 @@
 """Streaming multipart ingest: the request body goes to an anonymous temp file, hashed and
-size-checked on the way, without ever holding the whole file in memory.
+size-checked on the way, without ever holding the whole file in memory. A caller-given sink gets
+the same bytes as they arrive (the upload service streams them to storage meanwhile).
 
 The temp file is created with `tempfile.TemporaryFile`, which on Linux has no name at all
 (O_TMPFILE): whatever happens to the process, no temp file is left behind.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,9 @@ MAX_FIELD_BYTES = 4096  # small by nature
 FORM_OVERHEAD_BYTES = 64 * 1024
 MAX_PARTS = 16
 FLUSH_BYTES = 1024 * 1024  # batch writes so each thread hop moves a meaningful amount
+
+# Gets the file's bytes in order, and only once `check_head` has accepted the first of them.
+Sink = Callable[[bytes], Awaitable[None]]
 
 
 @dataclass
@@ -171,6 +175,14 @@ def boundary_of(content_type: str | None) -> bytes:
     return boundary
 
 
+async def _flush(spool: Spool, pending: bytearray, sink: Sink | None) -> None:
+    data = bytes(pending)
+    pending.clear()
+    await asyncio.to_thread(spool.write, data)
+    if sink is not None:
+        await sink(data)
+
+
 @asynccontextmanager
 async def receive_upload(
     body: AsyncIterator[bytes],
@@ -180,8 +192,13 @@ async def receive_upload(
     tmp_dir: Path | None,
     head_bytes: int,
     check_head: Callable[[bytes], None],
+    sink: Sink | None = None,
 ) -> AsyncIterator[UploadForm]:
-    """Parse the body as it arrives; the file lives in an anonymous temp file until exit."""
+    """Parse the body as it arrives; the file lives in an anonymous temp file until exit.
+
+    `sink` sees every byte of the file, but only after `check_head` passed: pending bytes reach
+    FLUSH_BYTES (far beyond the head) or the part ends (where a short file's head is checked).
+    """
     receiver = _Receiver(tmp_dir, max_bytes, head_bytes, check_head)
     callbacks = {
         name: getattr(receiver, name)
@@ -208,14 +225,12 @@ async def receive_upload(
             except FormParserError as exc:
                 raise InvalidMultipart("malformed multipart body") from exc
             if receiver.spool is not None and len(receiver.pending) >= FLUSH_BYTES:
-                data, receiver.pending = bytes(receiver.pending), bytearray()
-                await asyncio.to_thread(receiver.spool.write, data)
+                await _flush(receiver.spool, receiver.pending, sink)
         if not receiver.done:
             raise IncompleteUpload("the multipart body ended early")
         if receiver.spool is not None:
             if receiver.pending:
-                await asyncio.to_thread(receiver.spool.write, bytes(receiver.pending))
-                receiver.pending.clear()
+                await _flush(receiver.spool, receiver.pending, sink)
             receiver.spool.file.seek(0)
         yield UploadForm(spool=receiver.spool, fields=receiver.fields)
     finally:

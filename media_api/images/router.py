@@ -22,9 +22,8 @@ from media_api.images.errors import (
     StorageUnavailable,
     UnsupportedMediaType,
 )
-from media_api.images.ingest import FORM_OVERHEAD_BYTES, receive_upload
+from media_api.images.ingest import FORM_OVERHEAD_BYTES
 from media_api.images.schemas import ImageOut
-from media_api.imaging.probe import SNIFF_BYTES
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
@@ -97,15 +96,15 @@ async def upload_image(
     if declared and declared.isdigit() and int(declared) > limit + FORM_OVERHEAD_BYTES:
         raise FileTooLarge(f"the file is over the limit of {limit} bytes")
     try:
-        async with receive_upload(
+        image, created = await service.upload(
+            session,
+            store,
+            effects,
+            settings,
+            owner,
             request.stream(),
             request.headers.get("content-type"),
-            max_bytes=settings.max_upload_bytes,
-            tmp_dir=settings.upload_tmp_dir,
-            head_bytes=SNIFF_BYTES,
-            check_head=service.head_checker(settings),
-        ) as form:
-            image, created = await service.upload(session, store, effects, settings, owner, form)
+        )
     except ClientDisconnect as exc:
         raise IncompleteUpload("the client disconnected before the upload finished") from exc
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK

@@ -1,11 +1,12 @@
-"""Upload rules: dedupe, validate, store, record, dispatch; nothing left behind on failure."""
+"""Upload rules: stream, dedupe, validate, record, dispatch; nothing left behind on failure."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator
+from types import TracebackType
 from typing import IO
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -15,12 +16,12 @@ from media_api.effects import Effects
 from media_api.errors import NotFound
 from media_api.images import repository
 from media_api.images.errors import PROBE_ERRORS, EmptyFile, MissingFile, StorageUnavailable
-from media_api.images.ingest import UploadForm
+from media_api.images.ingest import Spool, receive_upload
 from media_api.images.models import Image, JobKind
 from media_api.imaging import probe as imaging
 from media_api.settings import Settings
 from media_api.storage import keys
-from media_api.storage.s3 import AsyncS3Store
+from media_api.storage.s3 import AsyncS3Store, StoredObject, StreamingUpload
 
 # Each job kind: the task that performs it and the queue it runs on.
 JOB_TASKS: dict[JobKind, tuple[str, str]] = {
@@ -38,19 +39,57 @@ def probe_limits(settings: Settings) -> imaging.ProbeLimits:
     )
 
 
-def head_checker(settings: Settings) -> Callable[[bytes], None]:
-    """Rejects a body whose first bytes are no allowed image, before the rest is received."""
-    allowed = settings.allowed_formats
+def _accepted_mime_type(head: bytes, allowed: frozenset[str]) -> str | None:
+    """Refuses a body whose first bytes are no allowed image, before the rest is received."""
+    if not head:
+        return None  # an empty file gets its own error once the part ends
+    fmt, mime_type = imaging.sniff(head), imaging.sniff_mime_type(head)
+    if fmt is None or mime_type is None or fmt not in allowed:
+        what = "an allowed image format" if fmt is None else f"{fmt}, which is not accepted"
+        raise PROBE_ERRORS["unsupported-media-type"](f"the content is not {what}")
+    return mime_type
 
-    def check(head: bytes) -> None:
-        if not head:
-            return  # an empty file gets its own error once the part ends
-        fmt = imaging.sniff(head)
-        if fmt is None or fmt not in allowed:
-            what = "an allowed image format" if fmt is None else f"{fmt}, which is not accepted"
-            raise PROBE_ERRORS["unsupported-media-type"](f"the content is not {what}")
 
-    return check
+class _Original:
+    """The original on its way to S3 while the body still arrives; gone again unless completed.
+
+    The object is typed by the sniffed format, which the head check knows before the first part
+    leaves; the upload itself starts only then, so a refused head never makes an S3 request.
+    """
+
+    def __init__(self, store: AsyncS3Store, key: str, allowed: frozenset[str]) -> None:
+        self._store = store
+        self._key = key
+        self._allowed = allowed
+        self._upload: StreamingUpload | None = None
+
+    async def __aenter__(self) -> _Original:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._upload is not None:
+            await self._upload.__aexit__(exc_type, exc, tb)
+
+    def check_head(self, head: bytes) -> None:
+        """The ingest's head check: refuse a non-image, or start the upload with its type."""
+        mime_type = _accepted_mime_type(head, self._allowed)
+        if mime_type is not None:
+            self._upload = self._store.streaming_upload(self._key, mime_type)
+
+    async def write(self, data: bytes) -> None:
+        """The ingest's sink."""
+        assert self._upload is not None, "the ingest writes only after the head check passed"
+        await self._upload.write(data)
+
+    async def complete(self) -> StoredObject:
+        """Send the last part and finish (or PUT a file that fits one part)."""
+        assert self._upload is not None, "a non-empty file passed the head check"
+        return await self._upload.complete()
 
 
 def _validate(spool_file: IO[bytes], limits: imaging.ProbeLimits) -> imaging.ImageInfo:
@@ -60,38 +99,68 @@ def _validate(spool_file: IO[bytes], limits: imaging.ProbeLimits) -> imaging.Ima
         raise PROBE_ERRORS[exc.code](exc.detail) from exc
 
 
+async def _validate_while_completing(
+    spool: Spool, original: _Original, limits: imaging.ProbeLimits
+) -> imaging.ImageInfo:
+    """The full decode overlaps the end of the S3 upload. Both always finish (the spool must
+    outlive the probe's thread); a bad image outranks a storage error, since retrying won't help."""
+    info, stored = await asyncio.gather(
+        asyncio.to_thread(_validate, spool.file, limits),
+        original.complete(),
+        return_exceptions=True,
+    )
+    if isinstance(info, BaseException):
+        raise info
+    if isinstance(stored, BaseException):
+        raise stored
+    return info
+
+
 async def upload(
     session: AsyncSession,
     store: AsyncS3Store,
     effects: Effects,
     settings: Settings,
     owner_id: uuid.UUID,
-    form: UploadForm,
+    body: AsyncIterator[bytes],
+    content_type: str | None,
 ) -> tuple[Image, bool]:
     """Accept one upload; returns the image and whether it is new (False: same bytes as an
     image this owner already has)."""
-    spool = form.spool
-    if spool is None:
-        raise MissingFile("send the image in a multipart field named 'file'")
-    if spool.size == 0:
-        raise EmptyFile()
-    title = (form.fields.get("title") or "").strip()[:TITLE_MAX] or None
-    if form.fields.get("gallery_id"):
-        raise NotFound("gallery not found")  # galleries arrive with the browse API
-
-    existing = await repository.get_by_sha256(session, owner_id, spool.sha256)
-    if existing is not None:
-        return existing, False
-
-    info = await asyncio.to_thread(_validate, spool.file, probe_limits(settings))
-
     image_id = uuid.uuid4()
     key = keys.original_key(owner_id, image_id)
-    spool.file.seek(0)
     try:
-        await store.put_file(key, spool.file, info.mime_type)
+        # The file goes to the spool (for validation) and to S3 at once, part by part. Any
+        # exception, or leaving the block before completing, aborts what was sent.
+        async with (
+            _Original(store, key, settings.allowed_formats) as original,
+            receive_upload(
+                body,
+                content_type,
+                max_bytes=settings.max_upload_bytes,
+                tmp_dir=settings.upload_tmp_dir,
+                head_bytes=imaging.SNIFF_BYTES,
+                check_head=original.check_head,
+                sink=original.write,
+            ) as form,
+        ):
+            spool = form.spool
+            if spool is None:
+                raise MissingFile("send the image in a multipart field named 'file'")
+            if spool.size == 0:
+                raise EmptyFile()
+            title = (form.fields.get("title") or "").strip()[:TITLE_MAX] or None
+            if form.fields.get("gallery_id"):
+                raise NotFound("gallery not found")  # galleries arrive with the browse API
+
+            existing = await repository.get_by_sha256(session, owner_id, spool.sha256)
+            if existing is not None:
+                return existing, False  # the streamed copy is aborted on the way out
+
+            info = await _validate_while_completing(spool, original, probe_limits(settings))
     except (BotoCoreError, ClientError) as exc:
         raise StorageUnavailable("the image could not be stored; try again") from exc
+    # The object exists from here on: a rollback of this request's transaction deletes it.
     effects.undo(functools.partial(store.delete, key))
 
     created = await repository.insert_new(
@@ -101,6 +170,7 @@ async def upload(
             "owner_id": owner_id,
             "title": title,
             "original_filename": (spool.filename or "")[:255] or None,
+            # The sniffed type the object was stored with: probe() derives it from the same head.
             "content_type": info.mime_type,
             "size_bytes": spool.size,
             # Display dimensions: what a viewer sees once EXIF orientation is applied.

@@ -39,6 +39,7 @@ __all__ = [
     "decodable_formats",
     "probe",
     "sniff",
+    "sniff_mime_type",
 ]
 
 # 128 bytes cover an ISO-BMFF ftyp box with 28 compatible brands; the other magics need 18 at most.
@@ -252,6 +253,12 @@ def sniff(head: bytes) -> str | None:
     """Name the format from leading bytes only; names and client content types are forgeable."""
     kind = _sniff_kind(head)
     return None if kind is None else kind.format
+
+
+def sniff_mime_type(head: bytes) -> str | None:
+    """The MIME type probe() will report for these leading bytes, known before the rest arrives."""
+    kind = _sniff_kind(head)
+    return None if kind is None else kind.mime_type
 
 
 def _child_boxes(buf: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:

@@ -12,7 +12,7 @@ import functools
 import logging
 from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -367,11 +367,6 @@ class AsyncS3Store:
             async for chunk in chunks:
                 await upload.write(chunk)
             return await upload.complete()
-
-    async def put_file(self, key: str, file: IO[bytes], content_type: str) -> StoredObject:
-        """Stream a local file from its current position, one part in memory at a time."""
-        chunks = iter(lambda: file.read(self.sync.part_bytes), b"")
-        return await asyncio.to_thread(self.sync.put_stream, key, chunks, content_type)
 
     async def delete(self, key: str) -> None:
         """Delete one key."""

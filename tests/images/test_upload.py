@@ -48,20 +48,6 @@ def _noise_png(side: int) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def caller(client: TestClient) -> Caller:
-    return new_caller(client)
-
-
-@pytest.fixture
-def leftovers(
-    client: TestClient, store: S3Store, upload_tmp: Path, caller: Caller
-) -> Iterator[None]:
-    """After the test: the owner's rows and objects agree and no temp file remains."""
-    yield
-    assert_nothing_left(client, store, caller.owner_id, upload_tmp)
-
-
 def _client_with(app_settings: Settings, **update: object) -> TestClient:
     return TestClient(create_app(app_settings.model_copy(update=update)))
 
