@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -68,6 +69,8 @@ def bench_stack(**overrides: str) -> Iterator[BenchStack]:
             **stack.urls,
             "MEDIA_S3_ACCESS_KEY": access,
             "MEDIA_S3_SECRET_KEY": secret,
+            # The API refuses to start without a token-signing key.
+            "MEDIA_SECRET_KEY": secrets.token_urlsafe(48),
             **overrides,
         }
         os.environ.update({k: v for k, v in env.items() if k.startswith("MEDIA_")})

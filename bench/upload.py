@@ -6,12 +6,15 @@ For each size, the same bytes go three ways, side by side in one run:
   loopback  raw TCP copy to a socket that discards (the ceiling of this machine's loopback)
   s3 put    boto3 multipart PUT straight to the same SeaweedFS (the storage ceiling)
   api       POST /v1/images through the real API (stream, hash, validate, store, record)
-and the API server's peak RSS is sampled every 5 ms during its upload.
+and the API server's peak RSS is sampled every 5 ms during its upload. Each path gets one untimed
+warm-up transfer first, and the S3 and HTTP clients are reused, so no timing includes a first
+connection, a cold connection pool or the API's first request.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import statistics
@@ -19,13 +22,13 @@ import threading
 import time
 from pathlib import Path
 
-import boto3
 import httpx
 import psutil
 from boto3.s3.transfer import TransferConfig
 from PIL import Image
 
-from bench.stack import BenchStack, api_process, bench_stack
+from bench.stack import api_process, bench_stack
+from media_api.storage.s3 import S3Store
 
 MB = 1024 * 1024
 JPEG_BYTES_PER_PIXEL = 4.11  # noise at quality 100, 4:4:4 (measured)
@@ -68,18 +71,11 @@ def loopback_seconds(path: Path) -> float:
     return elapsed
 
 
-def s3_put_seconds(stack: BenchStack, path: Path) -> float:
-    s = stack.settings
-    client = boto3.client(
-        "s3",
-        endpoint_url=s.s3_endpoint_url,
-        region_name=s.s3_region,
-        aws_access_key_id=s.s3_access_key,
-        aws_secret_access_key=s.s3_secret_key.get_secret_value(),
-    )
-    config = TransferConfig(multipart_chunksize=s.s3_multipart_chunk_bytes, max_concurrency=1)
+def s3_put_seconds(store: S3Store, path: Path) -> float:
+    """The storage ceiling: the API's own client config, parts of its size, one at a time."""
+    config = TransferConfig(multipart_chunksize=store.part_bytes, max_concurrency=1)
     start = time.perf_counter()
-    client.upload_file(str(path), s.s3_bucket, f"bench/{path.name}", Config=config)
+    store.client.upload_file(str(path), store.bucket, f"bench/{path.name}", Config=config)
     return time.perf_counter() - start
 
 
@@ -109,11 +105,13 @@ class RssSampler:
         self._thread.join()
 
 
-def api_seconds(base: str, token: str, path: Path, sampler_pid: int) -> tuple[float, int, int]:
+def api_seconds(
+    http: httpx.Client, base: str, token: str, path: Path, sampler_pid: int
+) -> tuple[float, int, int]:
     """Upload through the API; returns seconds, server RSS before and its peak during."""
     sampler = RssSampler(sampler_pid)
     before = sampler.rss()
-    with sampler, path.open("rb") as fh, httpx.Client(timeout=300) as http:
+    with sampler, path.open("rb") as fh:
         start = time.perf_counter()
         resp = http.post(
             f"{base}/v1/images",
@@ -138,15 +136,26 @@ def main() -> None:
     with bench_stack(MEDIA_MAX_UPLOAD_BYTES=str(256 * MB), MEDIA_MAX_PIXELS="60000000") as stack:
         work = stack.data_dir / "files"
         work.mkdir()
-        with api_process(stack) as (base, proc):
+        store = S3Store(stack.settings)
+        with (
+            api_process(stack) as (base, proc),
+            httpx.Client(timeout=300) as http,
+            contextlib.closing(store),
+        ):
+            warm_up = work / "warm-up.jpg"
+            make_jpeg(MB, warm_up)
+            loopback_seconds(warm_up)
+            s3_put_seconds(store, warm_up)
+            api_seconds(http, base, stack.token, warm_up, proc.pid)
+            warm_up.unlink()
             for size_mb in sizes:
                 loop, put, api, peaks, befores = [], [], [], [], []
                 for i in range(args.repeat):
                     path = work / f"{size_mb}mb-{i}.jpg"
                     nbytes = make_jpeg(size_mb * MB, path)
                     loop.append(nbytes / loopback_seconds(path))
-                    put.append(nbytes / s3_put_seconds(stack, path))
-                    seconds, before, peak = api_seconds(base, stack.token, path, proc.pid)
+                    put.append(nbytes / s3_put_seconds(store, path))
+                    seconds, before, peak = api_seconds(http, base, stack.token, path, proc.pid)
                     api.append(nbytes / seconds)
                     befores.append(before)
                     peaks.append(peak)
