@@ -1,0 +1,452 @@
+"""Variants per second per core: the shipped render() against a naive Pillow pipeline.
+
+Run: .venv/bin/python -m bench.variants [--repeats 7] [--thumbor-venv /tmp/thumbor-venv]
+
+Images: made at run time in a temp folder from the largest real photo among the corpus's accepted
+valid/ and orientation/ rows, orientation/avif_irot_orientation6.avif (a 3024x4032 iPhone photo),
+turned to landscape and Lanczos-resampled to exactly 4000x3000 (12 MP, a 0.8 % downscale) and,
+centre-cropped to 3:2, to 6000x4000 (24 MP, a 1.49x upscale: softer, so a smaller file than a
+native 24 MP photo, which makes its entropy decoding a little cheaper); both saved as quality-90
+JPEGs with no metadata.
+
+Method: every path runs in its own fresh subprocess, single-threaded (VIPS_CONCURRENCY=1; Pillow
+and libwebp use one thread anyway), with one untimed warm-up. Runs are interleaved round-robin
+across the paths, so background load on this shared 2-core machine hits all of them alike, and the
+median of --repeats runs is reported. Per-core rate = 3 variants / median CPU seconds of the
+process (all threads); peak RSS is the child's VmHWM after its runs, interpreter and imports
+included (the "idle" column is VmRSS right after imports).
+
+Paths:
+  naive          open, full decode, exif_transpose, convert("RGB"), resize every preset from the
+                 full image with LANCZOS (thumb: ImageOps.fit centre crop), WebP with Pillow's
+                 defaults (quality 80, method 4)
+  render         media_api.imaging.variants.render(): libvips shrink-on-load, cascade, WebP
+                 with libwebp method 4 / 2 / 0 for thumb / medium / large
+  render/method2 the same with method 2 for every variant (the alternative not shipped)
+  render/pillow  the same cascade and encoders after the Pillow fallback decode (draft, reduce)
+  thumbor        thumbor 7 server from a throwaway venv (PIL engine, file loader, no storage,
+                 RESPECT_ORIENTATION): three URLs per image, each decoding the original, as it
+                 serves them; server CPU read from /proc. Skipped if that venv does not exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import io
+import json
+import math
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image, ImageOps
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "tests" / "fixtures" / "corpus" / "orientation" / "avif_irot_orientation6.avif"
+SIZES = {"12 MP": (4000, 3000), "24 MP": (6000, 4000)}
+PRESETS = ((256, True), (1024, False), (2048, False))  # DEFAULT_PRESETS as (size, crop)
+PATHS = ("naive", "render", "render/method2", "render/pillow")
+
+
+def make_images(folder: Path) -> dict[str, Path]:
+    """The two bench JPEGs, derived from one real photo (see the module docstring)."""
+    with Image.open(SOURCE) as im:
+        # Already upright as decoded (libavif applies irot); turned only to make it landscape.
+        photo = im.convert("RGB").transpose(Image.Transpose.ROTATE_90)
+    made = {}
+    for label, (width, height) in SIZES.items():
+        src_w, src_h = photo.size
+        crop_h = min(src_h, src_w * height // width)
+        top = (src_h - crop_h) // 2
+        box = (0, top, src_w, top + crop_h)
+        out = photo.resize((width, height), Image.Resampling.LANCZOS, box=box)
+        path = folder / f"{label.replace(' ', '').lower()}.jpg"
+        out.save(path, "JPEG", quality=90)
+        made[label] = path
+    return made
+
+
+# --- child side: one path, driven over stdin/stdout -------------------------------------------
+
+
+def naive(path: Path) -> list[int]:
+    """The baseline the issue names, written the way a first version would be."""
+    sizes = []
+    with Image.open(path) as opened:
+        opened.load()
+        im = ImageOps.exif_transpose(opened).convert("RGB")
+    width, height = im.size
+    for size, crop in PRESETS:
+        if crop:
+            out = ImageOps.fit(im, (size, size), Image.Resampling.LANCZOS)
+        else:
+            scale = min(1.0, size / max(width, height))
+            target = (round(width * scale), round(height * scale))
+            out = im.resize(target, Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        out.save(buf, "WEBP")
+        sizes.append(len(buf.getvalue()))
+    return sizes
+
+
+def _runner(name: str) -> Callable[[Path], list[int]]:
+    """Import lazily so each child's idle RSS holds only what its path needs."""
+    if name == "naive":
+        return naive
+    from media_api.imaging import variants
+
+    if name == "render/method2":
+        # The alternative not shipped: libwebp method 2 for every variant (see the sweep).
+        variants._WEBP_EFFORT_BY_PIXELS = ()  # type: ignore[misc, assignment]
+        variants._WEBP_EFFORT_LARGEST = 2  # type: ignore[misc]
+    if name in ("render", "render/method2"):
+        return lambda path: [len(v.data) for v in variants.render(path).variants]
+
+    def pillow_path(path: Path) -> list[int]:
+        data = path.read_bytes()
+        presets = variants.DEFAULT_PRESETS
+        stage0 = variants._decode_pillow(data, "JPEG", presets)
+        return [len(v.data) for v in variants._cascade(stage0, presets, "webp").variants]
+
+    return pillow_path
+
+
+def _status_kb(key: str) -> int:
+    """A VmRSS/VmHWM line of this process, in kB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def child(name: str) -> None:
+    """Serve "run <path>" / "end" commands, one JSON line each, so the parent can interleave."""
+    run = _runner(name)
+    print(json.dumps({"idle_kb": _status_kb("VmRSS")}), flush=True)
+    for line in sys.stdin:
+        command, _, arg = line.strip().partition(" ")
+        if command == "run":
+            wall, cpu = time.perf_counter(), time.process_time()
+            sizes = run(Path(arg))
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            print(json.dumps({"wall": wall, "cpu": cpu, "bytes": sizes}), flush=True)
+        else:
+            break
+    print(json.dumps({"hwm_kb": _status_kb("VmHWM")}), flush=True)
+
+
+def sweep(path: Path) -> None:
+    """WebP method against time, bytes and PSNR for the 2048 px variant of one image."""
+    import pyvips  # type: ignore[import-untyped]
+
+    big = pyvips.Image.thumbnail(str(path), 2048, height=2048, size="down").copy_memory()
+    reference = big.cast("float")
+    for method in range(7):
+        big.webpsave_buffer(Q=80, effort=method, keep="none")
+        times = []
+        for _ in range(5):
+            start = time.process_time()
+            data = big.webpsave_buffer(Q=80, effort=method, keep="none")
+            times.append(time.process_time() - start)
+        decoded = pyvips.Image.new_from_buffer(data, "").cast("float")
+        mse = ((reference - decoded) ** 2).avg()
+        psnr = 10 * math.log10(255**2 / mse)
+        row = {"method": method, "cpu": statistics.median(times), "bytes": len(data), "psnr": psnr}
+        print(json.dumps(row), flush=True)
+
+
+# --- parent side -------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """Measurements of one path on one image."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    idle_kb: int = 0
+    hwm_kb: int = 0
+
+
+class Child:
+    """One fresh interpreter running one path."""
+
+    def __init__(self, name: str) -> None:
+        env = dict(os.environ, VIPS_CONCURRENCY="1", PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.variants", "--child", name],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.result = Result(idle_kb=self._read()["idle_kb"])
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bench child exited with {self.proc.wait()}")
+        data: dict[str, Any] = json.loads(line)
+        return data
+
+    def _send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def run(self, image: Path, *, record: bool = True) -> None:
+        self._send(f"run {image}")
+        data = self._read()
+        if record:
+            self.result.wall.append(data["wall"])
+            self.result.cpu.append(data["cpu"])
+            self.result.sizes = data["bytes"]
+
+    def close(self) -> Result:
+        self._send("end")
+        self.result.hwm_kb = self._read()["hwm_kb"]
+        self.proc.wait(timeout=30)
+        return self.result
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _proc_cpu(pid: int) -> float:
+    """utime + stime of a process, all threads, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class Thumbor:
+    """A thumbor server on loopback, timed from outside like any other child."""
+
+    def __init__(self, venv: Path, folder: Path) -> None:
+        conf = folder / "thumbor.conf"
+        conf.write_text(
+            "LOADER = 'thumbor.loaders.file_loader'\n"
+            f"FILE_LOADER_ROOT_PATH = '{folder}'\n"
+            "STORAGE = 'thumbor.storages.no_storage'\n"
+            "RESULT_STORAGE = 'thumbor.result_storages.no_storage'\n"
+            "RESPECT_ORIENTATION = True\n"
+            "QUALITY = 80\n"
+            "ALLOW_UNSAFE_URL = True\n"
+        )
+        self.port = _free_port()
+        self.proc = subprocess.Popen(
+            [
+                str(venv / "bin" / "thumbor"),
+                *("--ip=127.0.0.1", f"--port={self.port}", f"--conf={conf}", "--log-level=error"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._get("/healthcheck")
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.proc.kill()
+                    raise RuntimeError("thumbor did not start") from None
+                time.sleep(0.2)
+        self.result = Result(idle_kb=_proc_kb(self.proc.pid, "VmRSS"))
+
+    def _get(self, path: str) -> bytes:
+        """One GET on loopback; a fresh connection each time, as thumbor's clients mostly do."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"thumbor answered {response.status} for {path}")
+            return body
+        finally:
+            conn.close()
+
+    def run(self, image: Path, *, record: bool = True) -> None:
+        urls = [
+            f"/unsafe/256x256/filters:format(webp)/{image.name}",
+            f"/unsafe/fit-in/1024x1024/filters:format(webp)/{image.name}",
+            f"/unsafe/fit-in/2048x2048/filters:format(webp)/{image.name}",
+        ]
+        cpu, wall = _proc_cpu(self.proc.pid), time.perf_counter()
+        sizes = [len(self._get(url)) for url in urls]
+        wall, cpu = time.perf_counter() - wall, _proc_cpu(self.proc.pid) - cpu
+        if record:
+            self.result.wall.append(wall)
+            self.result.cpu.append(cpu)
+            self.result.sizes = sizes
+
+    def close(self) -> Result:
+        self.result.hwm_kb = _proc_kb(self.proc.pid, "VmHWM")
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        return self.result
+
+
+class Runner(Protocol):
+    """What measure() needs of a child interpreter or the thumbor server."""
+
+    proc: subprocess.Popen[Any]
+
+    def run(self, image: Path, *, record: bool = True) -> None: ...
+
+    def close(self) -> Result: ...
+
+
+@contextlib.contextmanager
+def runners(names: list[str], venv: Path | None, folder: Path) -> Iterator[dict[str, Runner]]:
+    """Start every path's process; always stop them, even when a run fails."""
+    started: dict[str, Runner] = {}
+    try:
+        for name in names:
+            started[name] = Child(name)
+        if venv is not None:
+            started["thumbor"] = Thumbor(venv, folder)
+        yield started
+    finally:
+        for runner in started.values():
+            if runner.proc.poll() is None:
+                runner.proc.kill()
+                runner.proc.wait()
+
+
+def measure(image: Path, repeats: int, venv: Path | None) -> dict[str, Result]:
+    """Interleave the paths run by run, so noise is shared; fresh processes per image."""
+    results: dict[str, Result] = {}
+    with runners(list(PATHS), venv, image.parent) as started:
+        for runner in started.values():
+            runner.run(image, record=False)
+        order = list(started)
+        for index in range(repeats):
+            rotated = order[index % len(order) :] + order[: index % len(order)]
+            for name in rotated:
+                started[name].run(image)
+        for name, runner in started.items():
+            results[name] = runner.close()
+    return results
+
+
+def table(all_results: dict[str, dict[str, Result]]) -> str:
+    """The markdown table for docs/benchmarks.md."""
+    lines = [
+        "| image | path | ms/image (wall) | CPU ms/image | variants/s/core | speed-up vs naive "
+        "| peak RSS MB (idle) | bytes thumb / medium / large |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for label, results in all_results.items():
+        base = statistics.median(results["naive"].cpu)
+        for name, res in results.items():
+            cpu = statistics.median(res.cpu)
+            wall = statistics.median(res.wall)
+            sizes = " / ".join(f"{s / 1000:.0f} kB" for s in res.sizes)
+            lines.append(
+                f"| {label} | {name} | {wall * 1000:.0f} | {cpu * 1000:.0f} | {3 / cpu:.1f} "
+                f"| {base / cpu:.2f}x | {res.hwm_kb / 1024:.0f} ({res.idle_kb / 1024:.0f}) "
+                f"| {sizes} |"
+            )
+    return "\n".join(lines)
+
+
+def sweep_table(image: Path) -> str:
+    """Run the WebP method sweep in a single-threaded child and format it."""
+    env = dict(os.environ, VIPS_CONCURRENCY="1", PYTHONPATH=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.variants", "--sweep", str(image)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    ref = next(r for r in rows if r["method"] == 4)
+    lines = [
+        "| WebP method | CPU ms | bytes | vs method 4 | PSNR dB |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['cpu'] * 1000:.0f} | {r['bytes']} "
+            f"| {r['bytes'] / ref['bytes'] - 1:+.1%} | {r['psnr']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def versions() -> str:
+    """Machine and library versions for the results header."""
+    import PIL
+    import pyvips
+    from PIL import features
+
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"Pillow {PIL.__version__} (libjpeg-turbo {features.version('jpg')}, "
+        f"libwebp {features.version('webp')}), pyvips {pyvips.__version__} "
+        f"(libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}), "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    default_venv = Path(tempfile.gettempdir()) / "thumbor-venv"
+    parser.add_argument("--thumbor-venv", type=Path, default=default_venv)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--sweep", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    if args.sweep:
+        sweep(args.sweep)
+        return
+    venv = args.thumbor_venv if (args.thumbor_venv / "bin" / "thumbor").exists() else None
+    print(versions())
+    if venv is None:
+        print(f"thumbor: no venv at {args.thumbor_venv}, skipped")
+    with tempfile.TemporaryDirectory(prefix="bench-variants-") as tmp:
+        images = make_images(Path(tmp))
+        all_results = {}
+        for label, path in images.items():
+            print(f"{label}: {path.stat().st_size / 1e6:.2f} MB JPEG", flush=True)
+            all_results[label] = measure(path, args.repeats, venv)
+        print()
+        print(table(all_results))
+        print()
+        print("WebP method sweep, 12 MP photo's 2048x1536 variant, q80, libvips, one thread:")
+        print()
+        print(sweep_table(images["12 MP"]))
+
+
+if __name__ == "__main__":
+    main()

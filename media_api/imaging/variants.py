@@ -1,0 +1,448 @@
+"""Turn an accepted original into web-sized variants and a BlurHash placeholder.
+
+Pure: the standard library, Pillow (with pillow_heif through ``probe``), pyvips and ``blurhash``;
+no I/O frameworks, so a worker and a test call the same ``render()``.
+
+Engine, chosen by measurement (``bench/variants.py``, ``docs/benchmarks.md``): libvips decodes with
+shrink-on-load (``thumbnail_buffer`` straight to the largest size any preset needs), every smaller
+preset is cut from the previous intermediate with ``thumbnail_image``, and libwebp/libjpeg/libheif
+encode: 4.1x a naive Pillow pipeline per core on a 12 MP JPEG and 5.3x on 24 MP, at 50-75 % of its
+peak RSS. Pillow decodes what libvips cannot or will not here, and its pixels then go through the
+same resize and encoders: BMP, HEVC-coded HEIC (the pyvips-binary wheel has no HEVC decoder), AVIF
+image sequences (major brand ``avis``), CIELab TIFF, CMYK without a profile (see below), and files
+libvips refuses under ``fail_on="warning"`` although Pillow, and so ``probe()``, decodes them (a
+camera JPEG with corrupt entropy data).
+
+What every variant gets:
+
+- Orientation applied exactly once, with Pillow's meaning (the one ``probe()`` reports): EXIF in
+  JPEG, WebP and TIFF; libheif applies AVIF irot/imir itself; a PNG's orientation may also sit in
+  an ImageMagick "Raw profile type exif" text chunk or in XMP ``tiff:Orientation``, which libvips
+  ignores, so those are read here.
+- 8-bit sRGB: embedded ICC profiles are applied; untagged pixels are taken as sRGB; CMYK without
+  a profile (Adobe-inverted too) gets the plain formula browsers and Pillow use, not a press
+  profile; CIELab is converted; 16-bit is scaled rather than clipped; palette, gray and tRNS become
+  RGB(A). Alpha is kept in WebP and AVIF (dropped when fully opaque) and flattened on white for
+  JPEG.
+- No metadata at all: no EXIF, GPS, XMP, IPTC, text chunks or ICC profile (sRGB is the default).
+- Animated inputs (GIF, APNG, animated WebP, AVIF sequences, multipage TIFF): the first frame only,
+  predictable and bounded. An animated WebP of the corpus's 42-frame 245 px GIF takes 210 ms per
+  variant against 38 ms for all three stills, and probe() admits up to 1,000 frames; the original
+  stays available to clients that want the motion.
+- Sizes: a ``crop`` preset is a centred square cover crop of ``size`` px, or, when the image's
+  shorter side is smaller, the largest centred square it holds (never upscaled). Other presets fit
+  the longer side to ``size`` with the aspect kept (within 1 px), or keep the source size.
+
+Process-wide at import: libvips blocks untrusted loaders and every loader but the six for formats
+the service may accept, and its operation cache is off (each original is seen once).
+``render()`` trusts that ``probe()`` accepted the bytes: it re-sniffs the format but does not
+re-apply pixel or frame limits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal, get_args
+
+# libvips reads this once at start-up; block_untrusted_set() below covers an earlier import.
+os.environ.setdefault("VIPS_BLOCK_UNTRUSTED", "1")
+
+import blurhash  # type: ignore[import-untyped]  # no py.typed marker in the wheel
+import pyvips  # type: ignore[import-untyped]  # ships .pyi files but no py.typed marker
+from PIL import ExifTags, Image, ImageCms, ImageOps
+
+from media_api.imaging.probe import SNIFF_BYTES, sniff
+
+__all__ = [
+    "DEFAULT_PRESETS",
+    "OutputFormat",
+    "Preset",
+    "RenderError",
+    "RenderResult",
+    "Variant",
+    "avif_available",
+    "render",
+    "webp_effort",
+]
+
+OutputFormat = Literal["webp", "jpeg", "avif"]
+
+WEBP_QUALITY: Final = 80
+# libwebp `method` by output size, measured at q80 on this machine (docs/benchmarks.md). Per
+# 2048x1536 variant: method 4 takes 227 ms, 2 takes 99 ms for +3.6 % bytes, 0 takes 61 ms for
+# +28 % bytes at equal PSNR. Thumbnails are fetched most and cost 7 ms at method 4; medium
+# variants get method 2; the large variant, fetched least, gets method 0, which is what keeps
+# render() above 4x a naive Pillow pipeline on 12 MP photos (method 2 throughout: 3.4x).
+_WEBP_EFFORT_BY_PIXELS: Final = ((300_000, 4), (1_500_000, 2))
+_WEBP_EFFORT_LARGEST: Final = 0
+JPEG_QUALITY: Final = 85
+# AVIF at effort 0 matches WebP q80's PSNR with 10 % fewer bytes; effort 2 is 7x slower.
+AVIF_QUALITY: Final = 60
+AVIF_EFFORT: Final = 0
+PLACEHOLDER_SIZE: Final = 16
+
+_CONTENT: Final[dict[str, tuple[str, str]]] = {
+    "webp": ("image/webp", "webp"),
+    "jpeg": ("image/jpeg", "jpg"),
+    "avif": ("image/avif", "avif"),
+}
+# Formats libvips decodes here; HEIF (HEVC) and BMP always go to Pillow.
+_VIPS_FORMATS: Final = frozenset({"JPEG", "PNG", "GIF", "WEBP", "TIFF", "AVIF"})
+_VIPS_LOADERS: Final = (
+    "VipsForeignLoadJpeg",
+    "VipsForeignLoadPng",
+    "VipsForeignLoadNsgif",
+    "VipsForeignLoadWebp",
+    "VipsForeignLoadTiff",
+    "VipsForeignLoadHeif",
+)
+# The same pattern Pillow's getexif() uses, so both engines agree on XMP-only orientation.
+_XMP_ORIENTATION: Final = re.compile(rb'tiff:Orientation(="|>)([0-9])')
+_RAW_EXIF_FIELD: Final = re.compile(r"png-comment-\d+-Raw profile type exif")
+_WHITE: Final = (255, 255, 255)
+_SIXTEEN_BIT_MODES: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+_GRAY_MODES: Final = frozenset({"1", "L", "LA", "La"})
+
+
+def _configure_vips() -> None:
+    """Shrink libvips's attack surface to the loaders probe() can accept, once per process."""
+    pyvips.block_untrusted_set(True)
+    pyvips.operation_block_set("VipsForeignLoad", True)
+    for loader in _VIPS_LOADERS:
+        pyvips.operation_block_set(loader, False)
+    pyvips.cache_set_max(0)
+
+
+_configure_vips()
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    """A named target size; names become storage keys, so they are kept to a safe alphabet."""
+
+    name: str
+    size: int
+    crop: bool
+
+    def __post_init__(self) -> None:
+        """Fail when the presets are configured, not on the first image."""
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,31}", self.name):
+            msg = f"preset name {self.name!r} must be 1-32 ASCII letters, digits, _ or -"
+            raise ValueError(msg)
+        if not 1 <= self.size <= 8192:
+            msg = f"preset size {self.size} must be within 1..8192"
+            raise ValueError(msg)
+
+
+DEFAULT_PRESETS: Final = (
+    Preset("thumb", 256, True),
+    Preset("medium", 1024, False),
+    Preset("large", 2048, False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One encoded rendition, with what storage and the HTTP layer need to serve it."""
+
+    name: str
+    data: bytes
+    width: int
+    height: int
+    content_type: str
+    ext: str
+
+
+@dataclass(frozen=True, slots=True)
+class RenderResult:
+    """Variants in preset order, plus a BlurHash clients can paint before any bytes arrive."""
+
+    variants: list[Variant]
+    placeholder: str
+
+
+class RenderError(Exception):
+    """Neither engine could decode or encode the original; the worker marks the image failed."""
+
+    code = "render-failed"
+
+
+@functools.cache
+def avif_available() -> bool:
+    """AVIF output needs libheif with an AV1 encoder, which a libvips build may lack."""
+    try:
+        pyvips.Image.black(8, 8, bands=3).heifsave_buffer(
+            compression="av1", effort=AVIF_EFFORT, keep="none"
+        )
+    except pyvips.Error:
+        return False
+    return True
+
+
+def webp_effort(pixels: int) -> int:
+    """libwebp method for a variant of this many pixels: spend encoder time where views are."""
+    for limit, effort in _WEBP_EFFORT_BY_PIXELS:
+        if pixels <= limit:
+            return effort
+    return _WEBP_EFFORT_LARGEST
+
+
+def render(
+    source: bytes | str | os.PathLike[str],
+    presets: Sequence[Preset] = DEFAULT_PRESETS,
+    fmt: OutputFormat = "webp",
+) -> RenderResult:
+    """Decode once, resize largest-first, encode every preset and a placeholder."""
+    if fmt not in get_args(OutputFormat):
+        msg = f"unknown output format {fmt!r}"
+        raise ValueError(msg)
+    if fmt == "avif" and not avif_available():
+        msg = "AVIF output is not available in this libvips build"
+        raise ValueError(msg)
+    if not presets:
+        msg = "at least one preset is needed"
+        raise ValueError(msg)
+    if len({p.name for p in presets}) != len(presets):
+        msg = "preset names must be unique"
+        raise ValueError(msg)
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    kind = sniff(data[:SNIFF_BYTES])
+    if kind is None:
+        raise RenderError("the original is not a recognised image format")
+    try:
+        _, stage0 = _decode(data, kind, presets)
+        return _cascade(stage0, presets, fmt)
+    except Exception as exc:
+        # Decoders raise many types on bad bytes (see probe); all mean "this original is broken".
+        raise RenderError(f"could not render the {kind} original") from exc
+
+
+def _decode(data: bytes, kind: str, presets: Sequence[Preset]) -> tuple[str, Any]:
+    """The first stage and the engine that made it: libvips where it can, else Pillow."""
+    if kind in _VIPS_FORMATS:
+        try:
+            stage0 = _decode_vips(data, presets)
+        except pyvips.Error:
+            stage0 = None  # Pillow gets its turn: it decoded this very file in probe()
+        if stage0 is not None:
+            return "libvips", stage0
+    return "pillow", _decode_pillow(data, kind, presets)
+
+
+def _long_side(width: int, height: int, presets: Sequence[Preset]) -> int:
+    """Longer side the first decode must reach so every preset can be cut from it downwards."""
+    longest, shortest = max(width, height), min(width, height)
+    need = 1
+    for p in presets:
+        if p.crop:
+            # The shorter side must reach the crop size; integer ceil keeps it from rounding under.
+            need = max(need, min(longest, -(-p.size * longest // shortest)))
+        else:
+            need = max(need, min(longest, p.size))
+    return need
+
+
+def _decode_vips(data: bytes, presets: Sequence[Preset]) -> Any | None:
+    """Shrink-on-load decode to the largest needed size, upright, 8-bit sRGB, in memory.
+
+    None means "let Pillow do it": CMYK without a profile, which libvips would convert through
+    a press profile (grey blacks, dull reds) while browsers and Pillow use the plain formula.
+    """
+    header = pyvips.Image.new_from_buffer(data, "", fail_on="warning")
+    fields: list[str] = header.get_fields()
+    has_icc = "icc-profile-data" in fields
+    if header.interpretation == "cmyk" and not has_icc:
+        return None
+    target = _long_side(header.width, header.height, presets)
+    # Colour-manage only images that carry a profile: untagged pixels are taken as sRGB, and
+    # asking for sRGB output anyway costs a full-resolution transform (12 MP: 70 -> 470 ms).
+    managed = {"output_profile": "srgb"} if has_icc else {}
+    # A square box makes the orientation irrelevant: only the longer side is constrained.
+    image = pyvips.Image.thumbnail_buffer(
+        data, target, height=target, size="down", fail_on="warning", **managed
+    )
+    # Decoding happens here (libvips is lazy), so decode errors reach render()'s fallback; in
+    # memory, the image can also be read again (the alpha check) and turned by any angle.
+    image = image.copy_memory()
+    extra = _orientation_libvips_ignores(header)
+    if extra != 1:
+        image = image.copy()  # metadata is set on a private copy, never on a shared image
+        image.set_type(pyvips.GValue.gint_type, "orientation", extra)
+        image = image.autorot().copy_memory()
+    return _normalise(image).copy_memory()
+
+
+def _orientation_libvips_ignores(header: Any) -> int:
+    """Orientation Pillow honours but libvips does not, so both engines rotate the same files."""
+    fields: list[str] = header.get_fields()
+    if "exif-ifd0-Orientation" in fields:
+        return 1  # libvips read the EXIF tag itself and thumbnail() applied it
+    if "orientation" in fields and header.get("orientation") != 1:
+        return 1  # a TIFF tag, which thumbnail() applied: XMP must not turn it a second time
+    value: object = None
+    for field in fields:
+        if _RAW_EXIF_FIELD.fullmatch(field):
+            text = str(header.get(field))
+            # ImageMagick's layout, as Pillow parses it: "\nexif\n  <len>\n<hex lines>".
+            try:
+                exif = Image.Exif()
+                exif.load(bytes.fromhex("".join(text.split("\n")[3:])))
+                value = exif.get(ExifTags.Base.Orientation)
+            except Exception:
+                value = None  # unreadable metadata means "as stored", as in probe()
+            break
+    if value is None and "xmp-data" in fields:
+        match = _XMP_ORIENTATION.search(bytes(header.get("xmp-data")))
+        value = int(match[2]) if match else None
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _normalise(image: Any) -> Any:
+    """Guarantee 8-bit sRGB (plus alpha only where it is not fully opaque) for every encoder."""
+    if image.interpretation != "srgb" or image.format != "uchar":
+        image = image.colourspace("srgb")
+        if image.format != "uchar":
+            image = image.cast("uchar")
+    if image.hasalpha() and image[image.bands - 1].min() >= 255:
+        image = image.extract_band(0, n=image.bands - 1)
+    return image
+
+
+def _decode_pillow(data: bytes, kind: str, presets: Sequence[Preset]) -> Any:
+    """Fallback decode with Pillow's semantics, handed to libvips as 8-bit sRGB pixels."""
+    with Image.open(io.BytesIO(data), formats=[kind]) as im:
+        width, height = im.size
+        target = _long_side(width, height, presets)
+        longest = max(width, height)
+        if kind == "JPEG":
+            # DCT-domain downscale by 1/2..1/8, never below what the largest preset needs.
+            im.draft(None, (-(-width * target // longest), -(-height * target // longest)))
+        im.load()
+        # After load(): libtiff has applied TIFF orientation and dropped the tag by then, while
+        # AVIF irot/imir are only exposed as EXIF; exif_transpose() handles both exactly once.
+        # Unreadable EXIF (or Pillow's warning made an error) means "as stored", as in probe().
+        with contextlib.suppress(Exception):
+            ImageOps.exif_transpose(im, in_place=True)
+        rgb = _pillow_srgb(im)
+    # Box-reduce to at least twice the target so the Lanczos pass below stays cheap and sharp.
+    factor = max(rgb.size) // (2 * target)
+    if factor >= 2:
+        # Premultiplied, so fully transparent pixels do not bleed their colour into the edges.
+        if rgb.mode == "RGBA":
+            rgb = rgb.convert("RGBa").reduce(factor).convert("RGBA")
+        else:
+            rgb = rgb.reduce(factor)
+    image = pyvips.Image.new_from_memory(
+        rgb.tobytes(), rgb.width, rgb.height, len(rgb.getbands()), "uchar"
+    ).copy(interpretation="srgb")
+    image = image.thumbnail_image(target, height=target, size="down", no_rotate=True)
+    return _normalise(image.copy_memory()).copy_memory()
+
+
+def _pillow_srgb(im: Image.Image) -> Image.Image:
+    """8-bit sRGB RGB or RGBA from any Pillow mode, applying the embedded profile if usable."""
+    icc = im.info.get("icc_profile")
+    if im.mode in _SIXTEEN_BIT_MODES:
+        # Scale, not clip: a plain convert() turns most 16-bit gray values white.
+        im = im.convert("I").point(lambda v: v / 257).convert("L")
+    alpha: Image.Image | None = None
+    if "A" in im.getbands() or "a" in im.getbands() or "transparency" in im.info:
+        alpha = im.convert("RGBA").getchannel("A")
+    base = "L" if im.mode in _GRAY_MODES else im.mode if im.mode in ("CMYK", "LAB") else "RGB"
+    colour = im if im.mode == base else im.convert(base)
+    rgb: Image.Image | None = None
+    profile: ImageCms.ImageCmsProfile | None = None
+    if base == "LAB":
+        profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB"))
+    elif isinstance(icc, bytes) and icc:
+        try:
+            profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        except (OSError, ImageCms.PyCMSError):
+            profile = None  # a broken profile must not fail the variant: treat as sRGB
+    if profile is not None:
+        try:
+            srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+            transform = ImageCms.buildTransform(
+                profile, srgb, base, "RGB", ImageCms.Intent.RELATIVE_COLORIMETRIC
+            )
+            rgb = ImageCms.applyTransform(colour, transform)
+        except (OSError, ValueError, ImageCms.PyCMSError):
+            rgb = None  # profile of the wrong colour space for the pixels: ignore it
+    if rgb is None:
+        # A copy even when already RGB: the caller's image is closed once this returns.
+        rgb = colour.convert("RGB")
+    if alpha is not None:
+        rgb.putalpha(alpha)
+    return rgb
+
+
+def _cascade(stage0: Any, presets: Sequence[Preset], fmt: OutputFormat) -> RenderResult:
+    """Cut each preset from the smallest intermediate still big enough, largest first."""
+    width, height = stage0.width, stage0.height
+    order = sorted(presets, key=lambda p: _long_side(width, height, [p]), reverse=True)
+    source = stage0
+    made: dict[str, Variant] = {}
+    for preset in order:
+        if preset.crop:
+            side = min(preset.size, source.width, source.height)
+            image = source.thumbnail_image(
+                side, height=side, crop="centre", size="down", no_rotate=True
+            )
+        else:
+            if max(source.width, source.height) > preset.size:
+                image = source.thumbnail_image(
+                    preset.size, height=preset.size, size="down", no_rotate=True
+                ).copy_memory()
+            else:
+                image = source
+            source = image
+        made[preset.name] = _encode(preset.name, image, fmt)
+    return RenderResult(variants=[made[p.name] for p in presets], placeholder=_placeholder(source))
+
+
+def _encode(name: str, image: Any, fmt: OutputFormat) -> Variant:
+    """Encode with no metadata kept (keep="none" drops EXIF, XMP, IPTC and ICC alike)."""
+    if fmt == "webp":
+        data = image.webpsave_buffer(
+            Q=WEBP_QUALITY, effort=webp_effort(image.width * image.height), keep="none"
+        )
+    elif fmt == "jpeg":
+        if image.hasalpha():
+            image = image.flatten(background=list(_WHITE))
+        data = image.jpegsave_buffer(
+            Q=JPEG_QUALITY, interlace=True, optimize_coding=True, keep="none"
+        )
+    else:
+        data = image.heifsave_buffer(
+            Q=AVIF_QUALITY, compression="av1", effort=AVIF_EFFORT, bitdepth=8, keep="none"
+        )
+    content_type, ext = _CONTENT[fmt]
+    return Variant(
+        name=name,
+        data=bytes(data),
+        width=int(image.width),
+        height=int(image.height),
+        content_type=content_type,
+        ext=ext,
+    )
+
+
+def _placeholder(image: Any) -> str:
+    """BlurHash of a 16 px copy (4x3 components need no more; 1.4 ms in pure Python, 32 px: 4.8)."""
+    tiny = image.thumbnail_image(
+        PLACEHOLDER_SIZE, height=PLACEHOLDER_SIZE, size="down", no_rotate=True
+    )
+    if tiny.hasalpha():
+        tiny = tiny.flatten(background=list(_WHITE))
+    raw = bytes(tiny.write_to_memory())
+    w, h = int(tiny.width), int(tiny.height)
+    rows = [[raw[(y * w + x) * 3 : (y * w + x) * 3 + 3] for x in range(w)] for y in range(h)]
+    x_components, y_components = (4, 3) if w >= h else (3, 4)
+    return str(blurhash.encode(rows, x_components, y_components))
