@@ -52,7 +52,7 @@ def _worker(args: argparse.Namespace) -> int:
     from importlib import import_module
 
     celery_app = import_module("workers.celery_app")
-    app = celery_app.create_celery(Settings())
+    app = celery_app.create_celery(Settings(), sweep=not args.no_sweep)
     argv = ["worker", "--loglevel", args.loglevel, "-Q", args.queues]
     if args.concurrency:
         argv += ["--concurrency", str(args.concurrency)]
@@ -230,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", "-c", type=int)
     worker.add_argument("--hostname", "-n")
     worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument(
+        "--no-sweep", action="store_true", help="do not run the stale-job sweeper in this worker"
+    )
     worker.set_defaults(func=_worker)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")

@@ -14,7 +14,13 @@ from celery import Celery
 from media_api.settings import Settings
 
 PING_TASK = "media.ping"
-PROCESS_TASK = "media.process_image"
+VARIANTS_TASK = "media.make_variants"
+
+# Each job kind: the task that performs it and the queue it runs on (the API publishes by
+# name; it never imports the workers).
+JOB_TASKS: dict[str, tuple[str, str]] = {
+    "thumbnails": (VARIANTS_TASK, "thumbnails"),
+}
 
 
 def create_producer(settings: Settings, *, with_results: bool = False) -> Celery:

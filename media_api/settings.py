@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -70,6 +71,27 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = []
     cors_allow_credentials: bool = False
 
+    # Lifetime of presigned GET URLs in responses and redirects.
+    signed_url_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+
+    # Variants (made by the `thumbnails` workers). Presets: name:size[:crop], comma separated;
+    # crop = square cover crop, otherwise the longest side is fitted (never upscaled).
+    variant_presets: Annotated[list[str], NoDecode] = [
+        "thumb:256:crop",
+        "medium:1024",
+        "large:2048",
+    ]
+    variant_format: Literal["webp", "jpeg", "avif"] = "webp"
+
+    # Job delivery: retries with backoff, then the sweep; a job is failed after max attempts.
+    job_max_attempts: int = Field(default=5, ge=1)
+    job_retry_backoff_seconds: float = Field(default=2.0, gt=0)
+    sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    # A pending job older than this was probably never published (broker down at upload).
+    job_pending_grace_seconds: float = Field(default=120.0, gt=0)
+    # A running job not updated for this long lost its worker (killed mid-task).
+    job_running_timeout_seconds: float = Field(default=600.0, gt=0)
+
     # Readiness probes must answer fast even when a dependency hangs.
     readiness_timeout_seconds: float = 2.0
 
@@ -87,6 +109,20 @@ class Settings(BaseSettings):
                     f"unknown formats {sorted(unknown)}; known: {sorted(KNOWN_FORMATS)}"
                 )
             return formats
+        return value
+
+    @field_validator("variant_presets", mode="before")
+    @classmethod
+    def _split_presets(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            for spec in value:
+                name, _, rest = str(spec).partition(":")
+                size, _, mode = rest.partition(":")
+                valid_name = re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name) is not None
+                if not valid_name or not size.isdigit() or mode not in ("", "crop"):
+                    raise ValueError(f"bad preset {spec!r}: use name:size or name:size:crop")
         return value
 
     @field_validator("cors_origins", mode="before")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,11 +10,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from media_api.db import create_engine
-from media_api.jobs import create_producer
 from media_api.main import create_app
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
-from tests.helpers import serve
+from tests.helpers import serve, start_worker, wait_for_worker
 from tests.stack import running_stack, settings_env
 
 # Queues the session worker consumes; `thumbnails` is read by tests that check dispatch.
@@ -65,44 +61,14 @@ async def db(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A real Celery worker process, for the whole session."""
     log_path: Path = tmp_path_factory.mktemp("worker") / "worker.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "media_api.cli",
-                "worker",
-                "--concurrency",
-                "2",
-                "--queues",
-                WORKER_QUEUES,
-                "--hostname",
-                f"test-{time.monotonic_ns()}@%h",
-            ],
-            env=settings_env(settings),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_for_worker(settings, proc, log_path)
-            yield
-        finally:
-            proc.terminate()
-            proc.wait(30)
-
-
-def _wait_for_worker(settings: Settings, proc: subprocess.Popen[bytes], log: Path) -> None:
-    producer = create_producer(settings)
+    # tests/workers drive the sweep themselves, so this worker does not sweep.
+    proc = start_worker(settings_env(settings), log_path, "--queues", WORKER_QUEUES, "--no-sweep")
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {log.read_text()[-3000:]}")
-            if producer.control.ping(timeout=0.5):
-                return
-        raise TimeoutError(f"worker did not answer: {log.read_text()[-3000:]}")
+        wait_for_worker(settings, proc, log_path)
+        yield
     finally:
-        producer.close()
+        proc.terminate()
+        proc.wait(30)
 
 
 @pytest.fixture(scope="session")

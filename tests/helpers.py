@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -18,7 +20,9 @@ from sqlalchemy import select
 from media_api.auth.service import create_owner_with_key
 from media_api.devstack import free_port
 from media_api.images.models import Image
+from media_api.jobs import create_producer
 from media_api.main import SERVER_OPTIONS
+from media_api.settings import Settings
 from media_api.state import AppState
 from media_api.storage.s3 import S3Store
 
@@ -113,3 +117,67 @@ def serve(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def start_worker(
+    env: dict[str, str], log_path: Path, *args: str, new_session: bool = False
+) -> subprocess.Popen[bytes]:
+    """`media-api worker` as a child process writing to log_path."""
+    log = log_path.open("ab")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "media_api.cli",
+            "worker",
+            "--concurrency",
+            "2",
+            "--hostname",
+            f"test-{uuid.uuid4().hex[:8]}@%h",
+            *args,
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=new_session,
+    )
+
+
+def wait_for_worker(settings: Settings, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Block until the worker answers a broadcast ping (it consumes by then)."""
+    producer = create_producer(settings)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {log.read_text()[-3000:]}")
+            if producer.control.ping(timeout=0.5):
+                return
+        raise TimeoutError(f"worker did not answer: {log.read_text()[-3000:]}")
+    finally:
+        producer.close()
+
+
+def wait_for_status(
+    client: TestClient, caller: Caller, image_id: str, status: str, timeout: float = 60
+) -> dict[str, object]:
+    """Poll the image until it reaches `status`; returns its last JSON."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/images/{image_id}", headers=caller.headers).json()
+        if body.get("status") == status:
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"image {image_id} never reached {status}: {body}")
+
+
+def without_urls(body: dict[str, object]) -> dict[str, object]:
+    """An image resource minus its signed URLs, which are fresh on every response."""
+    stable = {k: v for k, v in body.items() if k != "original"}
+    variants = body.get("variants")
+    if isinstance(variants, list):
+        stable["variants"] = [
+            {k: v for k, v in item.items() if k not in ("url", "expires_at")} for item in variants
+        ]
+    return stable

@@ -10,7 +10,7 @@ from media_api.settings import Settings
 QUEUES = ("thumbnails", "tagging", "maintenance")
 
 
-def create_celery(settings: Settings) -> Celery:
+def create_celery(settings: Settings, *, sweep: bool = True) -> Celery:
     """A consuming app with at-least-once delivery: tasks are idempotent, so redelivery is safe."""
     app = Celery(
         "media-workers",
@@ -31,8 +31,25 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )
-    app.conf.media_settings = settings
     from workers import tasks
 
-    tasks.register(app)
+    tasks.register(app, settings)
+    if sweep:
+        _run_sweeper_with_worker(app, settings)
     return app
+
+
+def _run_sweeper_with_worker(app: Celery, settings: Settings) -> None:
+    """Start the sweeper thread in the worker's main process (an advisory lock keeps it to
+    one active sweeper across all workers), and stop it on shutdown."""
+    from celery.signals import worker_ready, worker_shutdown
+
+    from workers.context import context
+    from workers.sweep import Sweeper
+
+    def send(task: str, args: tuple[str, ...], queue: str) -> object:
+        return app.send_task(task, args=args, queue=queue)
+
+    sweeper = Sweeper(lambda: context(settings), send, settings.sweep_interval_seconds)
+    worker_ready.connect(lambda **_: sweeper.start(), weak=False)
+    worker_shutdown.connect(lambda **_: sweeper.stop(), weak=False)

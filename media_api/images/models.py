@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -18,7 +19,9 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     func,
+    text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from media_api.db import Base, Timestamped, UUIDPk
@@ -87,6 +90,13 @@ class Image(UUIDPk, Timestamped, Base):
     frames: Mapped[int] = mapped_column(Integer, default=1)
     sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
     original_key: Mapped[str] = mapped_column(String(512))
+    # Written by the thumbnails job, with status=ready, in one transaction.
+    placeholder: Mapped[str | None] = mapped_column(String(100))
+    # [{name, key, width, height, content_type, size}] - kept on the row so a listing page is
+    # one query, with no join or N+1 for signed variant URLs.
+    variants: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, default=list, server_default=text("'[]'::jsonb")
+    )
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )

@@ -1,0 +1,45 @@
+"""Per-process resources of a worker: a sync engine and S3 client, made after the fork.
+
+Prefork children must not share the parent's connections, so everything is created lazily
+in the process that uses it and cached per pid.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from media_api.settings import Settings
+from media_api.storage.s3 import S3Store
+
+
+@dataclass
+class WorkerContext:
+    """What a task needs: settings, a session factory and the object store."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: S3Store
+
+
+_contexts: dict[int, WorkerContext] = {}
+
+
+def context(settings: Settings) -> WorkerContext:
+    """This process's context (created on first use after a fork)."""
+    pid = os.getpid()
+    ctx = _contexts.get(pid)
+    if ctx is None:
+        engine = create_engine(settings.sync_database_url, pool_pre_ping=True, pool_size=2)
+        ctx = WorkerContext(
+            settings=settings,
+            engine=engine,
+            sessions=sessionmaker(engine, expire_on_commit=False),
+            store=S3Store(settings),
+        )
+        _contexts[pid] = ctx
+    return ctx

@@ -1,0 +1,143 @@
+"""The workers' SQL (sync, psycopg): job state transitions and the sweep's queries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy.orm import Session
+
+from media_api.images.models import Image, ImageJob, ImageStatus, JobKind, JobState
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """An image whose job this worker now runs."""
+
+    image_id: uuid.UUID
+    owner_id: uuid.UUID
+    original_key: str
+    attempts: int
+
+
+def claim(session: Session, image_id: uuid.UUID, kind: JobKind) -> Claimed | None:
+    """Mark the job running; None when it is done already or the image is gone (a duplicate
+    delivery or a deleted image: nothing to do)."""
+    attempts = session.scalar(
+        update(ImageJob)
+        .where(ImageJob.image_id == image_id, ImageJob.kind == kind)
+        .where(ImageJob.state != JobState.DONE)
+        .values(
+            state=JobState.RUNNING,
+            attempts=ImageJob.attempts + 1,
+            started_at=func.now(),
+            finished_at=None,
+            updated_at=func.now(),
+        )
+        .returning(ImageJob.attempts)
+    )
+    if attempts is None:
+        return None
+    row = session.execute(
+        select(Image.owner_id, Image.original_key).where(Image.id == image_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    return Claimed(image_id, row.owner_id, row.original_key, attempts)
+
+
+def _finish_job(
+    session: Session, image_id: uuid.UUID, kind: JobKind, state: JobState, code: str | None
+) -> None:
+    session.execute(
+        update(ImageJob)
+        .where(ImageJob.image_id == image_id, ImageJob.kind == kind)
+        .values(state=state, error_code=code, finished_at=func.now(), updated_at=func.now())
+    )
+
+
+def variants_ready(
+    session: Session, image_id: uuid.UUID, variants: list[dict[str, Any]], placeholder: str
+) -> bool:
+    """Record the variants and flip the image to ready, with its job, in one transaction;
+    False when the image was deleted meanwhile."""
+    updated = session.scalar(
+        update(Image)
+        .where(Image.id == image_id)
+        .values(
+            variants=variants, placeholder=placeholder, status=ImageStatus.READY, error_code=None
+        )
+        .returning(Image.id)
+    )
+    if updated is None:
+        return False
+    _finish_job(session, image_id, JobKind.THUMBNAILS, JobState.DONE, None)
+    return True
+
+
+def job_failed(
+    session: Session, image_id: uuid.UUID, kind: JobKind, code: str, *, fails_image: bool
+) -> None:
+    """A permanent failure: the job is failed, and the image too when it cannot be shown."""
+    _finish_job(session, image_id, kind, JobState.FAILED, code)
+    if fails_image:
+        session.execute(
+            update(Image)
+            .where(Image.id == image_id)
+            .values(status=ImageStatus.FAILED, error_code=code)
+        )
+
+
+def job_retry_later(session: Session, image_id: uuid.UUID, kind: JobKind, code: str) -> None:
+    """A transient failure: back to pending (the retry or the sweep runs it again)."""
+    session.execute(
+        update(ImageJob)
+        .where(ImageJob.image_id == image_id, ImageJob.kind == kind)
+        .values(state=JobState.PENDING, error_code=code, updated_at=func.now())
+    )
+
+
+SWEEP_LOCK = 727_001  # pg advisory lock id: one sweeper at a time across all workers
+
+
+def take_stale(
+    session: Session,
+    *,
+    pending_for: dt.timedelta,
+    running_for: dt.timedelta,
+    limit: int,
+) -> list[tuple[uuid.UUID, JobKind, int]] | None:
+    """Claim stale jobs for re-dispatch: pending ones never picked up, running ones whose
+    worker died. Touches them so the next sweep waits again; None when another worker is
+    sweeping right now."""
+    if not session.scalar(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": SWEEP_LOCK}):
+        return None
+    rows = session.execute(
+        select(ImageJob.id, ImageJob.image_id, ImageJob.kind, ImageJob.attempts)
+        .where(
+            or_(
+                # The database's clock on both sides: workers' clocks may drift.
+                and_(
+                    ImageJob.state == JobState.PENDING,
+                    ImageJob.updated_at < func.now() - pending_for,
+                ),
+                and_(
+                    ImageJob.state == JobState.RUNNING,
+                    ImageJob.updated_at < func.now() - running_for,
+                ),
+            )
+        )
+        .order_by(ImageJob.updated_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if rows:
+        session.execute(
+            update(ImageJob)
+            .where(ImageJob.id.in_([r.id for r in rows]))
+            .values(state=JobState.PENDING, updated_at=func.now())
+        )
+    return [(r.image_id, r.kind, r.attempts) for r in rows]

@@ -1,0 +1,79 @@
+"""Re-dispatch jobs that were never delivered or whose worker died.
+
+An upload accepted while the broker was down leaves its job `pending` with no message; a
+worker killed mid-task leaves it `running` (and, on Redis, its unacked message invisible for
+an hour). Both are found here by age and published again; tasks are idempotent, so an
+occasional duplicate costs work, never correctness.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+
+from media_api.images.models import JobKind
+from media_api.jobs import JOB_TASKS
+from workers import repository
+from workers.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[str, tuple[str, ...], str], object]
+BATCH = 500
+
+
+def sweep(ctx: WorkerContext, send: Send) -> int:
+    """One pass; returns how many jobs were published again."""
+    s = ctx.settings
+    with ctx.sessions.begin() as session:
+        stale = repository.take_stale(
+            session,
+            pending_for=dt.timedelta(seconds=s.job_pending_grace_seconds),
+            running_for=dt.timedelta(seconds=s.job_running_timeout_seconds),
+            limit=BATCH,
+        )
+        if not stale:
+            return 0
+        retry: list[tuple[uuid.UUID, JobKind]] = []
+        for image_id, kind, attempts in stale:
+            if attempts >= s.job_max_attempts:
+                repository.job_failed(
+                    session,
+                    image_id,
+                    kind,
+                    "too-many-attempts",
+                    fails_image=kind is JobKind.THUMBNAILS,
+                )
+            else:
+                retry.append((image_id, kind))
+    for image_id, kind in retry:
+        task, queue = JOB_TASKS[kind.value]
+        send(task, (str(image_id),), queue)
+    if stale:
+        log.info("sweep: re-dispatched %d, failed %d", len(retry), len(stale) - len(retry))
+    return len(retry)
+
+
+class Sweeper(threading.Thread):
+    """Runs `sweep` every interval in the worker's main process until stopped."""
+
+    def __init__(self, ctx_factory: Callable[[], WorkerContext], send: Send, every: float) -> None:
+        super().__init__(name="media-sweeper", daemon=True)
+        self.ctx_factory = ctx_factory
+        self.send = send
+        self.every = every
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            try:
+                sweep(self.ctx_factory(), self.send)
+            except Exception:
+                # Database or broker down: try again next interval.
+                log.warning("sweep failed; retrying in %.0fs", self.every, exc_info=True)
+
+    def stop(self) -> None:
+        self.stopped.set()
