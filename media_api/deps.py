@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from media_api.auth.service import Unauthorized, owner_for_token
 from media_api.effects import Effects
 from media_api.errors import MediaError
+from media_api.images.urls import Signer
 from media_api.settings import Settings
 from media_api.state import AppState
 from media_api.storage.s3 import AsyncS3Store
@@ -59,6 +61,14 @@ async def get_session(state: StateDep, effects: EffectsDep) -> AsyncIterator[Asy
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_signer(state: StateDep) -> Signer:
+    """Presigns URLs with the configured lifetime."""
+    return Signer(state.store, dt.timedelta(seconds=state.settings.signed_url_ttl_seconds))
+
+
+SignerDep = Annotated[Signer, Depends(get_signer)]
 StoreDep = Annotated[AsyncS3Store, Depends(get_store)]
 # scope="function": commit before the response is sent, so a 201 means durable.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -13,6 +13,7 @@ from media_api.auth.router import auth_router, keys_router
 from media_api.db import create_engine, session_factory
 from media_api.deps import api_rate_limit
 from media_api.errors import install_error_handlers
+from media_api.galleries.router import router as galleries_router
 from media_api.http import install_http_policies
 from media_api.images.router import router as images_router
 from media_api.jobs import create_producer
@@ -69,4 +70,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(keys_router)
     app.include_router(images_router, dependencies=[Depends(api_rate_limit)])
+    app.include_router(galleries_router, dependencies=[Depends(api_rate_limit)])
     return app

@@ -35,6 +35,12 @@ class FileTooLarge(MediaError):
     title = "File too large"
 
 
+class QuotaExceeded(MediaError):
+    status_code = 413
+    code = "quota-exceeded"
+    title = "Storage quota exceeded"
+
+
 class UnsupportedMediaType(MediaError):
     status_code = 415
     code = "unsupported-media-type"

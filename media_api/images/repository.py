@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from media_api.images.models import Image, ImageJob, JobKind
+from media_api.galleries.models import GalleryImage
+from media_api.images.models import Image, ImageJob, ImageStatus, JobKind, JobState
+from media_api.pagination import Position
 
 
 async def get(session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID) -> Image | None:
@@ -59,3 +63,68 @@ async def delete_image(session: AsyncSession, owner_id: uuid.UUID, image_id: uui
         delete(Image).where(Image.id == image_id, Image.owner_id == owner_id).returning(Image.id)
     )
     return result.scalar_one_or_none() is not None
+
+
+async def reset_jobs(session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID) -> None:
+    """Every job of the image back to pending with a fresh attempt budget; a failed image
+    goes back to processing (a ready one stays ready while its variants are remade)."""
+    await session.execute(
+        update(ImageJob)
+        .where(ImageJob.image_id == image_id)
+        .values(state=JobState.PENDING, attempts=0, error_code=None, updated_at=func.now())
+    )
+    await session.execute(
+        update(Image)
+        .where(Image.id == image_id, Image.owner_id == owner_id)
+        .where(Image.status == ImageStatus.FAILED)
+        .values(status=ImageStatus.PROCESSING, error_code=None)
+    )
+    session.expire_all()  # the caller re-reads the image with its jobs
+
+
+@dataclass(frozen=True)
+class ImageFilter:
+    """Listing filters; all optional, all combined with AND."""
+
+    status: ImageStatus | None = None
+    gallery_id: uuid.UUID | None = None
+    created_before: dt.datetime | None = None
+    created_after: dt.datetime | None = None
+
+
+def _filtered(owner_id: uuid.UUID, filters: ImageFilter) -> Select[Image]:
+    stmt = select(Image).where(Image.owner_id == owner_id)
+    if filters.status is not None:
+        stmt = stmt.where(Image.status == filters.status)
+    if filters.created_before is not None:
+        stmt = stmt.where(Image.created_at < filters.created_before)
+    if filters.created_after is not None:
+        stmt = stmt.where(Image.created_at > filters.created_after)
+    if filters.gallery_id is not None:
+        stmt = stmt.join(GalleryImage, GalleryImage.image_id == Image.id).where(
+            GalleryImage.gallery_id == filters.gallery_id
+        )
+    return stmt
+
+
+async def page(
+    session: AsyncSession,
+    owner_id: uuid.UUID,
+    filters: ImageFilter,
+    after: Position | None,
+    limit: int,
+) -> list[Image]:
+    """Newest first; keyset on (created_at, id) over the owner's index, so page 10 000 costs
+    what page 1 does. One statement: listings carry no jobs, variants live on the row."""
+    stmt = _filtered(owner_id, filters)
+    if after is not None:
+        stmt = stmt.where(tuple_(Image.created_at, Image.id) < (after.created_at, after.id))
+    stmt = stmt.order_by(Image.created_at.desc(), Image.id.desc()).limit(limit)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def count(session: AsyncSession, owner_id: uuid.UUID, filters: ImageFilter) -> int:
+    """How many images match the filters (include_total=true)."""
+    subquery = _filtered(owner_id, filters).with_only_columns(Image.id).subquery()
+    total = await session.scalar(select(func.count()).select_from(subquery))
+    return int(total or 0)

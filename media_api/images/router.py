@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import RedirectResponse
 from starlette.requests import ClientDisconnect
 
-from media_api.deps import CurrentOwner, EffectsDep, SessionDep, SettingsDep, StoreDep
+from media_api.deps import (
+    CurrentOwner,
+    EffectsDep,
+    SessionDep,
+    SettingsDep,
+    SignerDep,
+    StoreDep,
+    upload_rate_limit,
+)
 from media_api.errors import MediaError
 from media_api.images import service
 from media_api.images.errors import (
@@ -19,11 +29,15 @@ from media_api.images.errors import (
     IncompleteUpload,
     InvalidMultipart,
     MissingFile,
+    QuotaExceeded,
     StorageUnavailable,
     UnsupportedMediaType,
 )
 from media_api.images.ingest import FORM_OVERHEAD_BYTES
-from media_api.images.schemas import ImageOut
+from media_api.images.models import ImageStatus
+from media_api.images.repository import ImageFilter
+from media_api.images.schemas import ImageOut, ImagePage
+from media_api.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
@@ -65,6 +79,7 @@ def _problem_responses(*errors: type[MediaError]) -> dict[int | str, dict[str, A
     "",
     status_code=status.HTTP_201_CREATED,
     openapi_extra=_UPLOAD_BODY,
+    dependencies=[Depends(upload_rate_limit)],
     responses={
         200: {"description": "Same bytes already uploaded: the existing image."},
         **_problem_responses(
@@ -77,6 +92,7 @@ def _problem_responses(*errors: type[MediaError]) -> dict[int | str, dict[str, A
             CorruptImage,
             ImageTooLarge,
             StorageUnavailable,
+            QuotaExceeded,
         ),
     },
 )
@@ -88,6 +104,7 @@ async def upload_image(
     store: StoreDep,
     effects: EffectsDep,
     settings: SettingsDep,
+    signer: SignerDep,
 ) -> ImageOut:
     """Upload one image (multipart field `file`); validated, stored, then processed."""
     # A declared length beyond the limit is refused before reading a byte of the body.
@@ -108,13 +125,95 @@ async def upload_image(
     except ClientDisconnect as exc:
         raise IncompleteUpload("the client disconnected before the upload finished") from exc
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    return ImageOut.of(image)
+    return ImageOut.of(image, signer)
+
+
+@router.get("")
+async def list_images(
+    owner: CurrentOwner,
+    session: SessionDep,
+    settings: SettingsDep,
+    signer: SignerDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    status_: Annotated[ImageStatus | None, Query(alias="status")] = None,
+    gallery_id: uuid.UUID | None = None,
+    created_before: dt.datetime | None = None,
+    created_after: dt.datetime | None = None,
+    include_total: bool = False,
+) -> ImagePage:
+    """The caller's images, newest first, a keyset page at a time."""
+    filters = ImageFilter(
+        status=status_,
+        gallery_id=gallery_id,
+        created_before=created_before,
+        created_after=created_after,
+    )
+    page = await service.list_images(
+        session,
+        owner,
+        filters,
+        cursor=cursor,
+        limit=limit,
+        include_total=include_total,
+        secret=settings.jwt_secret,
+    )
+    return ImagePage.of(page.items, page.next_cursor, page.total, signer)
 
 
 @router.get("/{image_id}")
-async def get_image(image_id: uuid.UUID, owner: CurrentOwner, session: SessionDep) -> ImageOut:
-    """An image with its processing state."""
-    return ImageOut.of(await service.get(session, owner, image_id))
+async def get_image(
+    image_id: uuid.UUID, owner: CurrentOwner, session: SessionDep, signer: SignerDep
+) -> ImageOut:
+    """An image with its processing state and signed URLs."""
+    return ImageOut.of(await service.get(session, owner, image_id), signer)
+
+
+@router.get(
+    "/{image_id}/original",
+    status_code=status.HTTP_307_TEMPORARY_REDIRECT,
+    response_class=RedirectResponse,
+)
+async def get_original(
+    image_id: uuid.UUID, owner: CurrentOwner, session: SessionDep, signer: SignerDep
+) -> RedirectResponse:
+    """Redirect to a fresh signed URL of the original (the API never proxies bytes)."""
+    image = await service.get(session, owner, image_id)
+    signed = signer.original(image.original_key, image.content_type, image.original_filename)
+    return RedirectResponse(signed.url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+
+
+@router.get(
+    "/{image_id}/variants/{name}",
+    status_code=status.HTTP_307_TEMPORARY_REDIRECT,
+    response_class=RedirectResponse,
+)
+async def get_variant(
+    image_id: uuid.UUID,
+    name: str,
+    owner: CurrentOwner,
+    session: SessionDep,
+    settings: SettingsDep,
+    signer: SignerDep,
+) -> RedirectResponse:
+    """Redirect to a fresh signed URL of one variant; 404 `variant-not-ready` until made."""
+    image = await service.get(session, owner, image_id)
+    presets = [spec.split(":", 1)[0] for spec in settings.variant_presets]
+    variant = service.variant_of(image, name, presets)
+    signed = signer.variant(variant["key"], variant["content_type"], image.original_filename, name)
+    return RedirectResponse(signed.url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+
+
+@router.post("/{image_id}/reprocess", status_code=status.HTTP_202_ACCEPTED)
+async def reprocess_image(
+    image_id: uuid.UUID,
+    owner: CurrentOwner,
+    session: SessionDep,
+    effects: EffectsDep,
+    signer: SignerDep,
+) -> ImageOut:
+    """Run the image's jobs again (after a preset change, or to retry a failure)."""
+    return ImageOut.of(await service.reprocess(session, effects, owner, image_id), signer)
 
 
 @router.delete("/{image_id}", status_code=status.HTTP_204_NO_CONTENT)

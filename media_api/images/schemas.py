@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from media_api.images.models import Image, ImageJob, ImageStatus, JobKind, JobState
+from media_api.images.urls import Signer
 
 
 class JobOut(BaseModel):
@@ -32,8 +34,27 @@ class JobOut(BaseModel):
         )
 
 
-class ImageOut(BaseModel):
-    """An image resource as clients see it."""
+class SignedUrlOut(BaseModel):
+    """A presigned GET: works without credentials until `expires_at`."""
+
+    url: str
+    expires_at: dt.datetime
+
+
+class VariantOut(BaseModel):
+    """One rendition made by the thumbnails job."""
+
+    name: str
+    width: int
+    height: int
+    content_type: str
+    size: int
+    url: str
+    expires_at: dt.datetime
+
+
+class ImageSummary(BaseModel):
+    """An image as listings show it: everything but the job details."""
 
     id: uuid.UUID
     status: ImageStatus
@@ -47,11 +68,29 @@ class ImageOut(BaseModel):
     frames: int
     sha256: str = Field(description="Hex SHA-256 of the original bytes.")
     created_at: dt.datetime
-    jobs: list[JobOut]
+    placeholder: str | None = Field(description="BlurHash to paint while variants load.")
+    original: SignedUrlOut
+    variants: list[VariantOut]
 
     @classmethod
-    def of(cls, image: Image) -> ImageOut:
-        return cls(
+    def fields_of(cls, image: Image, signer: Signer) -> dict[str, Any]:
+        """The summary's fields, with fresh signed URLs."""
+        original = signer.original(image.original_key, image.content_type, image.original_filename)
+        variants = []
+        for v in image.variants:
+            signed = signer.variant(v["key"], v["content_type"], image.original_filename, v["name"])
+            variants.append(
+                VariantOut(
+                    name=v["name"],
+                    width=v["width"],
+                    height=v["height"],
+                    content_type=v["content_type"],
+                    size=v["size"],
+                    url=signed.url,
+                    expires_at=signed.expires_at,
+                )
+            )
+        return dict(
             id=image.id,
             status=image.status,
             error_code=image.error_code,
@@ -64,5 +103,40 @@ class ImageOut(BaseModel):
             frames=image.frames,
             sha256=image.sha256.hex(),
             created_at=image.created_at,
-            jobs=sorted((JobOut.of(job) for job in image.jobs), key=lambda j: j.kind),
+            placeholder=image.placeholder,
+            original=SignedUrlOut(url=original.url, expires_at=original.expires_at),
+            variants=variants,
+        )
+
+    @classmethod
+    def of(cls, image: Image, signer: Signer) -> ImageSummary:
+        return cls(**cls.fields_of(image, signer))
+
+
+class ImageOut(ImageSummary):
+    """An image with its processing jobs (the detail view)."""
+
+    jobs: list[JobOut]
+
+    @classmethod
+    def of(cls, image: Image, signer: Signer) -> ImageOut:
+        jobs = sorted((JobOut.of(job) for job in image.jobs), key=lambda j: j.kind)
+        return cls(**cls.fields_of(image, signer), jobs=jobs)
+
+
+class ImagePage(BaseModel):
+    """One page of a listing; pass `next_cursor` back as `cursor` for the next one."""
+
+    items: list[ImageSummary]
+    next_cursor: str | None
+    total: int | None = Field(default=None, description="With include_total=true only.")
+
+    @classmethod
+    def of(
+        cls, images: list[Image], next_cursor: str | None, total: int | None, signer: Signer
+    ) -> ImagePage:
+        return cls(
+            items=[ImageSummary.of(image, signer) for image in images],
+            next_cursor=next_cursor,
+            total=total,
         )

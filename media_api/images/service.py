@@ -6,28 +6,36 @@ import asyncio
 import functools
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from media_api.auth import repository as owners
 from media_api.effects import Effects
-from media_api.errors import NotFound
+from media_api.errors import MediaError, NotFound
+from media_api.galleries import repository as galleries
 from media_api.images import repository
-from media_api.images.errors import PROBE_ERRORS, EmptyFile, MissingFile, StorageUnavailable
+from media_api.images.errors import (
+    PROBE_ERRORS,
+    EmptyFile,
+    MissingFile,
+    QuotaExceeded,
+    StorageUnavailable,
+)
 from media_api.images.ingest import Spool, receive_upload
-from media_api.images.models import Image, JobKind
+from media_api.images.models import Image, ImageStatus, JobKind
 from media_api.imaging import probe as imaging
+from media_api.jobs import JOB_TASKS
+from media_api.pagination import Position, decode_cursor, encode_cursor
 from media_api.settings import Settings
 from media_api.storage import keys
 from media_api.storage.s3 import AsyncS3Store, StoredObject, StreamingUpload
 
-# Each job kind: the task that performs it and the queue it runs on.
-JOB_TASKS: dict[JobKind, tuple[str, str]] = {
-    JobKind.THUMBNAILS: ("media.make_variants", "thumbnails"),
-}
 TITLE_MAX = 300
+JOB_KINDS = [JobKind(kind) for kind in JOB_TASKS]
 
 
 def probe_limits(settings: Settings) -> imaging.ProbeLimits:
@@ -150,12 +158,16 @@ async def upload(
             if spool.size == 0:
                 raise EmptyFile()
             title = (form.fields.get("title") or "").strip()[:TITLE_MAX] or None
-            if form.fields.get("gallery_id"):
-                raise NotFound("gallery not found")  # galleries arrive with the browse API
+            gallery_id = await _target_gallery(session, owner_id, form.fields.get("gallery_id"))
 
             existing = await repository.get_by_sha256(session, owner_id, spool.sha256)
             if existing is not None:
+                if gallery_id is not None:
+                    await galleries.add_image(session, gallery_id, existing.id)
                 return existing, False  # the streamed copy is aborted on the way out
+            quota = settings.quota_bytes
+            if quota and await owners.bytes_used(session, owner_id) + spool.size > quota:
+                raise QuotaExceeded(f"storing this would pass your quota of {quota} bytes")
 
             info = await _validate_while_completing(spool, original, probe_limits(settings))
     except (BotoCoreError, ClientError) as exc:
@@ -180,7 +192,7 @@ async def upload(
             "sha256": spool.sha256,
             "original_key": key,
         },
-        JOB_TASKS,
+        JOB_KINDS,
     )
     if not created:
         # An identical upload committed first: ours is redundant, keep theirs.
@@ -188,11 +200,46 @@ async def upload(
         existing = await repository.get_by_sha256(session, owner_id, spool.sha256)
         assert existing is not None
         return existing, False
-    for task, queue in JOB_TASKS.values():
-        effects.enqueue(task, (str(image_id),), queue)
+    # The atomic quota check, last, so the owner row stays locked only until the commit.
+    if not await owners.reserve_bytes(session, owner_id, spool.size, settings.quota_bytes):
+        raise QuotaExceeded(f"storing this would pass your quota of {settings.quota_bytes} bytes")
+    if gallery_id is not None:
+        await galleries.add_image(session, gallery_id, image_id)
+    _dispatch(effects, image_id)
     image = await repository.get(session, owner_id, image_id)
     assert image is not None
     return image, True
+
+
+async def _target_gallery(
+    session: AsyncSession, owner_id: uuid.UUID, raw: str | None
+) -> uuid.UUID | None:
+    """The gallery an upload goes into: one of the owner's, or 404 before any work."""
+    if not raw:
+        return None
+    try:
+        gallery_id = uuid.UUID(raw)
+    except ValueError:
+        raise NotFound("gallery not found") from None
+    if await galleries.get(session, owner_id, gallery_id) is None:
+        raise NotFound("gallery not found")
+    return gallery_id
+
+
+def _dispatch(effects: Effects, image_id: uuid.UUID) -> None:
+    """Queue every job's task, published once the transaction has committed."""
+    for task, queue in JOB_TASKS.values():
+        effects.enqueue(task, (str(image_id),), queue)
+
+
+async def reprocess(
+    session: AsyncSession, effects: Effects, owner_id: uuid.UUID, image_id: uuid.UUID
+) -> Image:
+    """Run every job again: rows back to pending, tasks published after commit."""
+    await get(session, owner_id, image_id)
+    await repository.reset_jobs(session, owner_id, image_id)
+    _dispatch(effects, image_id)
+    return await get(session, owner_id, image_id)
 
 
 async def get(session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID) -> Image:
@@ -213,7 +260,67 @@ async def delete(
     """Delete the row, then (after commit) the original and every variant."""
     image = await get(session, owner_id, image_id)
     await repository.delete_image(session, owner_id, image_id)
+    await owners.release_bytes(session, owner_id, image.size_bytes)
     effects.after_commit(functools.partial(store.delete, image.original_key))
     effects.after_commit(
         functools.partial(store.delete_prefix, keys.image_prefix(owner_id, image_id))
     )
+
+
+LISTING_SCOPE = "images"
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of images and the cursor of the next (None on the last page)."""
+
+    items: list[Image]
+    next_cursor: str | None
+    total: int | None
+
+
+async def list_images(
+    session: AsyncSession,
+    owner_id: uuid.UUID,
+    filters: repository.ImageFilter,
+    *,
+    cursor: str | None,
+    limit: int,
+    include_total: bool,
+    secret: str,
+) -> Page:
+    """A keyset page of the owner's images, newest first."""
+    if (
+        filters.gallery_id is not None
+        and await galleries.get(session, owner_id, filters.gallery_id) is None
+    ):
+        raise NotFound("gallery not found")
+    after = (
+        decode_cursor(cursor, secret=secret, scope=LISTING_SCOPE, owner_id=owner_id)
+        if cursor
+        else None
+    )
+    rows = await repository.page(session, owner_id, filters, after, limit + 1)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = Position(rows[-1].created_at, rows[-1].id)
+        next_cursor = encode_cursor(last, secret=secret, scope=LISTING_SCOPE, owner_id=owner_id)
+    total = await repository.count(session, owner_id, filters) if include_total else None
+    return Page(rows, next_cursor, total)
+
+
+class VariantNotReady(MediaError):
+    status_code = 404
+    code = "variant-not-ready"
+    title = "Variant not ready"
+
+
+def variant_of(image: Image, name: str, preset_names: list[str]) -> dict[str, Any]:
+    """The stored variant `name`; 404 `variant-not-ready` while it is still being made."""
+    for variant in image.variants:
+        if variant["name"] == name:
+            return variant
+    if name in preset_names and image.status is not ImageStatus.FAILED:
+        raise VariantNotReady(f"the {name} variant is not ready yet")
+    raise NotFound(f"no variant named {name}")

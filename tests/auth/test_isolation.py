@@ -48,7 +48,12 @@ def test_the_route_table_is_not_empty(app_settings: Settings) -> None:
 
 
 def test_every_private_route_needs_credentials(client: TestClient, app_settings: Settings) -> None:
-    random_ids = {"image_id": str(uuid.uuid4()), "key_id": str(uuid.uuid4()), "name": "thumb"}
+    random_ids = {
+        "image_id": str(uuid.uuid4()),
+        "key_id": str(uuid.uuid4()),
+        "gallery_id": str(uuid.uuid4()),
+        "name": "thumb",
+    }
     checked = 0
     for method, path in _routes(app_settings):
         if (method, path) in PUBLIC:
@@ -67,7 +72,15 @@ def victim(client: TestClient) -> tuple[Caller, dict[str, str]]:
     status, image = upload(client, owner, JPEG)
     assert status == 201
     key = client.post("/v1/api-keys", headers=owner.headers, json={"name": "victim"}).json()
-    return owner, {"image_id": str(image["id"]), "key_id": str(key["id"]), "name": "thumb"}
+    gallery = client.post("/v1/galleries", headers=owner.headers, json={"name": "v"}).json()
+    added = client.put(f"/v1/galleries/{gallery['id']}/images/{image['id']}", headers=owner.headers)
+    assert added.status_code == 204
+    return owner, {
+        "image_id": str(image["id"]),
+        "key_id": str(key["id"]),
+        "gallery_id": str(gallery["id"]),
+        "name": "thumb",
+    }
 
 
 def test_another_owners_resources_are_404_on_every_route(
@@ -89,6 +102,21 @@ def test_another_owners_resources_are_404_on_every_route(
     assert client.get(f"/v1/images/{ids['image_id']}", headers=owner.headers).status_code == 200
     keys = client.get("/v1/api-keys", headers=owner.headers).json()["items"]
     assert ids["key_id"] in {k["id"] for k in keys}
+    in_gallery = client.get(f"/v1/galleries/{ids['gallery_id']}/images", headers=owner.headers)
+    assert [i["id"] for i in in_gallery.json()["items"]] == [ids["image_id"]]
+
+
+def test_listings_show_only_the_callers_images_and_galleries(
+    client: TestClient, victim: tuple[Caller, dict[str, str]]
+) -> None:
+    _, ids = victim
+    attacker = new_caller(client)
+    images = client.get("/v1/images?include_total=true", headers=attacker.headers).json()
+    assert (images["items"], images["total"]) == ([], 0)
+    galleries = client.get("/v1/galleries", headers=attacker.headers).json()
+    assert galleries["items"] == []
+    filtered = client.get(f"/v1/images?gallery_id={ids['gallery_id']}", headers=attacker.headers)
+    assert filtered.status_code == 404
 
 
 def test_listings_show_only_the_callers_keys(client: TestClient) -> None:

@@ -53,3 +53,18 @@ def test_limiter_counts_exactly_to_the_limit(settings: Settings, kind: str) -> N
     # 5 allowed, then refused, unless the minute rolled over mid-test (then more are allowed).
     assert len(allowed) >= 5
     assert all(r is None or 1 <= r <= 61 for r in results)
+
+
+def test_upload_limit_is_separate_and_smaller(app_settings: Settings) -> None:
+    limited = app_settings.model_copy(
+        update={"rate_limit_uploads_per_minute": 1, "rate_limit_requests_per_minute": 100}
+    )
+    with TestClient(create_app(limited)) as client:
+        caller = new_caller(client)
+        first = client.post("/v1/images", headers=caller.headers, files={"file": ("a", b"x")})
+        assert first.status_code == 415  # counted, even though the file was refused
+        second = client.post("/v1/images", headers=caller.headers, files={"file": ("a", b"x")})
+        assert second.status_code == 429
+        assert second.json()["code"] == "rate-limited"
+        assert "retry-after" in second.headers
+        assert client.get("/v1/api-keys", headers=caller.headers).status_code == 200

@@ -25,7 +25,14 @@ from media_api.settings import Settings
 from media_api.state import AppState
 from media_api.storage.s3 import S3Store
 from tests.corpus import CORPUS
-from tests.helpers import Caller, assert_nothing_left, new_caller, original_keys_in_db, upload
+from tests.helpers import (
+    Caller,
+    assert_nothing_left,
+    new_caller,
+    original_keys_in_db,
+    upload,
+    without_urls,
+)
 
 JPEG = (CORPUS / "valid/jpeg_baseline_testorig.jpg").read_bytes()
 GIF_ANIMATED = (CORPUS / "valid/gif_animated.gif").read_bytes()
@@ -66,7 +73,8 @@ def test_upload_returns_the_resource_and_get_returns_it(
     assert body["content_type"] == "image/jpeg"
     assert (body["width"], body["height"], body["size"]) == (227, 149, len(JPEG))
     assert uuid.UUID(str(body["id"]))
-    assert client.get(f"/v1/images/{body['id']}", headers=caller.headers).json() == body
+    again = client.get(f"/v1/images/{body['id']}", headers=caller.headers).json()
+    assert without_urls(again) == without_urls(body)
     assert store.get_bytes(f"originals/{caller.owner_id}/{body['id']}") == JPEG
 
 
@@ -75,7 +83,7 @@ def test_same_bytes_again_return_the_existing_image(client: TestClient, caller: 
     first_status, first = upload(client, caller, JPEG)
     again_status, again = upload(client, caller, JPEG, filename="renamed.jpg", title="other")
     assert (first_status, again_status) == (201, 200)
-    assert again == first
+    assert without_urls(again) == without_urls(first)
     assert len(original_keys_in_db(client, caller.owner_id)) == 1
 
 

@@ -15,7 +15,7 @@ from media_api.main import create_app
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
 from tests.corpus import MIME_TYPES, POLICY_FORMAT, ROWS, Row, acceptable_codes, params
-from tests.helpers import Caller, assert_nothing_left, new_caller, upload
+from tests.helpers import Caller, assert_nothing_left, new_caller, upload, without_urls
 
 STATUS = {
     "unsupported-media-type": 415,
@@ -79,7 +79,8 @@ def test_corpus_row_through_the_api(
         assert [job["state"] for job in body["jobs"]] == ["pending"]
         key = f"originals/{caller.owner_id}/{body['id']}"
         assert hashlib.sha256(store.get_bytes(key)).hexdigest() == row.sha256
-        assert client.get(f"/v1/images/{body['id']}", headers=caller.headers).json() == body
+        again = client.get(f"/v1/images/{body['id']}", headers=caller.headers).json()
+        assert without_urls(again) == without_urls(body)
     else:
         assert body["code"] in (acceptable_codes(row) if reason == row.reason else {reason}), body
         if reason == row.reason and len(acceptable_codes(row)) > 1:

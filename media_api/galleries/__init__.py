@@ -1,0 +1,1 @@
+"""Galleries (albums): named, ordered-by-addition sets of an owner's images."""

@@ -1,0 +1,84 @@
+"""Gallery rules: owner-scoped CRUD and membership."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from media_api.errors import NotFound
+from media_api.galleries import repository
+from media_api.galleries.models import Gallery
+from media_api.pagination import Position
+
+SCOPE = "galleries"
+
+
+async def create(
+    session: AsyncSession, owner_id: uuid.UUID, name: str, description: str | None
+) -> Gallery:
+    """A new, empty gallery."""
+    return await repository.add(session, owner_id, name.strip(), description)
+
+
+async def get(session: AsyncSession, owner_id: uuid.UUID, gallery_id: uuid.UUID) -> Gallery:
+    """One of the owner's galleries, or 404."""
+    gallery = await repository.get(session, owner_id, gallery_id)
+    if gallery is None:
+        raise NotFound("gallery not found")
+    return gallery
+
+
+async def page(
+    session: AsyncSession, owner_id: uuid.UUID, after: Position | None, limit: int
+) -> tuple[list[Gallery], Position | None]:
+    """One page and where the next starts (None on the last page)."""
+    rows = await repository.page(session, owner_id, after, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (Position(rows[-1].created_at, rows[-1].id) if more else None)
+
+
+async def count(session: AsyncSession, owner_id: uuid.UUID) -> int:
+    """Total galleries of the owner."""
+    return await repository.count(session, owner_id)
+
+
+async def update(
+    session: AsyncSession, owner_id: uuid.UUID, gallery_id: uuid.UUID, changes: dict[str, Any]
+) -> Gallery:
+    """Rename or re-describe; an empty change set just returns the gallery."""
+    if "name" in changes and changes["name"] is not None:
+        changes["name"] = changes["name"].strip()
+    if not changes:
+        return await get(session, owner_id, gallery_id)
+    gallery = await repository.change(session, owner_id, gallery_id, changes)
+    if gallery is None:
+        raise NotFound("gallery not found")
+    return gallery
+
+
+async def delete(session: AsyncSession, owner_id: uuid.UUID, gallery_id: uuid.UUID) -> None:
+    """Delete the gallery; its images stay."""
+    if not await repository.remove(session, owner_id, gallery_id):
+        raise NotFound("gallery not found")
+
+
+async def add_image(
+    session: AsyncSession, owner_id: uuid.UUID, gallery_id: uuid.UUID, image_id: uuid.UUID
+) -> None:
+    """Put one of the owner's images in one of the owner's galleries (idempotent)."""
+    await get(session, owner_id, gallery_id)
+    if not await repository.owns_image(session, owner_id, image_id):
+        raise NotFound("image not found")
+    await repository.add_image(session, gallery_id, image_id)
+
+
+async def remove_image(
+    session: AsyncSession, owner_id: uuid.UUID, gallery_id: uuid.UUID, image_id: uuid.UUID
+) -> None:
+    """Take an image out of a gallery (the image itself stays)."""
+    await get(session, owner_id, gallery_id)
+    if not await repository.remove_image(session, gallery_id, image_id):
+        raise NotFound("image not in this gallery")

@@ -1,0 +1,72 @@
+"""Opaque, tamper-evident keyset cursors.
+
+A cursor is the sort key of the last item of a page, as base64url JSON, followed by an HMAC
+over it, the listing's scope and the owner. Clients cannot forge a position, reuse another
+owner's cursor, or replay one against another listing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import json
+import uuid
+from dataclasses import dataclass
+
+from media_api.errors import MediaError
+
+DEFAULT_LIMIT = 24
+MAX_LIMIT = 100
+
+
+class InvalidCursor(MediaError):
+    status_code = 400
+    code = "invalid-cursor"
+    title = "Invalid cursor"
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the previous page ended: (created_at, id), the keyset sort key, newest first."""
+
+    created_at: dt.datetime
+    id: uuid.UUID
+
+
+def _mac(secret: str, scope: str, owner_id: uuid.UUID, payload: bytes) -> bytes:
+    message = b"|".join([scope.encode(), str(owner_id).encode(), payload])
+    return hmac.new(secret.encode(), message, hashlib.sha256).digest()[:16]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def encode_cursor(position: Position, *, secret: str, scope: str, owner_id: uuid.UUID) -> str:
+    """The cursor a client sends back for the next page."""
+    payload = json.dumps(
+        [position.created_at.isoformat(), str(position.id)], separators=(",", ":")
+    ).encode()
+    return f"{_b64(payload)}.{_b64(_mac(secret, scope, owner_id, payload))}"
+
+
+def decode_cursor(cursor: str, *, secret: str, scope: str, owner_id: uuid.UUID) -> Position:
+    """The position a cursor names; any defect is one 400 `invalid-cursor`."""
+    try:
+        body, _, tag = cursor.partition(".")
+        payload = _unb64(body)
+        if not hmac.compare_digest(_unb64(tag), _mac(secret, scope, owner_id, payload)):
+            raise InvalidCursor("the cursor was not issued for this listing")
+        created_at, item_id = json.loads(payload)
+        return Position(dt.datetime.fromisoformat(created_at), uuid.UUID(item_id))
+    except InvalidCursor:
+        raise
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise InvalidCursor("the cursor is malformed") from exc

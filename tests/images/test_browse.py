@@ -1,0 +1,282 @@
+"""Browsing: keyset pages, filters, signed URLs fetched from S3 for real, galleries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy import event
+
+from media_api.devstack import free_port
+from media_api.main import create_app
+from media_api.settings import Settings
+from media_api.state import AppState
+from tests.helpers import Caller, new_caller, upload
+from workers import pipeline
+from workers.context import context
+
+
+def _png(seed: int, size: int = 24) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (seed % 256, (seed // 256) % 256, 99)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def api(app_settings: Settings) -> Iterator[TestClient]:
+    """An API with no broker: uploads stay `processing` until a test runs the pipeline."""
+    dead = app_settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with TestClient(create_app(dead)) as client:
+        yield client
+
+
+def _upload_many(client: TestClient, caller: Caller, count: int, start: int) -> list[str]:
+    ids = []
+    for i in range(count):
+        status, body = upload(client, caller, _png(start + i), filename=f"p{i}.png")
+        assert status == 201
+        ids.append(str(body["id"]))
+    return ids
+
+
+def _walk(client: TestClient, caller: Caller, path: str, **params: Any) -> list[str]:
+    seen: list[str] = []
+    cursor = None
+    for _ in range(100):
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        resp = client.get(path, headers=caller.headers, params=query)
+        assert resp.status_code == 200, resp.text
+        page = resp.json()
+        seen.extend(item["id"] for item in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return seen
+    raise AssertionError("pagination did not end")
+
+
+def test_pages_cover_everything_once_newest_first(api: TestClient) -> None:
+    caller = new_caller(api)
+    ids = _upload_many(api, caller, 23, start=100)
+    seen = _walk(api, caller, "/v1/images", limit=5)
+    assert seen == list(reversed(ids))  # newest first, no duplicates, no gaps
+    first = api.get("/v1/images", headers=caller.headers, params={"include_total": True}).json()
+    assert first["total"] == 23
+    assert len(first["items"]) == 23  # default limit 24
+    assert first["next_cursor"] is None
+
+
+def test_inserting_while_paging_neither_duplicates_nor_skips(api: TestClient) -> None:
+    caller = new_caller(api)
+    ids = _upload_many(api, caller, 12, start=300)
+    seen: list[str] = []
+    cursor = None
+    n = 0
+    while True:
+        params: dict[str, Any] = {"limit": 4, **({"cursor": cursor} if cursor else {})}
+        page = api.get("/v1/images", headers=caller.headers, params=params).json()
+        seen.extend(item["id"] for item in page["items"])
+        _upload_many(api, caller, 2, start=400 + n)  # newer than anything being paged
+        n += 2
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+
+
+@pytest.mark.parametrize("limit", [0, 101, -1])
+def test_limit_bounds(api: TestClient, limit: int) -> None:
+    caller = new_caller(api)
+    resp = api.get("/v1/images", headers=caller.headers, params={"limit": limit})
+    assert resp.status_code == 422
+
+
+def test_cursors_are_tamper_evident_and_owner_bound(api: TestClient) -> None:
+    caller, other = new_caller(api), new_caller(api)
+    _upload_many(api, caller, 3, start=500)
+    _upload_many(api, other, 3, start=600)
+    cursor = api.get("/v1/images", headers=caller.headers, params={"limit": 1}).json()[
+        "next_cursor"
+    ]
+    body, _, tag = cursor.partition(".")
+    forged = body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + tag
+    for bad, who in (
+        (forged, caller),
+        ("garbage", caller),
+        (cursor, other),
+        (cursor + "x", caller),
+    ):
+        resp = api.get("/v1/images", headers=who.headers, params={"cursor": bad})
+        assert resp.status_code == 400, bad
+        assert resp.json()["code"] == "invalid-cursor"
+
+
+def test_filters(api: TestClient, settings: Settings) -> None:
+    caller = new_caller(api)
+    ids = _upload_many(api, caller, 4, start=700)
+    pipeline.make_variants(context(settings), uuid.UUID(ids[1]))
+    ready = _walk(api, caller, "/v1/images", status="ready")
+    processing = _walk(api, caller, "/v1/images", status="processing")
+    assert ready == [ids[1]]
+    assert set(processing) == {ids[0], ids[2], ids[3]}
+
+    detail = api.get(f"/v1/images/{ids[2]}", headers=caller.headers).json()
+    pivot = dt.datetime.fromisoformat(detail["created_at"])
+    before = _walk(api, caller, "/v1/images", created_before=pivot.isoformat())
+    after = _walk(api, caller, "/v1/images", created_after=pivot.isoformat())
+    assert before == [ids[1], ids[0]]
+    assert after == [ids[3]]
+
+
+def _count_statements(client: TestClient) -> Iterator[list[str]]:
+    state: AppState = client.app.state.media  # type: ignore[attr-defined]
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(state.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(state.engine.sync_engine, "before_cursor_execute", record)
+
+
+def test_a_page_costs_the_same_statements_whatever_its_size(api: TestClient) -> None:
+    caller = new_caller(api)
+    _upload_many(api, caller, 30, start=800)
+    counts = []
+    for limit in (2, 30):
+        counter = _count_statements(api)
+        statements = next(counter)
+        resp = api.get("/v1/images", headers=caller.headers, params={"limit": limit})
+        assert len(resp.json()["items"]) == limit
+        counts.append(len([s for s in statements if "images" in s]))
+        next(counter, None)
+    assert counts[0] == counts[1] == 1  # one SELECT over images per page, no N+1
+
+
+def _tamper(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query[name] = ("0" if query[name][0] != "0" else "1") + query[name][1:]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def test_signed_urls_serve_the_bytes_and_refuse_tampering(
+    api: TestClient, settings: Settings
+) -> None:
+    caller = new_caller(api)
+    data = _png(900, size=400)
+    _, body = upload(api, caller, data, filename="../../etc/pass wd.png")
+    original = body["original"]
+    resp = httpx.get(original["url"])
+    assert resp.status_code == 200
+    assert resp.content == data
+    assert resp.headers["content-type"] == "image/png"
+    assert resp.headers["content-disposition"] == 'inline; filename="pass-wd.png"'
+    expires = dt.datetime.fromisoformat(original["expires_at"])
+    assert dt.timedelta(minutes=14) < expires - dt.datetime.now(dt.UTC) <= dt.timedelta(minutes=15)
+    assert httpx.get(_tamper(original["url"], "X-Amz-Signature")).status_code == 403
+    assert body["variants"] == []  # nothing ready yet
+
+    pipeline.make_variants(context(settings), uuid.UUID(str(body["id"])))
+    ready = api.get(f"/v1/images/{body['id']}", headers=caller.headers).json()
+    thumb = next(v for v in ready["variants"] if v["name"] == "thumb")
+    fetched = httpx.get(thumb["url"])
+    assert fetched.status_code == 200
+    assert fetched.headers["content-type"] == "image/webp"
+    with Image.open(io.BytesIO(fetched.content)) as img:
+        assert img.size == (256, 256)
+
+
+def test_expired_url_is_refused(app_settings: Settings) -> None:
+    short = app_settings.model_copy(update={"signed_url_ttl_seconds": 1})
+    with TestClient(create_app(short)) as client:
+        caller = new_caller(client)
+        _, body = upload(client, caller, _png(950))
+        url = body["original"]["url"]
+        import time
+
+        time.sleep(2.1)
+        assert httpx.get(url).status_code == 403
+
+
+def test_urls_are_signed_for_the_public_endpoint(app_settings: Settings) -> None:
+    public = app_settings.model_copy(update={"s3_public_endpoint_url": "https://media.example"})
+    with TestClient(create_app(public)) as client:
+        caller = new_caller(client)
+        _, body = upload(client, caller, _png(960))
+        assert body["original"]["url"].startswith("https://media.example/")
+
+
+def test_redirects_to_fresh_urls(api: TestClient, settings: Settings) -> None:
+    caller = new_caller(api)
+    _, body = upload(api, caller, _png(970, size=300))
+    image_id = str(body["id"])
+    original = api.get(
+        f"/v1/images/{image_id}/original", headers=caller.headers, follow_redirects=False
+    )
+    assert original.status_code == 307
+    assert httpx.get(original.headers["location"]).status_code == 200
+    pending = api.get(f"/v1/images/{image_id}/variants/thumb", headers=caller.headers)
+    assert (pending.status_code, pending.json()["code"]) == (404, "variant-not-ready")
+
+    pipeline.make_variants(context(settings), uuid.UUID(image_id))
+    thumb = api.get(
+        f"/v1/images/{image_id}/variants/thumb", headers=caller.headers, follow_redirects=False
+    )
+    assert thumb.status_code == 307
+    assert httpx.get(thumb.headers["location"]).headers["content-type"] == "image/webp"
+    unknown = api.get(f"/v1/images/{image_id}/variants/poster", headers=caller.headers)
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "not-found")
+
+
+def test_gallery_lifecycle(api: TestClient) -> None:
+    caller = new_caller(api)
+    made = api.post("/v1/galleries", headers=caller.headers, json={"name": " Trip "})
+    assert made.status_code == 201
+    gallery = made.json()
+    gid = gallery["id"]
+    assert gallery["name"] == "Trip"
+    renamed = api.patch(f"/v1/galleries/{gid}", headers=caller.headers, json={"name": "Rome"})
+    assert renamed.json()["name"] == "Rome"
+    assert renamed.json()["description"] is None
+
+    in_upload = upload(api, caller, _png(980), gallery_id=gid)[1]
+    other = upload(api, caller, _png(981))[1]
+    for _ in range(2):  # idempotent
+        put = api.put(f"/v1/galleries/{gid}/images/{other['id']}", headers=caller.headers)
+        assert put.status_code == 204
+    listed = _walk(api, caller, f"/v1/galleries/{gid}/images", limit=1)
+    assert listed == [other["id"], in_upload["id"]]
+    assert _walk(api, caller, "/v1/images", gallery_id=gid) == listed
+
+    removed = api.delete(f"/v1/galleries/{gid}/images/{other['id']}", headers=caller.headers)
+    assert removed.status_code == 204
+    assert _walk(api, caller, f"/v1/galleries/{gid}/images") == [in_upload["id"]]
+    assert api.delete(f"/v1/galleries/{gid}", headers=caller.headers).status_code == 204
+    assert api.get(f"/v1/galleries/{gid}", headers=caller.headers).status_code == 404
+    # Deleting the gallery left its images alone.
+    assert api.get(f"/v1/images/{in_upload['id']}", headers=caller.headers).status_code == 200
+
+    bad = upload(api, caller, _png(982), gallery_id=str(uuid.uuid4()))
+    assert (bad[0], bad[1]["code"]) == (404, "not-found")
+
+
+def test_galleries_paginate(api: TestClient) -> None:
+    caller = new_caller(api)
+    made = [
+        api.post("/v1/galleries", headers=caller.headers, json={"name": f"g{i}"}).json()["id"]
+        for i in range(5)
+    ]
+    assert _walk(api, caller, "/v1/galleries", limit=2) == list(reversed(made))
+    total = api.get("/v1/galleries", headers=caller.headers, params={"include_total": True})
+    assert total.json()["total"] == 5
