@@ -3,5 +3,6 @@
 from media_api.auth.models import ApiKey, Owner
 from media_api.galleries.models import Gallery, GalleryImage
 from media_api.images.models import Image, ImageJob
+from media_api.tags.models import ImageTag
 
-__all__ = ["ApiKey", "Gallery", "GalleryImage", "Image", "ImageJob", "Owner"]
+__all__ = ["ApiKey", "Gallery", "GalleryImage", "Image", "ImageJob", "ImageTag", "Owner"]

@@ -89,13 +89,14 @@ async def list_gallery_images(
     limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
     status_: Annotated[ImageStatus | None, Query(alias="status")] = None,
+    tag: Annotated[str | None, Query(max_length=100, description="e.g. cat")] = None,
     include_total: bool = False,
 ) -> ImagePage:
     """The gallery's images, with the same pagination and filters as /v1/images."""
     page = await images.list_images(
         session,
         owner,
-        ImageFilter(status=status_, gallery_id=gallery_id),
+        ImageFilter(status=status_, tag=tag, gallery_id=gallery_id),
         cursor=cursor,
         limit=limit,
         include_total=include_total,

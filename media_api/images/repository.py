@@ -15,6 +15,7 @@ from sqlalchemy.orm import selectinload
 from media_api.galleries.models import GalleryImage
 from media_api.images.models import Image, ImageJob, ImageStatus, JobKind, JobState
 from media_api.pagination import Position
+from media_api.tags.models import ImageTag
 
 
 async def get(session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID) -> Image | None:
@@ -87,6 +88,7 @@ class ImageFilter:
     """Listing filters; all optional, all combined with AND."""
 
     status: ImageStatus | None = None
+    tag: str | None = None
     gallery_id: uuid.UUID | None = None
     created_before: dt.datetime | None = None
     created_after: dt.datetime | None = None
@@ -104,6 +106,10 @@ def _filtered(owner_id: uuid.UUID, filters: ImageFilter) -> Select[Image]:
         stmt = stmt.join(GalleryImage, GalleryImage.image_id == Image.id).where(
             GalleryImage.gallery_id == filters.gallery_id
         )
+    if filters.tag is not None:
+        stmt = stmt.join(ImageTag, ImageTag.image_id == Image.id).where(
+            ImageTag.owner_id == owner_id, ImageTag.name == filters.tag
+        )
     return stmt
 
 
@@ -117,9 +123,15 @@ async def page(
     """Newest first; keyset on (created_at, id) over the owner's index, so page 10 000 costs
     what page 1 does. One statement: listings carry no jobs, variants live on the row."""
     stmt = _filtered(owner_id, filters)
+    # With a tag, walk the tag index (same order, copied columns); otherwise the image index.
+    created, ident = (
+        (ImageTag.image_created_at, ImageTag.image_id)
+        if filters.tag is not None
+        else (Image.created_at, Image.id)
+    )
     if after is not None:
-        stmt = stmt.where(tuple_(Image.created_at, Image.id) < (after.created_at, after.id))
-    stmt = stmt.order_by(Image.created_at.desc(), Image.id.desc()).limit(limit)
+        stmt = stmt.where(tuple_(created, ident) < (after.created_at, after.id))
+    stmt = stmt.order_by(created.desc(), ident.desc()).limit(limit)
     return list((await session.execute(stmt)).scalars())
 
 

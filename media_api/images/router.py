@@ -137,6 +137,7 @@ async def list_images(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
     status_: Annotated[ImageStatus | None, Query(alias="status")] = None,
+    tag: Annotated[str | None, Query(max_length=100, description="e.g. cat")] = None,
     gallery_id: uuid.UUID | None = None,
     created_before: dt.datetime | None = None,
     created_after: dt.datetime | None = None,
@@ -145,6 +146,7 @@ async def list_images(
     """The caller's images, newest first, a keyset page at a time."""
     filters = ImageFilter(
         status=status_,
+        tag=tag,
         gallery_id=gallery_id,
         created_before=created_before,
         created_after=created_after,

@@ -16,9 +16,11 @@ from PIL import Image
 from sqlalchemy import event
 
 from media_api.devstack import free_port
+from media_api.images.models import Image as ImageRow
 from media_api.main import create_app
 from media_api.settings import Settings
 from media_api.state import AppState
+from media_api.tags.models import ImageTag
 from tests.helpers import Caller, new_caller, upload
 from workers import pipeline
 from workers.context import context
@@ -280,3 +282,49 @@ def test_galleries_paginate(api: TestClient) -> None:
     assert _walk(api, caller, "/v1/galleries", limit=2) == list(reversed(made))
     total = api.get("/v1/galleries", headers=caller.headers, params={"include_total": True})
     assert total.json()["total"] == 5
+
+
+def _tag(client: TestClient, caller: Caller, image_id: str, name: str) -> None:
+    """Attach a tag row as the tagging worker would (the test plays the worker)."""
+
+    async def insert() -> None:
+        state: AppState = client.app.state.media  # type: ignore[attr-defined]
+        async with state.sessions() as session:
+            image = await session.get(ImageRow, uuid.UUID(image_id))
+            assert image is not None
+            session.add(
+                ImageTag(
+                    image_id=image.id,
+                    name=name,
+                    owner_id=caller.owner_id,
+                    image_created_at=image.created_at,
+                    kind="label",
+                    confidence=0.9,
+                    model="test",
+                    model_version="1",
+                )
+            )
+            await session.commit()
+
+    assert client.portal is not None
+    client.portal.call(insert)
+
+
+def test_tag_filter_pages_through_tagged_images_only(api: TestClient) -> None:
+    caller, other = new_caller(api), new_caller(api)
+    ids = _upload_many(api, caller, 7, start=1000)
+    for image_id in ids[::2]:
+        _tag(api, caller, image_id, "cat")
+    _tag(api, caller, ids[1], "dog")
+    theirs = _upload_many(api, other, 1, start=1100)
+    _tag(api, other, theirs[0], "cat")
+
+    cats = _walk(api, caller, "/v1/images", tag="cat", limit=2)
+    assert cats == list(reversed(ids[::2]))
+    assert _walk(api, caller, "/v1/images", tag="dog") == [ids[1]]
+    assert _walk(api, caller, "/v1/images", tag="cat", status="processing") == cats
+    assert _walk(api, caller, "/v1/images", tag="unicorn") == []
+    total = api.get(
+        "/v1/images", headers=caller.headers, params={"tag": "cat", "include_total": True}
+    )
+    assert total.json()["total"] == 4

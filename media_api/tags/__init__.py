@@ -1,0 +1,1 @@
+"""Tags the tagging worker attaches to images (labels, coarse categories)."""
