@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck unit install clean bench
+.PHONY: dev test lint typecheck unit install clean bench model
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# Rebuild workers/models/efficientnet_lite0.onnx in a venv of its own (torch stays out of
+# .venv) and check it is bit-for-bit the committed file.
+model:
+	$(PYTHON) -m venv .venv-export
+	.venv-export/bin/pip install --quiet -r scripts/requirements-export.txt
+	.venv-export/bin/python scripts/export_model.py
 
 clean:
 	rm -rf $(VENV) .media-data .pytest_cache .mypy_cache .ruff_cache

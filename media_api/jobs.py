@@ -15,11 +15,13 @@ from media_api.settings import Settings
 
 PING_TASK = "media.ping"
 VARIANTS_TASK = "media.make_variants"
+TAG_TASK = "media.tag_image"
 
 # Each job kind: the task that performs it and the queue it runs on (the API publishes by
 # name; it never imports the workers).
 JOB_TASKS: dict[str, tuple[str, str]] = {
     "thumbnails": (VARIANTS_TASK, "thumbnails"),
+    "tagging": (TAG_TASK, "tagging"),
 }
 
 

@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     ]
     variant_format: Literal["webp", "jpeg", "avif"] = "webp"
 
+    # Tagging (the `tagging` workers): labels above min confidence, at most top_k of them;
+    # an image is flagged for moderation when its NSFW score reaches the threshold.
+    tag_min_confidence: float = Field(default=0.15, ge=0, le=1)
+    tag_top_k: int = Field(default=5, ge=1, le=50)
+    tag_category_min_confidence: float = Field(default=0.3, ge=0, le=1)
+    nsfw_threshold: float = Field(default=0.8, ge=0, le=1)
+    # Pending tagging jobs a worker takes together in one model call.
+    tag_batch_size: int = Field(default=8, ge=1, le=64)
+
     # Job delivery: retries with backoff, then the sweep; a job is failed after max attempts.
     job_max_attempts: int = Field(default=5, ge=1)
     job_retry_backoff_seconds: float = Field(default=2.0, gt=0)

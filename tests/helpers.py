@@ -181,3 +181,10 @@ def without_urls(body: dict[str, object]) -> dict[str, object]:
             {k: v for k, v in item.items() if k not in ("url", "expires_at")} for item in variants
         ]
     return stable
+
+
+def job_states(body: dict[str, object]) -> dict[str, str]:
+    """{kind: state} of an image resource's jobs."""
+    jobs = body["jobs"]
+    assert isinstance(jobs, list)
+    return {str(job["kind"]): str(job["state"]) for job in jobs}

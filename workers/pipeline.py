@@ -10,7 +10,9 @@ import logging
 import uuid
 from typing import Any
 
+import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
+from numpy.typing import NDArray
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from media_api.images.models import JobKind
@@ -20,6 +22,7 @@ from media_api.storage import keys
 from media_api.storage.s3 import ObjectNotFoundError
 from workers import repository
 from workers.context import WorkerContext
+from workers.tagging import Tagger, TagResult, preprocess, shared_tagger
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +118,94 @@ def _retry_later(ctx: WorkerContext, image_id: uuid.UUID, kind: JobKind, code: s
     except TRANSIENT:
         # The database is down too: the row stays `running` and the sweep's timeout covers it.
         log.warning("could not record the retry of %s/%s", image_id, kind)
+
+
+def tag_images(ctx: WorkerContext, image_id: uuid.UUID) -> str:
+    """Run the tagging job for this image and, in the same model call, for other tagging jobs
+    waiting right now (batching what the queue holds). A failure here fails the tagging job
+    only: the image and its variants are unaffected."""
+    kind = JobKind.TAGGING
+    settings = ctx.settings
+    with ctx.sessions.begin() as session:
+        first = repository.claim(session, image_id, kind)
+        if first is None:
+            # Only a real job takes others along; the rest have messages of their own.
+            return "skipped: done already or image deleted"
+        claimed = [first]
+        others = repository.pending_ids(
+            session, kind, exclude=image_id, limit=settings.tag_batch_size - 1
+        )
+        for other in others:
+            extra = repository.claim(session, other, kind)
+            if extra is not None:
+                claimed.append(extra)
+
+    batch: list[repository.Claimed] = []
+    originals: list[bytes] = []
+    try:
+        for job in claimed:
+            try:
+                originals.append(ctx.store.get_bytes(job.original_key))
+                batch.append(job)
+            except ObjectNotFoundError:
+                _fail(ctx, job.image_id, kind, "original-missing")
+    except TRANSIENT as exc:
+        for job in claimed:
+            _retry_later(ctx, job.image_id, kind, "storage-unavailable")
+        raise TransientJobError("storage-unavailable") from exc
+    # Decode one by one, so an image the decoder refuses fails alone, not its whole batch.
+    decoded: list[tuple[repository.Claimed, NDArray[np.uint8]]] = []
+    for job, data in zip(batch, originals, strict=True):
+        try:
+            decoded.append((job, preprocess(data)))
+        except Exception:
+            log.exception("tagging %s: decode failed", job.image_id)
+            _fail(ctx, job.image_id, kind, "tagging-failed")
+    if not decoded:
+        return "failed: nothing to tag"
+    try:
+        results = _tagger(settings).tag_pixels([pixels for _, pixels in decoded])
+    except Exception:
+        log.exception("tagging %d images failed", len(decoded))
+        for job, _ in decoded:
+            _fail(ctx, job.image_id, kind, "tagging-failed")
+        return f"failed: tagging-failed ({len(decoded)} images)"
+    with ctx.sessions.begin() as session:
+        for (job, _), result in zip(decoded, results, strict=True):
+            repository.tags_ready(
+                session,
+                job,
+                _tag_rows(result),
+                nsfw=result.nsfw,
+                flagged=result.nsfw >= settings.nsfw_threshold,
+            )
+    return f"tagged {len(decoded)} images"
+
+
+def _tagger(settings: Settings) -> Tagger:
+    """The models, loaded once per process on first use (a thumbnails-only worker never pays
+    for them), each with one inference thread: processes give the parallelism."""
+    return shared_tagger(
+        top_k=settings.tag_top_k,
+        label_threshold=settings.tag_min_confidence,
+        category_threshold=settings.tag_category_min_confidence,
+        moderation_threshold=settings.nsfw_threshold,
+        max_batch=settings.tag_batch_size,
+    )
+
+
+def _tag_rows(result: TagResult) -> list[dict[str, Any]]:
+    """Labels and categories as rows, one per name (a label wins over a same-named category)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for kind, labels in (("category", result.categories), ("label", result.labels)):
+        for label in labels:
+            name = label.name.lower()[:100]
+            if name not in rows or kind == "label" or label.confidence > rows[name]["confidence"]:
+                rows[name] = {
+                    "name": name,
+                    "kind": kind,
+                    "confidence": float(label.confidence),
+                    "model": result.model,
+                    "model_version": result.model_version,
+                }
+    return list(rows.values())

@@ -7,10 +7,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
+import media_api.models  # noqa: F401 - every table, so foreign keys resolve in this process
 from media_api.images.models import Image, ImageJob, ImageStatus, JobKind, JobState
+from media_api.tags.models import ImageTag
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class Claimed:
     owner_id: uuid.UUID
     original_key: str
     attempts: int
+    created_at: dt.datetime
 
 
 def claim(session: Session, image_id: uuid.UUID, kind: JobKind) -> Claimed | None:
@@ -42,11 +45,60 @@ def claim(session: Session, image_id: uuid.UUID, kind: JobKind) -> Claimed | Non
     if attempts is None:
         return None
     row = session.execute(
-        select(Image.owner_id, Image.original_key).where(Image.id == image_id)
+        select(Image.owner_id, Image.original_key, Image.created_at).where(Image.id == image_id)
     ).one_or_none()
     if row is None:
         return None
-    return Claimed(image_id, row.owner_id, row.original_key, attempts)
+    return Claimed(image_id, row.owner_id, row.original_key, attempts, row.created_at)
+
+
+def pending_ids(
+    session: Session, kind: JobKind, *, exclude: uuid.UUID, limit: int
+) -> list[uuid.UUID]:
+    """Other jobs of this kind waiting right now, oldest first, skipping rows another worker
+    has locked: a worker takes them into the same model call (their own messages then find
+    the job done and do nothing)."""
+    if limit <= 0:
+        return []
+    return list(
+        session.scalars(
+            select(ImageJob.image_id)
+            .where(ImageJob.kind == kind, ImageJob.state == JobState.PENDING)
+            .where(ImageJob.image_id != exclude)
+            .order_by(ImageJob.updated_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+
+
+def tags_ready(
+    session: Session,
+    claimed: Claimed,
+    tags: list[dict[str, Any]],
+    *,
+    nsfw: float,
+    flagged: bool,
+) -> None:
+    """Replace the image's tags and moderation result, and settle its tagging job."""
+    session.execute(delete(ImageTag).where(ImageTag.image_id == claimed.image_id))
+    if tags:
+        session.execute(
+            insert(ImageTag),
+            [
+                {
+                    **tag,
+                    "image_id": claimed.image_id,
+                    "owner_id": claimed.owner_id,
+                    "image_created_at": claimed.created_at,
+                }
+                for tag in tags
+            ],
+        )
+    session.execute(
+        update(Image).where(Image.id == claimed.image_id).values(nsfw=nsfw, flagged=flagged)
+    )
+    _finish_job(session, claimed.image_id, JobKind.TAGGING, JobState.DONE, None)
 
 
 def _finish_job(

@@ -9,9 +9,11 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -25,6 +27,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from media_api.db import Base, Timestamped, UUIDPk
+from media_api.tags.models import ImageTag
 
 
 class ImageStatus(enum.StrEnum):
@@ -97,12 +100,20 @@ class Image(UUIDPk, Timestamped, Base):
     variants: Mapped[list[dict[str, Any]]] = mapped_column(
         JSONB, default=list, server_default=text("'[]'::jsonb")
     )
+    # Written by the tagging job: the moderation model's score and whether it passed the
+    # configured threshold (None until tagged).
+    nsfw: Mapped[float | None] = mapped_column(Float)
+    flagged: Mapped[bool | None] = mapped_column(Boolean)
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
 
     jobs: Mapped[list[ImageJob]] = relationship(
         back_populates="image", cascade="all, delete-orphan", passive_deletes=True
+    )
+    # Written only by the tagging worker; read here for the detail view.
+    tags: Mapped[list[ImageTag]] = relationship(
+        viewonly=True, order_by=lambda: ImageTag.confidence.desc()
     )
 
 

@@ -19,11 +19,11 @@ from media_api.tags.models import ImageTag
 
 
 async def get(session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID) -> Image | None:
-    """One image of this owner, with its jobs; another owner's id reads as absent."""
+    """One image of this owner, with its jobs and tags; another owner's id reads as absent."""
     stmt = (
         select(Image)
         .where(Image.id == image_id, Image.owner_id == owner_id)
-        .options(selectinload(Image.jobs))
+        .options(selectinload(Image.jobs), selectinload(Image.tags))
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 
@@ -33,7 +33,7 @@ async def get_by_sha256(session: AsyncSession, owner_id: uuid.UUID, sha256: byte
     stmt = (
         select(Image)
         .where(Image.owner_id == owner_id, Image.sha256 == sha256)
-        .options(selectinload(Image.jobs))
+        .options(selectinload(Image.jobs), selectinload(Image.tags))
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 

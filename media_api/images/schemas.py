@@ -53,6 +53,16 @@ class VariantOut(BaseModel):
     expires_at: dt.datetime
 
 
+class TagOut(BaseModel):
+    """A label or category, with the model that produced it."""
+
+    name: str
+    kind: str = Field(description="`label` (a model class) or `category` (derived).")
+    confidence: float
+    model: str
+    model_version: str
+
+
 class ImageSummary(BaseModel):
     """An image as listings show it: everything but the job details."""
 
@@ -71,6 +81,8 @@ class ImageSummary(BaseModel):
     placeholder: str | None = Field(description="BlurHash to paint while variants load.")
     original: SignedUrlOut
     variants: list[VariantOut]
+    nsfw: float | None = Field(description="Moderation model score, once tagged.")
+    flagged: bool | None = Field(description="nsfw reached MEDIA_NSFW_THRESHOLD.")
 
     @classmethod
     def fields_of(cls, image: Image, signer: Signer) -> dict[str, Any]:
@@ -106,6 +118,8 @@ class ImageSummary(BaseModel):
             placeholder=image.placeholder,
             original=SignedUrlOut(url=original.url, expires_at=original.expires_at),
             variants=variants,
+            nsfw=image.nsfw,
+            flagged=image.flagged,
         )
 
     @classmethod
@@ -114,14 +128,25 @@ class ImageSummary(BaseModel):
 
 
 class ImageOut(ImageSummary):
-    """An image with its processing jobs (the detail view)."""
+    """An image with its processing jobs and tags (the detail view)."""
 
     jobs: list[JobOut]
+    tags: list[TagOut]
 
     @classmethod
     def of(cls, image: Image, signer: Signer) -> ImageOut:
         jobs = sorted((JobOut.of(job) for job in image.jobs), key=lambda j: j.kind)
-        return cls(**cls.fields_of(image, signer), jobs=jobs)
+        tags = [
+            TagOut(
+                name=t.name,
+                kind=t.kind,
+                confidence=t.confidence,
+                model=t.model,
+                model_version=t.model_version,
+            )
+            for t in image.tags
+        ]
+        return cls(**cls.fields_of(image, signer), jobs=jobs, tags=tags)
 
 
 class ImagePage(BaseModel):

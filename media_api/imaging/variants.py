@@ -217,14 +217,14 @@ def render(
     if kind is None:
         raise RenderError("the original is not a recognised image format")
     try:
-        _, stage0 = _decode(data, kind, presets)
+        _, stage0 = decode_upright(data, kind, presets)
         return _cascade(stage0, presets, fmt)
     except Exception as exc:
         # Decoders raise many types on bad bytes (see probe); all mean "this original is broken".
         raise RenderError(f"could not render the {kind} original") from exc
 
 
-def _decode(data: bytes, kind: str, presets: Sequence[Preset]) -> tuple[str, Any]:
+def decode_upright(data: bytes, kind: str, presets: Sequence[Preset]) -> tuple[str, Any]:
     """The first stage and the engine that made it: libvips where it can, else Pillow."""
     if kind in _VIPS_FORMATS:
         try:

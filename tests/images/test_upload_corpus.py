@@ -15,7 +15,14 @@ from media_api.main import create_app
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
 from tests.corpus import MIME_TYPES, POLICY_FORMAT, ROWS, Row, acceptable_codes, params
-from tests.helpers import Caller, assert_nothing_left, new_caller, upload, without_urls
+from tests.helpers import (
+    Caller,
+    assert_nothing_left,
+    job_states,
+    new_caller,
+    upload,
+    without_urls,
+)
 
 STATUS = {
     "unsupported-media-type": 415,
@@ -76,7 +83,7 @@ def test_corpus_row_through_the_api(
         assert body["size"] == row.size
         assert body["sha256"] == row.sha256
         assert body["status"] == "processing"
-        assert [job["state"] for job in body["jobs"]] == ["pending"]
+        assert job_states(body) == {"thumbnails": "pending", "tagging": "pending"}
         key = f"originals/{caller.owner_id}/{body['id']}"
         assert hashlib.sha256(store.get_bytes(key)).hexdigest() == row.sha256
         again = client.get(f"/v1/images/{body['id']}", headers=caller.headers).json()

@@ -173,7 +173,7 @@ def test_engine_per_row(row: Row) -> None:
     data = row.path.read_bytes()
     kind = sniff(data[:128])
     assert kind is not None
-    engine, _ = variants._decode(data, kind, DEFAULT_PRESETS)
+    engine, _ = variants.decode_upright(data, kind, DEFAULT_PRESETS)
     assert engine == ("pillow" if row.file in PILLOW_ROWS else "libvips")
 
 
@@ -273,7 +273,9 @@ def test_every_orientation_in_every_carrier(carrier: str, orientation: int) -> N
         expected = ImageOps.exif_transpose(opened)
     assert (expected.size == im.size) == (orientation < 5)
     data = buf.getvalue()
-    engine, _ = variants._decode(data, "JPEG" if carrier == "jpeg" else "PNG", DEFAULT_PRESETS)
+    engine, _ = variants.decode_upright(
+        data, "JPEG" if carrier == "jpeg" else "PNG", DEFAULT_PRESETS
+    )
     assert engine == "libvips"
     got = decode(by_name(render(data, DEFAULT_PRESETS))["large"])
     assert got.size == expected.size
@@ -287,7 +289,7 @@ def test_tiff_tag_and_xmp_orientation_turn_once() -> None:
     buf = io.BytesIO()
     im.save(buf, "TIFF", tiffinfo={ExifTags.Base.Orientation: 6, ExifTags.Base.XMLPacket: xmp})
     data = buf.getvalue()
-    engine, _ = variants._decode(data, "TIFF", DEFAULT_PRESETS)
+    engine, _ = variants.decode_upright(data, "TIFF", DEFAULT_PRESETS)
     assert engine == "libvips"
     got = decode(by_name(render(data, DEFAULT_PRESETS))["large"])
     expected = im.transpose(Image.Transpose.ROTATE_270)  # orientation 6: a quarter turn clockwise

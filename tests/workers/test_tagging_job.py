@@ -1,0 +1,145 @@
+"""The tagging job with the real model, in-process and through a real worker."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from skimage import data as samples
+
+from media_api.devstack import free_port
+from media_api.jobs import create_producer
+from media_api.main import create_app
+from media_api.settings import Settings
+from media_api.storage.s3 import S3Store
+from tests.helpers import (
+    Caller,
+    new_caller,
+    start_worker,
+    upload,
+    wait_for_status,
+    wait_for_worker,
+)
+from tests.stack import settings_env
+from workers import pipeline
+from workers.context import context
+
+CAT_LABELS = {"tabby", "tabby cat", "tiger cat", "egyptian cat", "persian cat", "siamese cat"}
+
+
+def _jpeg(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+CAT = _jpeg(samples.chelsea())
+COFFEE = _jpeg(samples.coffee())
+
+
+@pytest.fixture(scope="module")
+def offline(app_settings: Settings) -> Iterator[tuple[TestClient, Caller]]:
+    """No broker: the test runs the jobs itself."""
+    dead = app_settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with TestClient(create_app(dead)) as client:
+        yield client, new_caller(client)
+
+
+def _detail(client: TestClient, caller: Caller, image_id: str) -> dict[str, object]:
+    body: dict[str, object] = client.get(f"/v1/images/{image_id}", headers=caller.headers).json()
+    return body
+
+
+def _tagging_job(body: dict[str, object]) -> dict[str, object]:
+    jobs = body["jobs"]
+    assert isinstance(jobs, list)
+    (job,) = [j for j in jobs if j["kind"] == "tagging"]
+    return dict(job)
+
+
+def test_cat_and_espresso_are_tagged_in_batches(
+    offline: tuple[TestClient, Caller], settings: Settings
+) -> None:
+    client, caller = offline
+    cat = upload(client, caller, CAT, filename="chelsea.jpg")[1]
+    coffee = upload(client, caller, COFFEE, filename="coffee.jpg")[1]
+    assert _tagging_job(cat)["state"] == "pending"
+
+    # One call takes other pending tagging jobs (oldest first) into the same model call.
+    outcome = pipeline.tag_images(context(settings), uuid.UUID(str(cat["id"])))
+    assert outcome.startswith("tagged")
+    assert int(outcome.split()[1]) >= 2  # coffee, or older jobs still waiting
+    pipeline.tag_images(context(settings), uuid.UUID(str(coffee["id"])))
+    cat_detail = _detail(client, caller, str(cat["id"]))
+    coffee_detail = _detail(client, caller, str(coffee["id"]))
+    for detail in (cat_detail, coffee_detail):
+        assert _tagging_job(detail)["state"] == "done"
+        assert isinstance(detail["nsfw"], float)
+        assert detail["flagged"] is False
+
+    cat_tags = {t["name"]: t for t in cat_detail["tags"]}  # type: ignore[union-attr]
+    assert CAT_LABELS & set(cat_tags), cat_tags
+    assert "cat" in cat_tags
+    assert cat_tags["cat"]["kind"] == "category"
+    assert all(t["model"] and t["model_version"] for t in cat_tags.values())
+    coffee_tags = {t["name"] for t in coffee_detail["tags"]}  # type: ignore[union-attr]
+    assert "espresso" in coffee_tags
+
+    listed = client.get("/v1/images", headers=caller.headers, params={"tag": "cat"}).json()
+    assert [item["id"] for item in listed["items"]] == [cat["id"]]
+    assert pipeline.tag_images(context(settings), uuid.UUID(str(cat["id"]))).startswith("skipped")
+
+
+def test_tagging_failure_fails_only_the_tagging_job(
+    offline: tuple[TestClient, Caller], settings: Settings, store: S3Store
+) -> None:
+    client, caller = offline
+    body = upload(client, caller, _jpeg(samples.astronaut()), filename="a.jpg")[1]
+    image_id = str(body["id"])
+    assert pipeline.make_variants(context(settings), uuid.UUID(image_id)).startswith("ready")
+    store.delete(f"originals/{caller.owner_id}/{image_id}")
+    pipeline.tag_images(context(settings), uuid.UUID(image_id))
+    after = _detail(client, caller, image_id)
+    assert after["status"] == "ready"
+    assert (_tagging_job(after)["state"], _tagging_job(after)["error_code"]) == (
+        "failed",
+        "original-missing",
+    )
+
+
+def test_a_real_worker_tags_an_upload(
+    app_settings: Settings, client: TestClient, tmp_path: Path
+) -> None:
+    # Earlier tests published jobs no worker consumed; start from empty queues.
+    producer = create_producer(app_settings)
+    with producer.connection_for_write() as conn:
+        for queue in ("thumbnails", "tagging"):
+            conn.default_channel.queue_purge(queue)
+    producer.close()
+    log = tmp_path / "worker.log"
+    worker = start_worker(settings_env(app_settings), log, "-Q", "thumbnails,tagging")
+    try:
+        wait_for_worker(app_settings, worker, log)
+        caller = new_caller(client)
+        body = upload(client, caller, CAT, filename="cat.jpg")[1]
+        image_id = str(body["id"])
+        wait_for_status(client, caller, image_id, "ready", timeout=90)
+        import time
+
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            detail = _detail(client, caller, image_id)
+            if _tagging_job(detail)["state"] == "done":
+                break
+            time.sleep(0.3)
+        assert _tagging_job(detail)["state"] == "done"
+        assert "cat" in {t["name"] for t in detail["tags"]}  # type: ignore[union-attr]
+    finally:
+        worker.terminate()
+        worker.wait(30)

