@@ -53,11 +53,7 @@ def bench_stack(**overrides: str) -> Iterator[BenchStack]:
         database_url=None,
         broker_url=None,
         s3_endpoint_url=None,
-        ports={
-            "postgres": devstack.free_port(),
-            "redis": devstack.free_port(),
-            "s3": devstack.free_port(),
-        },
+        ports=devstack.scratch_ports(),
         bucket="media",
         access_key=access,
         secret_key=secret,

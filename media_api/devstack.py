@@ -57,6 +57,11 @@ def free_port(low: int = 20000, high: int = 30000) -> int:
     raise RuntimeError(f"no free port in {low}..{high}")
 
 
+def scratch_ports() -> dict[str, int]:
+    """Free ports for a throwaway stack beside any other (tests, benchmarks)."""
+    return {"postgres": free_port(), "redis": free_port(), "s3": free_port()}
+
+
 def port_is_free(port: int) -> bool:
     """True when nothing is bound to the port on 127.0.0.1."""
     with socket.socket() as sock:

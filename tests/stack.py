@@ -54,11 +54,7 @@ def running_stack() -> Iterator[Settings]:
         database_url=env.database_url,
         broker_url=env.broker_url,
         s3_endpoint_url=env.s3_endpoint_url,
-        ports={
-            "postgres": devstack.free_port(),
-            "redis": devstack.free_port(),
-            "s3": devstack.free_port(),
-        },
+        ports=devstack.scratch_ports(),
         bucket="media",
         access_key=ACCESS_KEY,
         secret_key=SECRET_KEY,
