@@ -65,7 +65,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 def get_signer(state: StateDep) -> Signer:
     """Presigns URLs with the configured lifetime."""
-    return Signer(state.store, dt.timedelta(seconds=state.settings.signed_url_ttl_seconds))
+    ttl = dt.timedelta(seconds=state.settings.signed_url_ttl_seconds)
+    return Signer(state.store, ttl, on_sign=state.metrics.signed_urls.inc)
 
 
 SignerDep = Annotated[Signer, Depends(get_signer)]

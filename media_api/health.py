@@ -1,4 +1,4 @@
-"""Liveness and readiness probes."""
+"""Liveness, readiness and metrics."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from media_api.deps import StateDep
 from media_api.errors import problem
+from media_api.images import repository as images_repository
 from media_api.jobs import check_broker
 from media_api.state import AppState
 
@@ -65,3 +67,17 @@ async def readyz(state: StateDep) -> dict[str, object] | JSONResponse:
             503, "not-ready", "Not ready", f"unavailable: {', '.join(failing)}", checks=checks
         )
     return {"status": "ok", "checks": checks}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(state: StateDep) -> PlainTextResponse:
+    """Prometheus text format: this process's counters plus fleet-wide job counts."""
+    async with state.sessions() as session:
+        counts = await images_repository.job_counts(session)
+    gauge = state.metrics.jobs
+    gauge.clear()
+    for kind, job_state, n in counts:
+        gauge.labels(kind=kind, state=job_state).set(n)
+    return PlainTextResponse(
+        generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )

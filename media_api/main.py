@@ -17,6 +17,7 @@ from media_api.galleries.router import router as galleries_router
 from media_api.http import install_http_policies
 from media_api.images.router import router as images_router
 from media_api.jobs import create_producer
+from media_api.metrics import ApiMetrics
 from media_api.ratelimit import create_limiter
 from media_api.settings import Settings
 from media_api.state import AppState
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store=AsyncS3Store(store),
             producer=producer,
             limiter=limiter,
+            metrics=ApiMetrics(),
         )
         try:
             yield

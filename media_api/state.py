@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from media_api.metrics import ApiMetrics
 from media_api.ratelimit import RateLimiter
 from media_api.settings import Settings
 from media_api.storage.s3 import AsyncS3Store
@@ -22,3 +23,4 @@ class AppState:
     store: AsyncS3Store
     producer: Celery
     limiter: RateLimiter
+    metrics: ApiMetrics

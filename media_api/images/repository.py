@@ -140,3 +140,11 @@ async def count(session: AsyncSession, owner_id: uuid.UUID, filters: ImageFilter
     subquery = _filtered(owner_id, filters).with_only_columns(Image.id).subquery()
     total = await session.scalar(select(func.count()).select_from(subquery))
     return int(total or 0)
+
+
+async def job_counts(session: AsyncSession) -> list[tuple[str, str, int]]:
+    """(kind, state, count) over every owner, for the metrics scrape."""
+    rows = await session.execute(
+        select(ImageJob.kind, ImageJob.state, func.count()).group_by(ImageJob.kind, ImageJob.state)
+    )
+    return [(str(kind.value), str(state.value), int(n)) for kind, state, n in rows.all()]

@@ -16,6 +16,7 @@ from media_api.deps import (
     SessionDep,
     SettingsDep,
     SignerDep,
+    StateDep,
     StoreDep,
     upload_rate_limit,
 )
@@ -105,6 +106,7 @@ async def upload_image(
     effects: EffectsDep,
     settings: SettingsDep,
     signer: SignerDep,
+    state: StateDep,
 ) -> ImageOut:
     """Upload one image (multipart field `file`); validated, stored, then processed."""
     # A declared length beyond the limit is refused before reading a byte of the body.
@@ -112,18 +114,27 @@ async def upload_image(
     limit = settings.max_upload_bytes
     if declared and declared.isdigit() and int(declared) > limit + FORM_OVERHEAD_BYTES:
         raise FileTooLarge(f"the file is over the limit of {limit} bytes")
-    try:
-        image, created = await service.upload(
-            session,
-            store,
-            effects,
-            settings,
-            owner,
-            request.stream(),
-            request.headers.get("content-type"),
-        )
-    except ClientDisconnect as exc:
-        raise IncompleteUpload("the client disconnected before the upload finished") from exc
+    metrics = state.metrics
+    with metrics.upload_seconds.time():
+        try:
+            image, created = await service.upload(
+                session,
+                store,
+                effects,
+                settings,
+                owner,
+                request.stream(),
+                request.headers.get("content-type"),
+            )
+        except ClientDisconnect as exc:
+            metrics.uploads.labels(outcome="rejected", code=IncompleteUpload.code).inc()
+            raise IncompleteUpload("the client disconnected before the upload finished") from exc
+        except MediaError as exc:
+            metrics.uploads.labels(outcome="rejected", code=exc.code).inc()
+            raise
+    metrics.uploads.labels(outcome="created" if created else "duplicate", code="").inc()
+    if created:
+        metrics.upload_bytes.inc(image.size_bytes)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return ImageOut.of(image, signer)
 

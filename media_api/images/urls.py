@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from media_api.storage.s3 import AsyncS3Store, SignedUrl
@@ -40,9 +41,11 @@ class Signer:
 
     store: AsyncS3Store
     ttl: dt.timedelta
+    on_sign: Callable[[], None] = lambda: None  # counts URLs issued (metrics)
 
     def sign(self, key: str, content_type: str, filename: str) -> SignedUrl:
         """A URL that serves `key` inline as `filename`, with the given type."""
+        self.on_sign()
         return self.store.presign_get(
             key,
             self.ttl,
