@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
+import json
 import logging
 import os
 import secrets
@@ -12,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -114,6 +117,44 @@ def _dev_key(settings: Settings) -> str:
         path.touch(mode=0o600)
         path.write_text(token + "\n")
     return token
+
+
+def _reprocess(args: argparse.Namespace) -> int:
+    from media_api import admin
+
+    async def work(session: AsyncSession) -> int:
+        return await admin.reprocess(session, Settings(), all_=args.all, ids=args.ids)
+
+    print(f"reprocessing {asyncio.run(_with_session(Settings(), work))} images")
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from media_api import admin
+
+    async def work(session: AsyncSession) -> admin.GcReport:
+        grace = datetime.timedelta(seconds=args.grace_seconds)
+        return await admin.gc(session, Settings(), apply=args.apply, grace=grace)
+
+    report = asyncio.run(_with_session(Settings(), work))
+    for key in report.orphan_objects:
+        print(f"orphan object: {key}")
+    for key in report.missing_originals:
+        print(f"row without its original: {key}")
+    print(
+        f"{len(report.orphan_objects)} orphan objects"
+        f" ({report.deleted} deleted{'' if args.apply else '; --apply deletes them'}),"
+        f" {len(report.missing_originals)} rows without an original,"
+        f" {report.young_skipped} objects younger than {args.grace_seconds:.0f} s skipped"
+    )
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from media_api.images import repository
+
+    print(json.dumps(asyncio.run(_with_session(Settings(), repository.stats)), indent=2))
+    return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -238,6 +279,26 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("revision", nargs="?", default="head")
     migrate.set_defaults(func=_migrate)
+
+    reprocess = sub.add_parser("reprocess", help="run jobs again (default: failed images)")
+    which = reprocess.add_mutually_exclusive_group()
+    which.add_argument("--failed", action="store_true", help="images whose status is failed")
+    which.add_argument("--all", action="store_true", help="every image")
+    which.add_argument("ids", nargs="*", type=uuid.UUID, default=[], metavar="ID")
+    reprocess.set_defaults(func=_reprocess)
+
+    gc = sub.add_parser("gc", help="find objects without a row and rows without an object")
+    gc.add_argument("--apply", action="store_true", help="delete the orphan objects")
+    gc.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=3600.0,  # admin.GC_GRACE: a fresh object may be an upload in flight
+        help="leave younger objects alone: their upload may not have committed yet",
+    )
+    gc.set_defaults(func=_gc)
+
+    stats = sub.add_parser("stats", help="counts of images, bytes and jobs")
+    stats.set_defaults(func=_stats)
 
     key = sub.add_parser("create-key", help="print a new API key for an owner (created if new)")
     key.add_argument("email")

@@ -148,3 +148,59 @@ async def job_counts(session: AsyncSession) -> list[tuple[str, str, int]]:
         select(ImageJob.kind, ImageJob.state, func.count()).group_by(ImageJob.kind, ImageJob.state)
     )
     return [(str(kind.value), str(state.value), int(n)) for kind, state, n in rows.all()]
+
+
+# --- admin (every owner; used by the `media-api` admin commands, never by routes) -------------
+
+
+async def ids_by_status(session: AsyncSession, status: ImageStatus | None) -> list[uuid.UUID]:
+    """Ids of all images, or of those in one status."""
+    stmt = select(Image.id)
+    if status is not None:
+        stmt = stmt.where(Image.status == status)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def reset_jobs_of(session: AsyncSession, image_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Jobs of these images back to pending (failed images back to processing); returns the
+    ids that exist."""
+    found = list((await session.execute(select(Image.id).where(Image.id.in_(image_ids)))).scalars())
+    if found:
+        await session.execute(
+            update(ImageJob)
+            .where(ImageJob.image_id.in_(found))
+            .values(state=JobState.PENDING, attempts=0, error_code=None, updated_at=func.now())
+        )
+        await session.execute(
+            update(Image)
+            .where(Image.id.in_(found), Image.status == ImageStatus.FAILED)
+            .values(status=ImageStatus.PROCESSING, error_code=None)
+        )
+    return found
+
+
+async def stored_keys(session: AsyncSession) -> tuple[set[str], set[str]]:
+    """(original keys, variant keys) every row points at."""
+    rows = (await session.execute(select(Image.original_key, Image.variants))).all()
+    originals = {row.original_key for row in rows}
+    variants = {v["key"] for row in rows for v in row.variants}
+    return originals, variants
+
+
+async def stats(session: AsyncSession) -> dict[str, object]:
+    """Counts for `media-api stats`."""
+    by_status = (
+        await session.execute(
+            select(
+                Image.status, func.count(), func.coalesce(func.sum(Image.size_bytes), 0)
+            ).group_by(Image.status)
+        )
+    ).all()
+    return {
+        "images": {str(s.value): int(n) for s, n, _ in by_status},
+        "original_bytes": sum(int(b) for _, _, b in by_status),
+        "jobs": [
+            {"kind": kind, "state": state, "count": n}
+            for kind, state, n in await job_counts(session)
+        ],
+    }

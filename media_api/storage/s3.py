@@ -178,6 +178,15 @@ class S3Store:
             keys.extend(obj["Key"] for obj in page.get("Contents", []))
         return keys
 
+    def list_objects(self, prefix: str = "") -> list[tuple[str, dt.datetime]]:
+        """(key, last modified) of every object under a prefix (gc needs the age)."""
+        found: list[tuple[str, dt.datetime]] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ):
+            found.extend((obj["Key"], obj["LastModified"]) for obj in page.get("Contents", []))
+        return found
+
     def list_multipart_uploads(self) -> list[str]:
         """Keys of multipart uploads still open (a leak if any remain after a failure)."""
         resp = self.client.list_multipart_uploads(Bucket=self.bucket)
