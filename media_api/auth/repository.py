@@ -36,16 +36,21 @@ async def active_key_by_prefix(session: AsyncSession, prefix: str) -> ApiKey | N
 
 
 async def touch_key(session: AsyncSession, key_id: uuid.UUID) -> None:
-    """Record use, at most once a minute per key, so auth does not write on every request."""
+    """Record use, at most once a minute per key, so auth does not write on every request.
+
+    SKIP LOCKED: when a concurrent request of the same key is already recording it, this one
+    does not wait for that request's transaction (an upload can last seconds)."""
     now = dt.datetime.now(dt.UTC)
-    await session.execute(
-        update(ApiKey)
+    stale = (
+        select(ApiKey.id)
         .where(ApiKey.id == key_id)
         .where(
             (ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < now - dt.timedelta(minutes=1))
         )
-        .values(last_used_at=now)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
     )
+    await session.execute(update(ApiKey).where(ApiKey.id == stale).values(last_used_at=now))
 
 
 async def owner_by_email(session: AsyncSession, email: str) -> Owner | None:

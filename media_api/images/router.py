@@ -114,6 +114,9 @@ async def upload_image(
     limit = settings.max_upload_bytes
     if declared and declared.isdigit() and int(declared) > limit + FORM_OVERHEAD_BYTES:
         raise FileTooLarge(f"the file is over the limit of {limit} bytes")
+    # End the authentication's transaction now: the body may take seconds to arrive, and an
+    # idle transaction would hold a pooled connection (and row locks) all that time.
+    await session.commit()
     metrics = state.metrics
     with metrics.upload_seconds.time():
         try:

@@ -136,3 +136,35 @@ def test_weak_or_missing_secret_key_refuses_to_start(app_settings: Settings) -> 
     for weak in ("short", "a" * 64, "changeme"):
         with pytest.raises(ValidationError, match="too weak"):
             Settings(secret_key=SecretStr(weak))
+
+
+def test_a_locked_key_row_does_not_block_requests(
+    client: TestClient, app_settings: Settings
+) -> None:
+    """Recording key use never waits for another transaction holding the key's row (a long
+    upload with the same key, say): it skips the bookkeeping instead."""
+    import threading
+
+    import psycopg
+
+    caller = new_caller(client)
+    prefix = caller.token.split("_")[1]
+    url = app_settings.require("database_url")
+    with psycopg.connect(url, autocommit=True) as setup:
+        setup.execute("UPDATE api_keys SET last_used_at = NULL WHERE prefix = %s", (prefix,))
+    with psycopg.connect(url) as holder:
+        holder.execute("SELECT id FROM api_keys WHERE prefix = %s FOR UPDATE", (prefix,))
+        # Safety net only: had the request waited for the lock, this would let it finish late,
+        # and the row would then show the touch.
+        release = threading.Timer(15, holder.rollback)
+        release.start()
+        try:
+            assert client.get("/v1/api-keys", headers=caller.headers).status_code == 200
+            with psycopg.connect(url, autocommit=True) as probe:
+                row = probe.execute(
+                    "SELECT last_used_at FROM api_keys WHERE prefix = %s", (prefix,)
+                ).fetchone()
+            assert row == (None,)  # skipped, not waited for
+        finally:
+            release.cancel()
+            holder.rollback()
