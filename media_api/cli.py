@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
 
+from media_api import logs
 from media_api.settings import Settings
 
 if TYPE_CHECKING:
@@ -215,6 +216,7 @@ def _dev(args: argparse.Namespace) -> int:
     )
     try:
         os.environ.update(stack.urls)
+        os.environ.setdefault("MEDIA_LOG_FORMAT", "text")  # people read these logs
         if settings.secret_key is None:
             os.environ["MEDIA_SECRET_KEY"] = _dev_secret(settings.data_dir)
         settings = Settings()
@@ -313,8 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `media-api` console script."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
+    settings = Settings()
+    logs.configure(settings.log_format, settings.log_level)
     code: int = args.func(args)
     return code
 

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from media_api import logs
 from media_api.auth.service import Unauthorized, owner_for_token
 from media_api.effects import Effects
 from media_api.errors import MediaError
@@ -41,7 +42,7 @@ def get_store(state: StateDep) -> AsyncS3Store:
 
 def get_effects(state: StateDep) -> Effects:
     """Fresh per request; `get_session` settles it once the transaction's outcome is known."""
-    return Effects(state.producer)
+    return Effects(state.producer, request_id=logs.request_id.get())
 
 
 EffectsDep = Annotated[Effects, Depends(get_effects)]

@@ -25,6 +25,7 @@ class Effects:
     """Collected during one request; `get_session` settles them once the outcome is known."""
 
     producer: Celery
+    request_id: str | None = None
     sends: list[tuple[str, tuple[Any, ...], str]] = field(default_factory=list)
     on_commit: list[Action] = field(default_factory=list)
     on_rollback: list[Action] = field(default_factory=list)
@@ -47,7 +48,10 @@ class Effects:
         sends, self.sends = self.sends, []
         for task, args, queue in sends:
             try:
-                self.producer.send_task(task, args=args, queue=queue)
+                # The request id travels in the message headers into the task's logs.
+                self.producer.send_task(
+                    task, args=args, queue=queue, headers={"request_id": self.request_id}
+                )
             except Exception:
                 log.warning("could not publish %s%r; the sweep will retry", task, args)
 

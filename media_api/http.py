@@ -1,4 +1,4 @@
-"""Cross-cutting HTTP policy: security headers and CORS."""
+"""Cross-cutting HTTP policy: request ids and access log, security headers, CORS."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from media_api.logs import RequestLog
 from media_api.settings import Settings
 
 SECURITY_HEADERS = [
@@ -50,3 +51,4 @@ def install_http_policies(app: FastAPI, settings: Settings) -> None:
             max_age=600,
         )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestLog)  # outermost: its id and timing cover everything else

@@ -29,6 +29,8 @@ SERVER_OPTIONS: dict[str, Any] = {
     "http": "httptools",
     "server_header": False,  # no version banner
     "proxy_headers": True,
+    "access_log": False,  # media_api.logs.RequestLog writes one structured line per request
+    "log_config": None,  # keep the logging the CLI configured
 }
 
 

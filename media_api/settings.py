@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     # A running job not updated for this long lost its worker (killed mid-task).
     job_running_timeout_seconds: float = Field(default=600.0, gt=0)
 
+    # One JSON object per line (for log shippers) or plain text (for people).
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+
     # Readiness probes must answer fast even when a dependency hangs.
     readiness_timeout_seconds: float = 2.0
 

@@ -19,7 +19,9 @@ class FakeProducer:
         self.sent: list[tuple[str, tuple[Any, ...], str]] = []
         self.fail = fail
 
-    def send_task(self, name: str, args: tuple[Any, ...], queue: str) -> None:
+    def send_task(
+        self, name: str, args: tuple[Any, ...], queue: str, headers: dict[str, Any] | None = None
+    ) -> None:
         if self.fail:
             raise ConnectionError("broker down")
         self.sent.append((name, args, queue))

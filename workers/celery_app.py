@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 from kombu import Queue
 
@@ -34,6 +36,7 @@ def create_celery(settings: Settings, *, sweep: bool = True) -> Celery:
     from workers import tasks
 
     tasks.register(app, settings)
+    _log_tasks_with_request_ids()
     if sweep:
         _run_sweeper_with_worker(app, settings)
     return app
@@ -53,3 +56,42 @@ def _run_sweeper_with_worker(app: Celery, settings: Settings) -> None:
     sweeper = Sweeper(lambda: context(settings), send, settings.sweep_interval_seconds)
     worker_ready.connect(lambda **_: sweeper.start(), weak=False)
     worker_shutdown.connect(lambda **_: sweeper.stop(), weak=False)
+
+
+def _log_tasks_with_request_ids() -> None:
+    """One log line per task, carrying the id of the request that caused it."""
+    import logging
+    import time
+
+    from celery.signals import task_postrun, task_prerun
+
+    from media_api import logs
+
+    log = logging.getLogger("workers.task")
+    started: dict[str, tuple[float, object]] = {}
+
+    def before(task_id: str, task: Any, **_: Any) -> None:
+        rid = getattr(task.request, "request_id", None)
+        started[task_id] = (time.perf_counter(), logs.request_id.set(rid))
+
+    def after(task_id: str, task: Any, args: Any, retval: Any, state: str, **_: Any) -> None:
+        began, token = started.pop(task_id, (time.perf_counter(), None))
+        log.info(
+            "%s %s %s",
+            task.name,
+            state,
+            retval,
+            extra={
+                "request_id": logs.request_id.get(),
+                "task": task.name,
+                "task_args": list(args or ()),
+                "state": state,
+                "result": str(retval)[:200],
+                "duration_ms": round((time.perf_counter() - began) * 1000, 2),
+            },
+        )
+        if token is not None:
+            logs.request_id.reset(token)  # type: ignore[arg-type]
+
+    task_prerun.connect(before, weak=False)
+    task_postrun.connect(after, weak=False)

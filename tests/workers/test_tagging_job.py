@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,7 +128,13 @@ def test_a_real_worker_tags_an_upload(
     try:
         wait_for_worker(app_settings, worker, log)
         caller = new_caller(client)
-        body = upload(client, caller, CAT, filename="cat.jpg")[1]
+        resp = client.post(
+            "/v1/images",
+            headers={**caller.headers, "X-Request-ID": "trace-cat-42"},
+            files={"file": ("cat.jpg", CAT, "image/jpeg")},
+        )
+        assert resp.headers["x-request-id"] == "trace-cat-42"
+        body = resp.json()
         image_id = str(body["id"])
         wait_for_status(client, caller, image_id, "ready", timeout=90)
         import time
@@ -140,6 +147,10 @@ def test_a_real_worker_tags_an_upload(
             time.sleep(0.3)
         assert _tagging_job(detail)["state"] == "done"
         assert "cat" in {t["name"] for t in detail["tags"]}  # type: ignore[union-attr]
+        # The request id followed the image into both tasks' JSON log lines.
+        lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+        traced = {e["task"] for e in lines if e.get("request_id") == "trace-cat-42" and "task" in e}
+        assert traced == {"media.make_variants", "media.tag_image"}
     finally:
         worker.terminate()
         worker.wait(30)
