@@ -59,6 +59,12 @@ class ImageTooLarge(MediaError):
     title = "Image too large"
 
 
+class VariantNotReady(MediaError):
+    status_code = 404
+    code = "variant-not-ready"
+    title = "Variant not ready"
+
+
 class StorageUnavailable(MediaError):
     status_code = 503
     code = "storage-unavailable"

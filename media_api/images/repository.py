@@ -66,23 +66,6 @@ async def delete_image(session: AsyncSession, owner_id: uuid.UUID, image_id: uui
     return result.scalar_one_or_none() is not None
 
 
-async def reset_jobs(session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID) -> None:
-    """Every job of the image back to pending with a fresh attempt budget; a failed image
-    goes back to processing (a ready one stays ready while its variants are remade)."""
-    await session.execute(
-        update(ImageJob)
-        .where(ImageJob.image_id == image_id)
-        .values(state=JobState.PENDING, attempts=0, error_code=None, updated_at=func.now())
-    )
-    await session.execute(
-        update(Image)
-        .where(Image.id == image_id, Image.owner_id == owner_id)
-        .where(Image.status == ImageStatus.FAILED)
-        .values(status=ImageStatus.PROCESSING, error_code=None)
-    )
-    session.expire_all()  # the caller re-reads the image with its jobs
-
-
 @dataclass(frozen=True)
 class ImageFilter:
     """Listing filters; all optional, all combined with AND."""
@@ -150,7 +133,7 @@ async def job_counts(session: AsyncSession) -> list[tuple[str, str, int]]:
     return [(str(kind.value), str(state.value), int(n)) for kind, state, n in rows.all()]
 
 
-# --- admin (every owner; used by the `media-api` admin commands, never by routes) -------------
+# --- across owners: admin commands, and routes only after their own ownership check --------
 
 
 async def ids_by_status(session: AsyncSession, status: ImageStatus | None) -> list[uuid.UUID]:
@@ -176,6 +159,7 @@ async def reset_jobs_of(session: AsyncSession, image_ids: list[uuid.UUID]) -> li
             .where(Image.id.in_(found), Image.status == ImageStatus.FAILED)
             .values(status=ImageStatus.PROCESSING, error_code=None)
         )
+        session.expire_all()  # callers re-read these images with their jobs
     return found
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from media_api.auth import repository as owners
 from media_api.effects import Effects
-from media_api.errors import MediaError, NotFound
+from media_api.errors import NotFound
 from media_api.galleries import repository as galleries
 from media_api.images import repository
 from media_api.images.errors import (
@@ -24,6 +24,7 @@ from media_api.images.errors import (
     MissingFile,
     QuotaExceeded,
     StorageUnavailable,
+    VariantNotReady,
 )
 from media_api.images.ingest import Spool, receive_upload
 from media_api.images.models import Image, ImageStatus, JobKind
@@ -237,7 +238,7 @@ async def reprocess(
 ) -> Image:
     """Run every job again: rows back to pending, tasks published after commit."""
     await get(session, owner_id, image_id)
-    await repository.reset_jobs(session, owner_id, image_id)
+    await repository.reset_jobs_of(session, [image_id])  # ownership checked just above
     _dispatch(effects, image_id)
     return await get(session, owner_id, image_id)
 
@@ -308,12 +309,6 @@ async def list_images(
         next_cursor = encode_cursor(last, secret=secret, scope=LISTING_SCOPE, owner_id=owner_id)
     total = await repository.count(session, owner_id, filters) if include_total else None
     return Page(rows, next_cursor, total)
-
-
-class VariantNotReady(MediaError):
-    status_code = 404
-    code = "variant-not-ready"
-    title = "Variant not ready"
 
 
 def variant_of(image: Image, name: str, preset_names: list[str]) -> dict[str, Any]:
