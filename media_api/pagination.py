@@ -15,6 +15,7 @@ import hmac
 import json
 import uuid
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from media_api.errors import MediaError
 
@@ -70,3 +71,36 @@ def decode_cursor(cursor: str, *, secret: str, scope: str, owner_id: uuid.UUID) 
         raise
     except (ValueError, TypeError, binascii.Error) as exc:
         raise InvalidCursor("the cursor is malformed") from exc
+
+
+class _Keyed(Protocol):
+    created_at: dt.datetime
+    id: uuid.UUID
+
+
+T = TypeVar("T", bound=_Keyed)
+
+
+@dataclass(frozen=True)
+class Keyset:
+    """One listing's cursors: read the incoming one, cut a page and mint the next."""
+
+    secret: str
+    scope: str
+    owner_id: uuid.UUID
+
+    def after(self, cursor: str | None) -> Position | None:
+        """Where to resume, or None for the first page."""
+        if not cursor:
+            return None
+        return decode_cursor(cursor, secret=self.secret, scope=self.scope, owner_id=self.owner_id)
+
+    def cut(self, rows: list[T], limit: int) -> tuple[list[T], str | None]:
+        """`rows` were fetched with limit + 1: the page, and the next cursor if there is more."""
+        if len(rows) <= limit:
+            return rows, None
+        page = rows[:limit]
+        last = Position(page[-1].created_at, page[-1].id)
+        return page, encode_cursor(
+            last, secret=self.secret, scope=self.scope, owner_id=self.owner_id
+        )

@@ -17,8 +17,6 @@ from media_api.images.schemas import ImagePage
 from media_api.pagination import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
-    decode_cursor,
-    encode_cursor,
 )
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
@@ -42,16 +40,7 @@ async def list_galleries(
     include_total: bool = False,
 ) -> GalleryPage:
     """The caller's galleries, newest first, a keyset page at a time."""
-    secret = settings.jwt_secret
-    after = (
-        decode_cursor(cursor, secret=secret, scope=service.SCOPE, owner_id=owner)
-        if cursor
-        else None
-    )
-    rows, last = await service.page(session, owner, after, limit)
-    next_cursor = (
-        encode_cursor(last, secret=secret, scope=service.SCOPE, owner_id=owner) if last else None
-    )
+    rows, next_cursor = await service.page(session, owner, cursor, limit, settings.jwt_secret)
     total = await service.count(session, owner) if include_total else None
     return GalleryPage(items=[GalleryOut.of(g) for g in rows], next_cursor=next_cursor, total=total)
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from media_api.errors import NotFound
 from media_api.galleries import repository
 from media_api.galleries.models import Gallery
-from media_api.pagination import Position
+from media_api.pagination import Keyset
 
 SCOPE = "galleries"
 
@@ -31,13 +31,12 @@ async def get(session: AsyncSession, owner_id: uuid.UUID, gallery_id: uuid.UUID)
 
 
 async def page(
-    session: AsyncSession, owner_id: uuid.UUID, after: Position | None, limit: int
-) -> tuple[list[Gallery], Position | None]:
-    """One page and where the next starts (None on the last page)."""
-    rows = await repository.page(session, owner_id, after, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (Position(rows[-1].created_at, rows[-1].id) if more else None)
+    session: AsyncSession, owner_id: uuid.UUID, cursor: str | None, limit: int, secret: str
+) -> tuple[list[Gallery], str | None]:
+    """One page and the cursor of the next (None on the last page)."""
+    keyset = Keyset(secret, SCOPE, owner_id)
+    rows = await repository.page(session, owner_id, keyset.after(cursor), limit + 1)
+    return keyset.cut(rows, limit)
 
 
 async def count(session: AsyncSession, owner_id: uuid.UUID) -> int:

@@ -30,7 +30,7 @@ from media_api.images.ingest import Spool, receive_upload
 from media_api.images.models import Image, ImageStatus, JobKind
 from media_api.imaging import probe as imaging
 from media_api.jobs import JOB_TASKS
-from media_api.pagination import Position, decode_cursor, encode_cursor
+from media_api.pagination import Keyset
 from media_api.settings import Settings
 from media_api.storage import keys
 from media_api.storage.s3 import AsyncS3Store, StoredObject, StreamingUpload
@@ -296,17 +296,9 @@ async def list_images(
         and await galleries.get(session, owner_id, filters.gallery_id) is None
     ):
         raise NotFound("gallery not found")
-    after = (
-        decode_cursor(cursor, secret=secret, scope=LISTING_SCOPE, owner_id=owner_id)
-        if cursor
-        else None
-    )
-    rows = await repository.page(session, owner_id, filters, after, limit + 1)
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = Position(rows[-1].created_at, rows[-1].id)
-        next_cursor = encode_cursor(last, secret=secret, scope=LISTING_SCOPE, owner_id=owner_id)
+    keyset = Keyset(secret, LISTING_SCOPE, owner_id)
+    rows = await repository.page(session, owner_id, filters, keyset.after(cursor), limit + 1)
+    rows, next_cursor = keyset.cut(rows, limit)
     total = await repository.count(session, owner_id, filters) if include_total else None
     return Page(rows, next_cursor, total)
 
