@@ -241,6 +241,7 @@ def _dev(args: argparse.Namespace) -> int:
             print(f"  {name}={url}")
         print(
             f"\nMedia service ready: {base}  (API docs: {base}/docs)\n"
+            f"Web gallery, signed in as the dev user: {base}/#key={token}\n"
             f"Dev user {DEV_EMAIL}, API key (also in {settings.data_dir}/dev-api-key):\n"
             f"  export MEDIA_KEY={token}\n"
             f'  curl -H "Authorization: Bearer $MEDIA_KEY" -F file=@photo.jpg {base}/v1/images\n'

@@ -22,6 +22,7 @@ from media_api.ratelimit import create_limiter
 from media_api.settings import Settings
 from media_api.state import AppState
 from media_api.storage.s3 import AsyncS3Store, S3Store
+from media_api.web.router import install_web
 
 # How `media-api serve` runs uvicorn (the tests serve with the same options).
 SERVER_OPTIONS: dict[str, Any] = {
@@ -75,4 +76,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys_router)
     app.include_router(images_router, dependencies=[Depends(api_rate_limit)])
     app.include_router(galleries_router, dependencies=[Depends(api_rate_limit)])
+    install_web(app)
     return app

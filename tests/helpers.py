@@ -174,7 +174,7 @@ def wait_for_status(
 
 def without_urls(body: dict[str, object]) -> dict[str, object]:
     """An image resource minus its signed URLs, which are fresh on every response."""
-    stable = {k: v for k, v in body.items() if k != "original"}
+    stable = {k: v for k, v in body.items() if k not in ("original", "download")}
     variants = body.get("variants")
     if isinstance(variants, list):
         stable["variants"] = [

@@ -132,6 +132,7 @@ class ImageOut(ImageSummary):
 
     jobs: list[JobOut]
     tags: list[TagOut]
+    download: SignedUrlOut = Field(description="The original, served as an attachment.")
 
     @classmethod
     def of(cls, image: Image, signer: Signer) -> ImageOut:
@@ -146,7 +147,15 @@ class ImageOut(ImageSummary):
             )
             for t in image.tags
         ]
-        return cls(**cls.fields_of(image, signer), jobs=jobs, tags=tags)
+        download = signer.original(
+            image.original_key, image.content_type, image.original_filename, attachment=True
+        )
+        return cls(
+            **cls.fields_of(image, signer),
+            jobs=jobs,
+            tags=tags,
+            download=SignedUrlOut(url=download.url, expires_at=download.expires_at),
+        )
 
 
 class ImagePage(BaseModel):

@@ -43,19 +43,25 @@ class Signer:
     ttl: dt.timedelta
     on_sign: Callable[[], None] = lambda: None  # counts URLs issued (metrics)
 
-    def sign(self, key: str, content_type: str, filename: str) -> SignedUrl:
-        """A URL that serves `key` inline as `filename`, with the given type."""
+    def sign(
+        self, key: str, content_type: str, filename: str, *, attachment: bool = False
+    ) -> SignedUrl:
+        """A URL that serves `key` as `filename` with the given type: inline (to show it), or
+        as an attachment (a download link: browsers ignore `download` on other origins)."""
         self.on_sign()
+        how = "attachment" if attachment else "inline"
         return self.store.presign_get(
             key,
             self.ttl,
             content_type=content_type,
-            disposition=f'inline; filename="{filename}"',
+            disposition=f'{how}; filename="{filename}"',
         )
 
-    def original(self, key: str, content_type: str, filename: str | None) -> SignedUrl:
+    def original(
+        self, key: str, content_type: str, filename: str | None, *, attachment: bool = False
+    ) -> SignedUrl:
         ext = EXTENSIONS.get(content_type, "bin")
-        return self.sign(key, content_type, f"{safe_stem(filename)}.{ext}")
+        return self.sign(key, content_type, f"{safe_stem(filename)}.{ext}", attachment=attachment)
 
     def variant(self, key: str, content_type: str, filename: str | None, name: str) -> SignedUrl:
         ext = EXTENSIONS.get(content_type, "bin")

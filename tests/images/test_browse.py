@@ -188,6 +188,9 @@ def test_signed_urls_serve_the_bytes_and_refuse_tampering(
     assert dt.timedelta(minutes=14) < expires - dt.datetime.now(dt.UTC) <= dt.timedelta(minutes=15)
     assert httpx.get(_tamper(original["url"], "X-Amz-Signature")).status_code == 403
     assert body["variants"] == []  # nothing ready yet
+    download = httpx.get(body["download"]["url"])  # the same bytes, saved rather than shown
+    assert download.content == data
+    assert download.headers["content-disposition"] == 'attachment; filename="pass-wd.png"'
 
     pipeline.make_variants(context(settings), uuid.UUID(str(body["id"])))
     ready = api.get(f"/v1/images/{body['id']}", headers=caller.headers).json()

@@ -1,0 +1,65 @@
+"""Serves the gallery page at `/` and its assets at `/static`.
+
+The page is plain HTML, CSS and JavaScript modules committed as they run, so `make dev` needs no
+Node toolchain and the page works offline (nothing is loaded from another origin but the signed
+image URLs, which the Content-Security-Policy names exactly).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from importlib.resources import files
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from media_api.deps import StoreDep
+
+_HERE = files("media_api.web")
+INDEX_HTML = (_HERE / "index.html").read_text(encoding="utf-8")
+
+router = APIRouter(include_in_schema=False)
+
+
+def content_security_policy(image_origin: str) -> str:
+    """Scripts, styles and API calls from this origin only; images also from the S3 origin the
+    signed URLs point at (and data:/blob: for the placeholders)."""
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src 'self' data: blob: {image_origin}",
+            "connect-src 'self'",
+            "form-action 'self'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def image_origin(store: StoreDep) -> str:
+    """The origin signed URLs use, read off a signed URL so it is right for every endpoint
+    style (path-style public endpoint, or AWS's virtual-hosted names)."""
+    url = urlsplit(store.presign_get("origin-probe", dt.timedelta(seconds=60)).url)
+    return f"{url.scheme}://{url.netloc}"
+
+
+@router.get("/", response_class=HTMLResponse)
+async def index(store: StoreDep) -> HTMLResponse:
+    """The single page; it always revalidates, its assets are fetched by URL each time too."""
+    return HTMLResponse(
+        INDEX_HTML,
+        headers={
+            "Content-Security-Policy": content_security_policy(image_origin(store)),
+            "Cache-Control": "no-cache",
+        },
+    )
+
+
+def install_web(app: FastAPI) -> None:
+    """Mount the page and its assets (outside /v1: they need no credentials)."""
+    app.include_router(router)
+    app.mount("/static", StaticFiles(packages=[("media_api.web", "static")]), name="static")

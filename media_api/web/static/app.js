@@ -1,0 +1,459 @@
+// The gallery page: sign-in, uploads with progress, the thumbnail grid (keyset pages through
+// `next_cursor`), filters and galleries. Everything goes through the public /v1 API.
+
+import { ApiError, api, credential, onUnauthorized, uploadFile } from "./api.js";
+import { placeholder } from "./blurhash.js";
+import { announce, el, imageLabel, plural } from "./dom.js";
+import { openViewer, setupViewer } from "./viewer.js";
+
+const PAGE_SIZE = 24;
+const PARALLEL_UPLOADS = 3;
+const POLL_MS = 1000;
+const POLL_LIMIT_MS = 10 * 60 * 1000;
+const REFRESH_MS = 3000;
+const REFRESH_BATCH = 8; // requests per round, well inside the default rate limit
+
+const $ = (id) => document.getElementById(id);
+
+const view = {
+  filters: { tag: "", gallery: "" },
+  cursor: null,
+  total: 0,
+  loading: false,
+  generation: 0, // bumps on every reload, so a stale page never lands in a new grid
+  galleries: [],
+};
+
+// ---- sign-in -------------------------------------------------------------------------------
+
+function showSignIn(message = "") {
+  $("app").hidden = true;
+  $("sign-out").hidden = true;
+  $("count").textContent = "";
+  $("signin").hidden = false;
+  $("signin-error").textContent = message;
+  $("email").focus();
+}
+
+async function showApp() {
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("sign-out").hidden = false;
+  $("signin-error").textContent = "";
+  try {
+    await loadGalleries();
+    await reload();
+  } catch (error) {
+    // A refused credential has already sent us back to the sign-in form.
+    if (!(error instanceof ApiError && error.status === 401)) {
+      announce(`Could not load your images: ${explain(error)}`, { error: true });
+    }
+  }
+}
+
+async function signIn(email, password) {
+  const token = await api("/v1/auth/token", {
+    method: "POST",
+    form: { username: email, password },
+  });
+  credential.set(token.access_token);
+}
+
+function explain(error) {
+  return error.detail ? `${error.message}: ${error.detail}` : error.message;
+}
+
+function setupSignIn() {
+  const form = $("signin-form");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await signIn($("email").value, $("password").value);
+      form.reset();
+      await showApp();
+    } catch (error) {
+      $("signin-error").textContent = explain(error);
+    }
+  });
+  $("signup").addEventListener("click", async () => {
+    if (!form.reportValidity()) return;
+    const email = $("email").value;
+    const password = $("password").value;
+    try {
+      await api("/v1/auth/signup", { method: "POST", json: { email, password } });
+      await signIn(email, password);
+      form.reset();
+      await showApp();
+      announce(`Account created for ${email}.`);
+    } catch (error) {
+      $("signin-error").textContent = explain(error);
+    }
+  });
+  $("key-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    credential.set($("api-key").value.trim());
+    try {
+      await api("/v1/images", { query: { limit: 1 } }); // is the key good?
+      $("key-form").reset();
+      await showApp();
+    } catch (error) {
+      credential.clear();
+      $("signin-error").textContent = explain(error);
+    }
+  });
+  $("sign-out").addEventListener("click", () => {
+    credential.clear();
+    showSignIn();
+  });
+  onUnauthorized(() => {
+    credential.clear();
+    showSignIn("You were signed out (the token expired or the key was revoked).");
+  });
+}
+
+/** `make dev` prints /#key=...: a fragment never reaches the server or its logs. */
+function takeKeyFromFragment() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const key = params.get("key");
+  if (key) {
+    credential.set(key);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+}
+
+// ---- grid ----------------------------------------------------------------------------------
+
+function showCount() {
+  const { tag, gallery } = view.filters;
+  let text = plural(view.total, "image");
+  if (tag) text += ` tagged “${tag}”`;
+  const named = view.galleries.find((g) => g.id === gallery);
+  if (named) text += ` in ${named.name}`;
+  $("count").textContent = text;
+  $("empty").hidden = view.total > 0;
+}
+
+function tile(image) {
+  const thumb = image.variants.find((v) => v.name === "thumb");
+  const label = imageLabel(image);
+  const button = el("button", {
+    type: "button",
+    class: "tile-button",
+    "aria-label": image.status === "ready" ? label : `${label} (${image.status})`,
+    onclick: (event) => openViewer(image.id, event.currentTarget),
+  });
+  const hash = placeholder(image.placeholder);
+  if (hash) button.append(hash);
+  if (thumb) {
+    const img = el("img", {
+      src: thumb.url,
+      alt: "",
+      width: thumb.width,
+      height: thumb.height,
+      loading: "lazy",
+      decoding: "async",
+    });
+    img.addEventListener("load", () => img.classList.add("loaded"));
+    img.addEventListener("error", () => renewUrls(image.id), { once: true });
+    button.append(img);
+  } else {
+    button.append(el("span", { class: "tile-name" }, label));
+  }
+  const item = el("li", { class: "tile", "data-id": image.id, "data-status": image.status }, button);
+  if (image.status !== "ready") {
+    item.append(el("span", { class: `badge ${image.status}` }, image.status));
+  }
+  return item;
+}
+
+/** Signed URLs expire; a tile whose thumbnail fails to load asks for fresh ones once. */
+async function renewUrls(id) {
+  try {
+    upsert(await api(`/v1/images/${id}`), { prepend: false });
+  } catch {
+    // gone or unreachable: leave the tile as it is
+  }
+}
+
+function findTile(id) {
+  return $("grid").querySelector(`li[data-id="${CSS.escape(id)}"]`);
+}
+
+/** Replace an image's tile in place, or add it (a new upload goes first: newest first). */
+function upsert(image, { prepend }) {
+  const existing = findTile(image.id);
+  if (existing) {
+    const focused = existing.contains(document.activeElement);
+    const fresh = tile(image);
+    existing.replaceWith(fresh);
+    if (focused) fresh.querySelector("button").focus();
+  } else if (prepend) {
+    $("grid").prepend(tile(image));
+    view.total += 1;
+    showCount();
+  }
+}
+
+function remove(id) {
+  const existing = findTile(id);
+  if (existing) {
+    existing.remove();
+    view.total = Math.max(0, view.total - 1);
+    showCount();
+  }
+}
+
+async function fetchPage(cursor) {
+  const { tag, gallery } = view.filters;
+  return api("/v1/images", {
+    query: {
+      limit: PAGE_SIZE,
+      cursor,
+      tag,
+      gallery_id: gallery,
+      include_total: cursor ? undefined : "true",
+    },
+  });
+}
+
+function setBusy(busy) {
+  view.loading = busy;
+  $("grid").setAttribute("aria-busy", String(busy));
+}
+
+function appendPage(page) {
+  $("grid").append(...page.items.map(tile));
+  view.cursor = page.next_cursor;
+  $("more").hidden = !view.cursor;
+}
+
+async function reload() {
+  const generation = ++view.generation;
+  setBusy(true);
+  try {
+    const page = await fetchPage(null);
+    if (generation !== view.generation) return;
+    $("grid").replaceChildren();
+    view.total = page.total ?? page.items.length;
+    showCount();
+    appendPage(page);
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 401)) {
+      announce(`Could not load images: ${explain(error)}`, { error: true });
+    }
+  } finally {
+    if (generation === view.generation) setBusy(false);
+  }
+}
+
+async function more() {
+  if (!view.cursor || view.loading) return;
+  const generation = view.generation;
+  setBusy(true);
+  try {
+    const page = await fetchPage(view.cursor);
+    if (generation === view.generation) appendPage(page);
+  } catch (error) {
+    announce(`Could not load more images: ${explain(error)}`, { error: true });
+  } finally {
+    if (generation === view.generation) setBusy(false);
+  }
+}
+
+/** Tiles still processing (uploaded elsewhere, or before a reload) catch up on their own. */
+async function refreshProcessing() {
+  const ids = [...$("grid").querySelectorAll('li[data-status="processing"]')]
+    .slice(0, REFRESH_BATCH)
+    .map((item) => item.dataset.id);
+  for (const id of ids) {
+    try {
+      const image = await api(`/v1/images/${id}`);
+      if (image.status !== "processing") upsert(image, { prepend: false });
+    } catch {
+      // deleted meanwhile, or the API is away: the next round tries again
+    }
+  }
+}
+
+function setupGrid() {
+  $("more").addEventListener("click", more);
+  setInterval(() => {
+    if (!document.hidden && !$("app").hidden) refreshProcessing();
+  }, REFRESH_MS);
+  // Infinite scroll; the button stays for keyboards and for browsers without the observer.
+  new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting)) more();
+  }, { rootMargin: "400px" }).observe($("sentinel"));
+}
+
+// ---- filters and galleries -----------------------------------------------------------------
+
+async function loadGalleries() {
+  const items = [];
+  let cursor = null;
+  do {
+    const page = await api("/v1/galleries", { query: { limit: 100, cursor } });
+    items.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor);
+  view.galleries = items;
+  const select = $("gallery");
+  select.replaceChildren(
+    el("option", { value: "" }, "All images"),
+    ...items.map((g) => el("option", { value: g.id }, g.name)),
+  );
+  select.value = items.some((g) => g.id === view.filters.gallery) ? view.filters.gallery : "";
+}
+
+function applyFilters() {
+  view.filters = { tag: $("tag").value.trim(), gallery: $("gallery").value };
+  return reload();
+}
+
+function setupFilters() {
+  $("filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    applyFilters();
+  });
+  $("gallery").addEventListener("change", applyFilters);
+  $("clear").addEventListener("click", () => {
+    $("filters").reset();
+    applyFilters();
+  });
+  $("new-gallery").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = $("gallery-name").value.trim();
+    if (!name) return;
+    try {
+      await api("/v1/galleries", { method: "POST", json: { name } });
+      $("new-gallery").reset();
+      await loadGalleries();
+      announce(`Gallery ${name} created.`);
+    } catch (error) {
+      announce(`Could not create the gallery: ${explain(error)}`, { error: true });
+    }
+  });
+}
+
+// ---- uploads -------------------------------------------------------------------------------
+
+const queue = [];
+let running = 0;
+
+function uploadRow(file) {
+  const progress = el("progress", { max: 1, value: 0, "aria-label": `Uploading ${file.name}` });
+  const status = el("span", { class: "status" }, "waiting");
+  const row = el("li", { class: "upload", "data-state": "waiting" },
+    el("span", { class: "name" }, file.name), progress, status);
+  $("uploads").prepend(row);
+  return { file, row, progress, status };
+}
+
+function setState(job, state, message = state) {
+  job.row.dataset.state = state;
+  job.status.textContent = message;
+  if (state !== "uploading") job.progress.hidden = true;
+}
+
+async function watch(job, id) {
+  const started = Date.now();
+  while (Date.now() - started < POLL_LIMIT_MS) {
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    let image;
+    try {
+      image = await api(`/v1/images/${id}`);
+    } catch (error) {
+      setState(job, "failed", explain(error));
+      return;
+    }
+    if (image.status !== "processing") {
+      const failed = image.status === "failed";
+      setState(job, image.status, failed ? `failed: ${image.error_code}` : image.status);
+      upsert(image, { prepend: false });
+      return;
+    }
+  }
+}
+
+async function runUpload(job) {
+  setState(job, "uploading", "uploading");
+  job.progress.hidden = false;
+  try {
+    const { image, created } = await uploadFile(job.file, {
+      galleryId: view.filters.gallery,
+      onProgress: (fraction) => {
+        job.progress.value = fraction;
+      },
+    });
+    const note = created ? image.status : `${image.status} (already uploaded)`;
+    setState(job, image.status, note);
+    if (!view.filters.tag) upsert(image, { prepend: created }); // no tags yet: cannot match
+    if (image.status === "processing") await watch(job, image.id);
+  } catch (error) {
+    setState(job, "failed", error instanceof ApiError ? explain(error) : String(error));
+  }
+}
+
+function pump() {
+  while (running < PARALLEL_UPLOADS && queue.length > 0) {
+    const job = queue.shift();
+    running += 1;
+    runUpload(job).finally(() => {
+      running -= 1;
+      pump();
+      // Tiles went in as responses came back; once all is done, show the server's order.
+      if (running === 0 && queue.length === 0) reload();
+    });
+  }
+}
+
+function addFiles(files) {
+  for (const file of files) queue.push(uploadRow(file));
+  pump();
+}
+
+function setupUploads() {
+  const drop = $("drop");
+  const input = $("files");
+  $("pick").addEventListener("click", () => input.click());
+  input.addEventListener("change", () => {
+    addFiles([...input.files]);
+    input.value = "";
+  });
+  for (const name of ["dragenter", "dragover"]) {
+    drop.addEventListener(name, (event) => {
+      event.preventDefault();
+      drop.classList.add("over");
+    });
+  }
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    addFiles([...event.dataTransfer.files]);
+  });
+  // A file dropped next to the zone must not navigate away from the page.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
+}
+
+// ---- start ---------------------------------------------------------------------------------
+
+setupSignIn();
+setupGrid();
+setupFilters();
+setupUploads();
+setupViewer({
+  galleries: () => view.galleries,
+  currentGallery: () => view.filters.gallery,
+  filterByTag: (name) => {
+    $("tag").value = name;
+    $("tag").focus();
+    applyFilters();
+  },
+  changed: (image) => upsert(image, { prepend: false }),
+  deleted: remove,
+});
+takeKeyFromFragment();
+if (credential.get()) showApp();
+else showSignIn();

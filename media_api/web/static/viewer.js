@@ -1,0 +1,228 @@
+// The image view: a modal <dialog> (focus is trapped and Escape closes it, natively) with the
+// large variant, facts, tags with confidences, job states, the download link and gallery actions.
+
+import { api } from "./api.js";
+import { placeholder } from "./blurhash.js";
+import { announce, el, formatBytes, imageLabel, percent } from "./dom.js";
+
+const PREFERRED = ["large", "medium", "thumb"];
+const REFRESH_MS = 2000;
+
+let ctx = null;
+let current = null; // id of the image on show
+let opener = null; // the element to give focus back to
+let timer = null;
+
+const dialog = () => document.getElementById("viewer");
+const body = () => document.getElementById("viewer-body");
+
+/** ctx: {galleries(), currentGallery(), filterByTag(name), changed(image), deleted(id)} */
+export function setupViewer(context) {
+  ctx = context;
+  document.getElementById("viewer-close").addEventListener("click", () => dialog().close());
+  dialog().addEventListener("close", () => {
+    clearTimeout(timer);
+    // The tile may have been redrawn meanwhile (fresh URLs, new status): find it again by id.
+    const tile = document.querySelector(`li[data-id="${CSS.escape(current || "")}"] button`);
+    current = null;
+    body().replaceChildren(); // drop the large image and the forms with it
+    const target = opener && opener.isConnected ? opener : tile;
+    if (target) target.focus();
+  });
+}
+
+export async function openViewer(id, from) {
+  current = id;
+  opener = from || null;
+  document.getElementById("viewer-title").textContent = "Loading…";
+  body().replaceChildren(el("p", { class: "hint" }, "Loading…"));
+  if (!dialog().open) dialog().showModal();
+  await refresh(id);
+}
+
+async function refresh(id) {
+  clearTimeout(timer);
+  let image;
+  try {
+    image = await api(`/v1/images/${id}`);
+  } catch (error) {
+    if (current === id) body().replaceChildren(el("p", { class: "error" }, error.message));
+    return;
+  }
+  if (current !== id) return; // closed or switched while loading
+  render(image);
+  ctx.changed(image);
+  const pending = image.jobs.some((job) => job.state === "pending" || job.state === "running");
+  if (pending) timer = setTimeout(() => refresh(id), REFRESH_MS);
+}
+
+function bestVariant(image) {
+  for (const name of PREFERRED) {
+    const variant = image.variants.find((v) => v.name === name);
+    if (variant) return variant;
+  }
+  return null;
+}
+
+function picture(image) {
+  const variant = bestVariant(image);
+  const frame = el("div", { class: "picture" });
+  frame.style.aspectRatio = `${image.width} / ${image.height}`;
+  const hash = placeholder(image.placeholder);
+  if (hash) frame.append(hash);
+  if (variant) {
+    const img = el("img", {
+      src: variant.url,
+      alt: imageLabel(image),
+      width: variant.width,
+      height: variant.height,
+      "data-variant": variant.name,
+    });
+    img.addEventListener("load", () => img.classList.add("loaded"));
+    frame.append(img);
+  } else {
+    frame.append(el("p", { class: "hint overlay" }, `Still ${image.status}…`));
+  }
+  return frame;
+}
+
+function facts(image) {
+  const rows = [
+    ["Dimensions", `${image.width} × ${image.height} px`],
+    ["Size", formatBytes(image.size)],
+    ["Type", image.content_type],
+    ["Status", image.error_code ? `${image.status} (${image.error_code})` : image.status],
+    ["Uploaded", new Date(image.created_at).toLocaleString()],
+  ];
+  if (image.nsfw !== null) rows.push(["NSFW score", percent(image.nsfw)]);
+  if (image.flagged) rows.push(["Moderation", "flagged"]);
+  const list = el("dl", { class: "facts" });
+  for (const [name, value] of rows) list.append(el("dt", {}, name), el("dd", {}, value));
+  return list;
+}
+
+function tags(image) {
+  const section = el("section", { "aria-labelledby": "tags-title" });
+  section.append(el("h3", { id: "tags-title" }, "Tags"));
+  if (image.tags.length === 0) {
+    section.append(el("p", { class: "hint" }, "No tags yet."));
+    return section;
+  }
+  const list = el("ul", { class: "tags" });
+  for (const tag of image.tags) {
+    list.append(
+      el(
+        "li",
+        {},
+        el(
+          "button",
+          {
+            type: "button",
+            class: `tag ${tag.kind}`,
+            title: `${tag.model} ${tag.model_version}; show images tagged ${tag.name}`,
+            "data-tag": tag.name,
+            onclick: () => {
+              dialog().close();
+              ctx.filterByTag(tag.name);
+            },
+          },
+          tag.name,
+          " ",
+          el("span", { class: "confidence" }, percent(tag.confidence)),
+        ),
+      ),
+    );
+  }
+  section.append(list);
+  return section;
+}
+
+function jobs(image) {
+  const table = el("table", { class: "jobs" });
+  table.append(
+    el("caption", {}, "Processing"),
+    el(
+      "thead",
+      {},
+      el("tr", {}, el("th", { scope: "col" }, "Job"), el("th", { scope: "col" }, "State"),
+        el("th", { scope: "col" }, "Attempts")),
+    ),
+  );
+  const rows = el("tbody");
+  for (const job of image.jobs) {
+    const state = job.error_code ? `${job.state} (${job.error_code})` : job.state;
+    rows.append(
+      el("tr", { "data-job": job.kind }, el("th", { scope: "row" }, job.kind),
+        el("td", {}, state), el("td", {}, job.attempts)),
+    );
+  }
+  table.append(rows);
+  return table;
+}
+
+function actions(image) {
+  const box = el("div", { class: "actions" });
+  box.append(el("a", { class: "button", href: image.download.url, rel: "noopener" },
+    "Download original"));
+
+  const galleries = ctx.galleries();
+  if (galleries.length > 0) {
+    const select = el("select", { id: "add-to-gallery" },
+      ...galleries.map((g) => el("option", { value: g.id }, g.name)));
+    const form = el(
+      "form",
+      {
+        class: "inline",
+        onsubmit: async (event) => {
+          event.preventDefault();
+          const gallery = galleries.find((g) => g.id === select.value);
+          try {
+            await api(`/v1/galleries/${select.value}/images/${image.id}`, { method: "PUT" });
+            announce(`Added to ${gallery.name}.`);
+          } catch (error) {
+            announce(`Could not add to ${gallery.name}: ${error.message}`, { error: true });
+          }
+        },
+      },
+      el("label", { for: "add-to-gallery" }, "Gallery"),
+      select,
+      el("button", { type: "submit" }, "Add to gallery"),
+    );
+    box.append(form);
+  }
+
+  const inGallery = ctx.currentGallery();
+  if (inGallery) {
+    box.append(el("button", {
+      type: "button",
+      class: "secondary",
+      onclick: async () => {
+        await api(`/v1/galleries/${inGallery}/images/${image.id}`, { method: "DELETE" });
+        dialog().close();
+        ctx.deleted(image.id);
+        announce("Removed from the gallery.");
+      },
+    }, "Remove from this gallery"));
+  }
+
+  box.append(el("button", {
+    type: "button",
+    class: "danger",
+    onclick: async () => {
+      if (!window.confirm(`Delete ${imageLabel(image)} and all its variants?`)) return;
+      await api(`/v1/images/${image.id}`, { method: "DELETE" });
+      dialog().close();
+      ctx.deleted(image.id);
+      announce("Image deleted.");
+    },
+  }, "Delete image"));
+  return box;
+}
+
+function render(image) {
+  document.getElementById("viewer-title").textContent = imageLabel(image);
+  body().replaceChildren(
+    picture(image),
+    el("div", { class: "details" }, facts(image), tags(image), jobs(image), actions(image)),
+  );
+}

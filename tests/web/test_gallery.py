@@ -1,0 +1,335 @@
+"""The web gallery driven in headless Chromium against the real stack and a real worker."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+import uuid
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import blurhash  # type: ignore[import-untyped]
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from playwright.sync_api import Page, expect
+
+from media_api.settings import Settings
+from tests.corpus import CORPUS
+from tests.helpers import new_caller, upload
+from tests.web.conftest import Browsing
+from tests.workers.test_tagging import CAT_LABELS, skimage_photo
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("web_worker")]
+
+PASSWORD = "correct horse battery"
+# Chromium reports every non-2xx response in the console; this one is the test's bad file.
+EXPECTED_415 = "the server responded with a status of 415"
+
+
+def drop_files(page: Page, selector: str, files: dict[str, tuple[str, bytes]]) -> None:
+    """Drag and drop: a `drop` event whose DataTransfer holds real File objects."""
+    payload = [
+        {"name": name, "type": mime, "data": base64.b64encode(data).decode()}
+        for name, (mime, data) in files.items()
+    ]
+    transfer = page.evaluate_handle(
+        """files => {
+            const dt = new DataTransfer();
+            for (const f of files) {
+                const bytes = Uint8Array.from(atob(f.data), c => c.charCodeAt(0));
+                dt.items.add(new File([bytes], f.name, {type: f.type}));
+            }
+            return dt;
+        }""",
+        payload,
+    )
+    page.dispatch_event(selector, "dragenter", {"dataTransfer": transfer})
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)
+
+
+def token_of(page: Page) -> str:
+    token = page.evaluate("sessionStorage.getItem('media.credential')")
+    assert isinstance(token, str)
+    return token
+
+
+def loaded_images(page: Page, selector: str) -> list[dict[str, object]]:
+    result = page.eval_on_selector_all(
+        selector,
+        """imgs => imgs.map(i => ({src: i.currentSrc, ok: i.complete && i.naturalWidth > 0,
+                                    w: i.naturalWidth, variant: i.dataset.variant || null}))""",
+    )
+    assert isinstance(result, list)
+    return result
+
+
+def test_upload_browse_filter_and_view(desktop: Browsing, settings: Settings) -> None:
+    page, watch = desktop.page, desktop.watch
+    page.goto("/")
+
+    # 1. A new account through the page.
+    email = f"web-{uuid.uuid4().hex[:8]}@example.com"
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_role("heading", name="Upload")).to_be_visible()
+    expect(page.locator("#count")).to_have_text("0 images")
+    api = httpx.Client(
+        base_url=desktop.base_url, headers={"Authorization": f"Bearer {token_of(page)}"}
+    )
+
+    page.get_by_label("New gallery").fill("Cats")
+    page.get_by_role("button", name="Create gallery").click()
+    expect(page.locator("#notice")).to_have_text("Gallery Cats created.")
+
+    # 2. Two photos dropped, one PDF named .jpg picked: progress, then a status per file.
+    chelsea, coffee = skimage_photo("chelsea.png"), skimage_photo("coffee.png")
+    drop_files(
+        page,
+        "#drop",
+        {"chelsea.png": ("image/png", chelsea), "coffee.png": ("image/png", coffee)},
+    )
+    bad = (CORPUS / "malicious" / "disguised_pdf.jpg").read_bytes()
+    page.locator("#files").set_input_files(
+        files=[{"name": "holiday.jpg", "mimeType": "image/jpeg", "buffer": bad}]
+    )
+    rows = page.locator("#uploads li")
+    expect(rows).to_have_count(3)
+    failed = rows.filter(has_text="holiday.jpg")
+    expect(failed).to_have_attribute("data-state", "failed")
+    expect(failed.locator(".status")).to_contain_text("Unsupported media type")
+    for name in ("chelsea.png", "coffee.png"):
+        row = rows.filter(has_text=name)
+        expect(row).to_have_attribute("data-state", "ready", timeout=90_000)
+        expect(row.locator(".status")).to_have_text("ready")
+        assert row.locator("progress").evaluate("p => p.value") == 1  # the bar went all the way
+
+    # 3. The grid: two thumbnails from signed S3 URLs over their BlurHash placeholders.
+    tiles = page.locator("#grid li")
+    expect(tiles).to_have_count(2)
+    expect(page.locator("#count")).to_have_text("2 images")
+    expect(page.locator("#grid img.loaded")).to_have_count(2)
+    s3_host = urlsplit(settings.s3_endpoint_url or "").netloc
+    for img in loaded_images(page, "#grid img"):
+        assert img["ok"]
+        assert urlsplit(str(img["src"])).netloc == s3_host
+        assert "X-Amz-Signature=" in str(img["src"])
+    expect(page.locator("#grid canvas.placeholder")).to_have_count(2)
+    # Newest first: coffee was dropped second... unless it finished first; the API decides.
+    listed = api.get("/v1/images").json()["items"]
+    expected_labels = [item["filename"] for item in listed]
+    assert tiles.locator("button").evaluate_all("bs => bs.map(b => b.ariaLabel)") == (
+        expected_labels
+    )
+    desktop.screenshot("1-uploaded")
+
+    # 4. Filter by a tag the model gave the cat (tagging runs after the thumbnails).
+    eventually(
+        lambda: len(api.get("/v1/images", params={"tag": "cat"}).json()["items"]) == 1,
+        "the cat photo to be tagged",
+    )
+    page.get_by_label("Tag").fill("cat")
+    page.get_by_role("button", name="Filter", exact=True).click()
+    expect(tiles).to_have_count(1)
+    expect(page.locator("#count")).to_have_text("1 image tagged “cat”")
+    cat_tile = page.get_by_role("button", name="chelsea.png")
+    expect(cat_tile).to_be_visible()
+    desktop.screenshot("2-filtered-by-tag")
+
+    # 5. Open it with the keyboard: large variant, facts, tags, jobs, download link.
+    cat_tile.focus()
+    page.keyboard.press("Enter")
+    viewer = page.get_by_role("dialog")
+    expect(viewer).to_be_visible()
+    expect(viewer.get_by_role("heading", name="chelsea.png")).to_be_visible()
+    image_id = page.locator("#grid li").get_attribute("data-id")
+    detail = api.get(f"/v1/images/{image_id}").json()
+    large = next(v for v in detail["variants"] if v["name"] == "large")
+    expect(viewer.locator("img.loaded")).to_have_count(1)
+    (shown,) = loaded_images(page, "#viewer img")
+    assert shown["ok"]
+    assert shown["variant"] == "large"
+    assert shown["w"] == large["width"]
+    facts = dict(
+        zip(
+            viewer.locator("dt").all_inner_texts(),
+            viewer.locator("dd").all_inner_texts(),
+            strict=True,
+        )
+    )
+    assert facts["Dimensions"] == f"{detail['width']} \u00d7 {detail['height']} px"
+    assert facts["Type"] == "image/png"
+    assert facts["Status"] == "ready"
+    assert facts["Size"].endswith("KB")
+    shown_tags = viewer.locator("button.tag").evaluate_all(
+        "bs => bs.map(b => [b.dataset.tag, b.querySelector('.confidence').textContent])"
+    )
+    assert shown_tags == [[t["name"], f"{round(t['confidence'] * 100)}%"] for t in detail["tags"]]
+    assert {"cat", "animal"} <= {name for name, _ in shown_tags}
+    assert CAT_LABELS & {name for name, _ in shown_tags}
+    for kind in ("thumbnails", "tagging"):
+        expect(viewer.locator(f"tr[data-job='{kind}'] td").first).to_have_text("done")
+    href = viewer.get_by_role("link", name="Download original").get_attribute("href")
+    assert href is not None
+    download = httpx.get(href)
+    assert download.status_code == 200
+    assert download.content == chelsea
+    assert download.headers["content-disposition"].startswith("attachment;")
+    desktop.screenshot("3-image-view")
+
+    # 6. Add it to the gallery, close with Escape (focus goes back to the tile), browse the gallery.
+    viewer.get_by_label("Gallery").select_option(label="Cats")
+    viewer.get_by_role("button", name="Add to gallery").click()
+    expect(page.locator("#notice")).to_have_text("Added to Cats.")
+    page.keyboard.press("Escape")
+    expect(viewer).to_be_hidden()
+    expect(cat_tile).to_be_focused()
+    page.get_by_role("button", name="Clear").click()
+    expect(tiles).to_have_count(2)
+    page.get_by_label("Gallery", exact=True).select_option(label="Cats")
+    expect(page.locator("#count")).to_have_text("1 image in Cats")
+    expect(tiles).to_have_count(1)
+    expect(page.get_by_role("button", name="chelsea.png")).to_be_visible()
+    desktop.screenshot("4-gallery")
+
+    assert [e for e in watch.errors if EXPECTED_415 not in e] == []
+    assert watch.foreign == []
+
+
+def _png(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (seed % 256, (seed * 7) % 256, (seed * 13) % 256)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_phone_sized_infinite_scroll_with_a_dev_key_link(
+    phone: Browsing, client: TestClient
+) -> None:
+    caller = new_caller(client)
+    for seed in range(30):
+        status, _ = upload(client, caller, _png(seed), filename=f"swatch-{seed:02d}.png")
+        assert status == 201
+    page = phone.page
+    page.goto(f"/#key={caller.token}")  # what `make dev` prints
+    expect(page.locator("#count")).to_have_text("30 images")
+    assert page.evaluate("location.hash") == ""  # the key leaves the address bar
+    tiles = page.locator("#grid li")
+    expect(tiles).to_have_count(24)  # the first page
+    page.locator("#sentinel").scroll_into_view_if_needed()
+    expect(tiles).to_have_count(30)
+    expect(page.get_by_role("button", name="Load more")).to_be_hidden()
+    labels = tiles.locator("button").evaluate_all(
+        "bs => bs.map(b => b.ariaLabel.replace(/ \\(.*\\)$/, ''))"
+    )
+    assert labels == [f"swatch-{seed:02d}.png" for seed in reversed(range(30))]
+    # Tiles uploaded elsewhere catch up with the worker on their own, without a reload.
+    expect(page.locator("#grid li[data-status='processing']")).to_have_count(0, timeout=90_000)
+    expect(page.locator("#grid img.loaded")).to_have_count(30)
+    phone.screenshot("5-phone")
+
+    # Fits the phone: no sideways scrolling, several columns, finger-sized controls.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    columns = page.evaluate(
+        "getComputedStyle(document.getElementById('grid')).gridTemplateColumns.split(' ').length"
+    )
+    assert columns >= 3
+    small = page.eval_on_selector_all(
+        "button:not([hidden]), input:not([type=file]), select",
+        "els => els.filter(e => e.offsetParent && e.getBoundingClientRect().height < 44)"
+        ".map(e => e.outerHTML.slice(0, 80))",
+    )
+    assert small == []
+    assert phone.watch.errors == []
+    assert phone.watch.foreign == []
+
+
+def test_every_control_has_a_name_and_the_keyboard_reaches_the_uploader(
+    desktop: Browsing, client: TestClient
+) -> None:
+    page = desktop.page
+    page.goto("/")
+    unlabeled = page.eval_on_selector_all(
+        "input, select, button",
+        """els => els.filter(e => {
+            const named = (e.labels && e.labels.length) || e.getAttribute('aria-label')
+                || (e.tagName === 'BUTTON' && e.textContent.trim());
+            return !named;
+        }).map(e => e.outerHTML.slice(0, 80))""",
+    )
+    assert unlabeled == []
+
+    caller = new_caller(client)
+    page.get_by_text("Use an API key").click()
+    page.get_by_label("API key").fill(caller.token)
+    page.keyboard.press("Enter")
+    expect(page.locator("#count")).to_have_text("0 images")
+    page.locator("body").focus()
+    reached = []
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("document.activeElement.textContent.trim()"))
+        if reached[-1] == "Choose files":
+            break
+    assert "Choose files" in reached, reached
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    assert chooser.value.is_multiple()
+
+
+def test_a_refused_credential_returns_to_sign_in(desktop: Browsing) -> None:
+    page = desktop.page
+    page.goto("/#key=mk_not-a-real-key")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("signed out")
+    assert page.evaluate("sessionStorage.getItem('media.credential')") is None
+
+
+def test_wrong_password_shows_the_problem(desktop: Browsing) -> None:
+    page = desktop.page
+    page.goto("/")
+    page.get_by_label("Email").fill("nobody@example.test")
+    page.get_by_label("Password").fill("wrong password here")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    alert = page.get_by_role("alert")
+    expect(alert).not_to_be_empty()
+    problem = httpx.post(
+        f"{desktop.base_url}/v1/auth/token",
+        data={"username": "nobody@example.test", "password": "wrong password here"},
+    ).json()
+    expect(alert).to_contain_text(problem["title"])
+
+
+@pytest.mark.parametrize("size", [(32, 32), (17, 9)])
+def test_the_page_decodes_blurhash_like_the_reference(
+    desktop: Browsing, size: tuple[int, int]
+) -> None:
+    photo = Image.open(io.BytesIO(skimage_photo("coffee.png"))).convert("RGB").resize((16, 11))
+    rows = [[photo.getpixel((x, y)) for x in range(16)] for y in range(11)]
+    hash_ = blurhash.encode(rows, 4, 3)
+    width, height = size
+    page = desktop.page
+    page.goto("/")
+    rgba = page.evaluate(
+        "async ([h, w, ht]) => Array.from((await import('/static/blurhash.js')).decode(h, w, ht))",
+        [hash_, width, height],
+    )
+    expected = blurhash.decode(hash_, width, height)
+    worst = max(
+        abs(rgba[4 * (y * width + x) + c] - expected[y][x][c])
+        for y in range(height)
+        for x in range(width)
+        for c in range(3)
+    )
+    assert worst <= 1  # rounding only
+    assert set(rgba[3::4]) == {255}
