@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -285,6 +286,40 @@ def test_every_control_has_a_name_and_the_keyboard_reaches_the_uploader(
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Enter")
     assert chooser.value.is_multiple()
+
+
+def test_the_progress_bar_follows_a_slow_upload(desktop: Browsing, client: TestClient) -> None:
+    noise = Image.effect_noise((1200, 900), 80).convert("RGB")
+    buf = io.BytesIO()
+    noise.save(buf, "JPEG", quality=95)
+    photo = buf.getvalue()
+    assert len(photo) > 600_000
+    page = desktop.page
+    page.goto(f"/#key={new_caller(client).token}")
+    expect(page.locator("#count")).to_have_text("0 images")
+    # About 400 KB/s up: a couple of seconds on the wire, so the bar has to move.
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 20, "downloadThroughput": -1, "uploadThroughput": 400_000},
+    )
+    page.evaluate(
+        """() => { window.seen = [];
+                   setInterval(() => document.querySelectorAll('#uploads progress')
+                     .forEach(p => window.seen.push(p.value)), 50); }"""
+    )
+    page.locator("#files").set_input_files(
+        files=[{"name": "noise.jpg", "mimeType": "image/jpeg", "buffer": photo}]
+    )
+    expect(page.locator("#uploads li")).to_have_attribute(
+        "data-state", re.compile("processing|ready"), timeout=60_000
+    )
+    seen = page.evaluate("window.seen")
+    partial = sorted({v for v in seen if 0 < v < 1})
+    assert len(partial) >= 3, seen  # several steps between empty and full
+    assert seen == sorted(seen)  # it never goes backwards
+    expect(page.locator("#uploads li")).to_have_attribute("data-state", "ready", timeout=90_000)
 
 
 def test_a_refused_credential_returns_to_sign_in(desktop: Browsing) -> None:
