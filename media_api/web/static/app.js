@@ -159,7 +159,12 @@ function tile(image) {
   } else {
     button.append(el("span", { class: "tile-name" }, label));
   }
-  const item = el("li", { class: "tile", "data-id": image.id, "data-status": image.status }, button);
+  const item = el("li", {
+    class: "tile",
+    "data-id": image.id,
+    "data-status": image.status,
+    "data-variants": image.variants.length,
+  }, button);
   if (image.status !== "ready") {
     item.append(el("span", { class: `badge ${image.status}` }, image.status));
   }
@@ -182,6 +187,10 @@ function findTile(id) {
 /** Replace an image's tile in place, or add it (a new upload goes first: newest first). */
 function upsert(image, { prepend }) {
   const existing = findTile(image.id);
+  // Same state, same variants: keep the tile (fresh URLs would make the browser fetch again).
+  const unchanged = existing && existing.dataset.status === image.status
+    && existing.dataset.variants === String(image.variants.length);
+  if (unchanged) return;
   if (existing) {
     const focused = existing.contains(document.activeElement);
     const fresh = tile(image);
