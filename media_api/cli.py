@@ -56,7 +56,10 @@ def _worker(args: argparse.Namespace) -> int:
     from importlib import import_module
 
     celery_app = import_module("workers.celery_app")
-    app = celery_app.create_celery(Settings(), sweep=not args.no_sweep)
+    settings = Settings()
+    if args.metrics_port is not None:
+        settings = settings.model_copy(update={"worker_metrics_port": args.metrics_port})
+    app = celery_app.create_celery(settings, sweep=not args.no_sweep)
     argv = ["worker", "--loglevel", args.loglevel, "-Q", args.queues]
     if args.concurrency:
         argv += ["--concurrency", str(args.concurrency)]
@@ -276,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument(
         "--no-sweep", action="store_true", help="do not run the stale-job sweeper in this worker"
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on this port (default MEDIA_WORKER_METRICS_PORT; 0 = off)",
     )
     worker.set_defaults(func=_worker)
 

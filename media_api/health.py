@@ -13,7 +13,7 @@ from sqlalchemy import text
 from media_api.deps import StateDep
 from media_api.errors import problem
 from media_api.images import repository as images_repository
-from media_api.jobs import check_broker
+from media_api.jobs import QUEUES, check_broker, queue_depths
 from media_api.state import AppState
 
 router = APIRouter(tags=["health"])
@@ -69,15 +69,36 @@ async def readyz(state: StateDep) -> dict[str, object] | JSONResponse:
     return {"status": "ok", "checks": checks}
 
 
+async def _job_counts(state: AppState) -> list[tuple[str, str, int]]:
+    async with state.sessions() as session:
+        return await images_repository.job_counts(session)
+
+
+async def _queue_depths(state: AppState) -> dict[str, int] | None:
+    """Depth of every queue, or None when the broker does not answer in time: a scrape during
+    an outage still reports everything else (and `media_broker_up 0`)."""
+    timeout = state.settings.readiness_timeout_seconds
+    read = asyncio.to_thread(queue_depths, state.producer, QUEUES, timeout)
+    try:
+        return await asyncio.wait_for(read, timeout)
+    except Exception:
+        return None
+
+
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(state: StateDep) -> PlainTextResponse:
-    """Prometheus text format: this process's counters plus fleet-wide job counts."""
-    async with state.sessions() as session:
-        counts = await images_repository.job_counts(session)
-    gauge = state.metrics.jobs
-    gauge.clear()
+    """Prometheus text format: this process's counters plus fleet-wide job counts and queue
+    depths (read side by side: one grouped query and one short broker connection)."""
+    counts, depths = await asyncio.gather(_job_counts(state), _queue_depths(state))
+    jobs = state.metrics.jobs
+    jobs.clear()
     for kind, job_state, n in counts:
-        gauge.labels(kind=kind, state=job_state).set(n)
+        jobs.labels(kind=kind, state=job_state).set(n)
+    queue_depth = state.metrics.queue_depth
+    queue_depth.clear()  # during an outage: no series rather than stale numbers
+    for queue, n in (depths or {}).items():
+        queue_depth.labels(queue=queue).set(n)
+    state.metrics.broker_up.set(0 if depths is None else 1)
     return PlainTextResponse(
         generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST
     )

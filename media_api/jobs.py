@@ -8,6 +8,8 @@ that moment, the job rows stay `pending` and the worker's sweep re-dispatches th
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any
 
 from celery import Celery
 
@@ -23,6 +25,8 @@ JOB_TASKS: dict[str, tuple[str, str]] = {
     "thumbnails": (VARIANTS_TASK, "thumbnails"),
     "tagging": (TAG_TASK, "tagging"),
 }
+# Every queue the workers consume (they declare these; /metrics reports their depth).
+QUEUES = ("thumbnails", "tagging", "maintenance")
 
 
 def create_producer(settings: Settings, *, with_results: bool = False) -> Celery:
@@ -54,3 +58,29 @@ def check_broker(producer: Celery, timeout: float) -> None:
     """Raise unless the broker accepts a connection (readiness)."""
     with producer.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=math.ceil(timeout))
+
+
+def queue_depths(producer: Celery, queues: Iterable[str], timeout: float) -> dict[str, int]:
+    """Messages waiting on each queue, over one short connection (blocking).
+
+    A passive declare reads the count without creating anything. A queue the broker does not
+    know has nothing waiting: Redis drops a list once it is empty, and on RabbitMQ no worker
+    may have declared it yet.
+    """
+    depths: dict[str, int] = {}
+    with producer.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=math.ceil(timeout))
+        # Any: the kombu stubs' StdChannel lacks the AMQP methods every transport's channel has.
+        channel: Any = conn.channel()
+        try:
+            for queue in queues:
+                try:
+                    depths[queue] = channel.queue_declare(queue, passive=True).message_count
+                except conn.channel_errors:
+                    depths[queue] = 0
+                    # RabbitMQ closes a channel whose passive declare failed; Redis does not.
+                    if getattr(channel, "is_open", True) is False:
+                        channel = conn.channel()
+        finally:
+            channel.close()
+    return depths

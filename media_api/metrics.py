@@ -1,10 +1,13 @@
 """Prometheus metrics of one API process, on a registry of its own (one per app instance).
 
-Counters and histograms are updated in-process; job counts come from Postgres at scrape time,
-so every API process reports the same, true numbers for the whole fleet.
+Counters and histograms are updated in-process; job counts come from Postgres and queue depths
+from the broker at scrape time, so every API process reports the same, true numbers for the
+whole fleet.
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -25,6 +28,11 @@ class ApiMetrics:
         self.upload_bytes = Counter(
             "media_upload_bytes", "Bytes of newly stored originals.", registry=self.registry
         )
+        self.upload_received_bytes = Counter(
+            "media_upload_received_bytes",
+            "Request body bytes read by upload requests, rejected ones included.",
+            registry=self.registry,
+        )
         self.upload_seconds = Histogram(
             "media_upload_seconds",
             "Time to handle an upload, body included.",
@@ -40,3 +48,22 @@ class ApiMetrics:
             ["kind", "state"],
             registry=self.registry,
         )
+        self.queue_depth = Gauge(
+            "media_queue_depth",
+            "Messages waiting in each queue (read from the broker at scrape time).",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.broker_up = Gauge(
+            "media_broker_up",
+            "1 if the broker answered this scrape's queue depth read, else 0.",
+            registry=self.registry,
+        )
+
+
+async def counted(body: AsyncIterator[bytes], counter: Counter) -> AsyncIterator[bytes]:
+    """Pass a request body through, counting its bytes as they are read (so an upload that is
+    rejected or cut off midway counts what it sent)."""
+    async for chunk in body:
+        counter.inc(len(chunk))
+        yield chunk

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     # A running job not updated for this long lost its worker (killed mid-task).
     job_running_timeout_seconds: float = Field(default=600.0, gt=0)
 
+    # Each worker serves Prometheus metrics on this address and port (0 = off): several
+    # workers on one host need a port each, so there is no fixed default.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
+
     # One JSON object per line (for log shippers) or plain text (for people).
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"

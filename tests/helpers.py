@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from media_api.auth.service import create_owner_with_key
@@ -188,3 +189,15 @@ def job_states(body: dict[str, object]) -> dict[str, str]:
     jobs = body["jobs"]
     assert isinstance(jobs, list)
     return {str(job["kind"]): str(job["state"]) for job in jobs}
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metric_samples(text: str) -> Samples:
+    """Prometheus text as {(sample name, sorted labels): value}."""
+    found: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found

@@ -7,9 +7,10 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from media_api.jobs import QUEUES
 from media_api.settings import Settings
 
-QUEUES = ("thumbnails", "tagging", "maintenance")
+__all__ = ["QUEUES", "create_celery"]
 
 
 def create_celery(settings: Settings, *, sweep: bool = True) -> Celery:
@@ -39,6 +40,10 @@ def create_celery(settings: Settings, *, sweep: bool = True) -> Celery:
     _log_tasks_with_request_ids()
     if sweep:
         _run_sweeper_with_worker(app, settings)
+    if settings.worker_metrics_port:
+        from workers.metrics import export_metrics
+
+        export_metrics(settings.worker_metrics_host, settings.worker_metrics_port)
     return app
 
 

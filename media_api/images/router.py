@@ -38,6 +38,7 @@ from media_api.images.ingest import FORM_OVERHEAD_BYTES
 from media_api.images.models import ImageStatus
 from media_api.images.repository import ImageFilter
 from media_api.images.schemas import ImageOut, ImagePage
+from media_api.metrics import counted
 from media_api.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -112,12 +113,13 @@ async def upload_image(
     # A declared length beyond the limit is refused before reading a byte of the body.
     declared = request.headers.get("content-length")
     limit = settings.max_upload_bytes
+    metrics = state.metrics
     if declared and declared.isdigit() and int(declared) > limit + FORM_OVERHEAD_BYTES:
+        metrics.uploads.labels(outcome="rejected", code=FileTooLarge.code).inc()
         raise FileTooLarge(f"the file is over the limit of {limit} bytes")
     # End the authentication's transaction now: the body may take seconds to arrive, and an
     # idle transaction would hold a pooled connection (and row locks) all that time.
     await session.commit()
-    metrics = state.metrics
     with metrics.upload_seconds.time():
         try:
             image, created = await service.upload(
@@ -126,7 +128,7 @@ async def upload_image(
                 effects,
                 settings,
                 owner,
-                request.stream(),
+                counted(request.stream(), metrics.upload_received_bytes),
                 request.headers.get("content-type"),
             )
         except ClientDisconnect as exc:
@@ -134,6 +136,10 @@ async def upload_image(
             raise IncompleteUpload("the client disconnected before the upload finished") from exc
         except MediaError as exc:
             metrics.uploads.labels(outcome="rejected", code=exc.code).inc()
+            raise
+        except Exception:
+            # A bug or an unexpected dependency error (answered 500): counted, so it can alert.
+            metrics.uploads.labels(outcome="error", code="internal-error").inc()
             raise
     metrics.uploads.labels(outcome="created" if created else "duplicate", code="").inc()
     if created:
