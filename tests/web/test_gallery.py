@@ -270,6 +270,9 @@ def test_every_control_has_a_name_and_the_keyboard_reaches_the_uploader(
     )
     assert unlabeled == []
 
+    # Playwright turns file-chooser interception on without waiting for Chromium to confirm;
+    # a listener from the start makes sure it is on before Enter opens the chooser.
+    page.on("filechooser", lambda _: None)
     caller = new_caller(client)
     page.get_by_text("Use an API key").click()
     page.get_by_label("API key").fill(caller.token)
@@ -320,6 +323,29 @@ def test_the_progress_bar_follows_a_slow_upload(desktop: Browsing, client: TestC
     assert len(partial) >= 3, seen  # several steps between empty and full
     assert seen == sorted(seen)  # it never goes backwards
     expect(page.locator("#uploads li")).to_have_attribute("data-state", "ready", timeout=90_000)
+
+
+def test_delete_from_the_view_and_sign_out(desktop: Browsing, client: TestClient) -> None:
+    caller = new_caller(client)
+    kept = upload(client, caller, _png(1), filename="kept.png")[1]
+    doomed = upload(client, caller, _png(2), filename="doomed.png")[1]
+    page = desktop.page
+    page.goto(f"/#key={caller.token}")
+    expect(page.locator("#count")).to_have_text("2 images")
+    page.on("dialog", lambda dialog: dialog.accept())  # "Delete doomed.png ...?"
+    page.get_by_role("button", name=re.compile("^doomed.png")).click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete image").click()
+    expect(page.locator("#notice")).to_have_text("Image deleted.")
+    expect(page.locator("#count")).to_have_text("1 image")
+    expect(page.locator("#grid li")).to_have_count(1)
+    assert page.locator("#grid li").get_attribute("data-id") == kept["id"]
+    assert client.get(f"/v1/images/{doomed['id']}", headers=caller.headers).status_code == 404
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.locator("#grid li")).to_have_count(0)  # nothing left for the next person
+    assert page.evaluate("sessionStorage.length") == 0
+    assert desktop.watch.errors == []
 
 
 def test_a_refused_credential_returns_to_sign_in(desktop: Browsing) -> None:

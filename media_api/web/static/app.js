@@ -27,6 +27,14 @@ const view = {
 // ---- sign-in -------------------------------------------------------------------------------
 
 function showSignIn(message = "") {
+  // Nothing of the last account stays on the page for the next one.
+  view.generation += 1;
+  view.filters = { tag: "", gallery: "" };
+  queue.length = 0;
+  $("grid").replaceChildren();
+  $("uploads").replaceChildren();
+  $("filters").reset();
+  if ($("viewer").open) $("viewer").close();
   $("app").hidden = true;
   $("sign-out").hidden = true;
   $("count").textContent = "";
@@ -368,6 +376,7 @@ async function watch(job, id) {
   const started = Date.now();
   while (Date.now() - started < POLL_LIMIT_MS) {
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    if (!job.row.isConnected) return; // signed out meanwhile
     let image;
     try {
       image = await api(`/v1/images/${id}`);
