@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,6 +25,9 @@ from media_api.state import AppState
 from media_api.storage.s3 import AsyncS3Store, S3Store
 from media_api.web.router import install_web
 
+# Bound on waiting, at shutdown, for cut uploads to discard what they stored.
+CLEANUP_GRACE_SECONDS = 30
+
 # How `media-api serve` runs uvicorn (the tests serve with the same options).
 SERVER_OPTIONS: dict[str, Any] = {
     "loop": "uvloop",
@@ -44,13 +48,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         store = S3Store(settings)
+        async_store = AsyncS3Store(store)
         producer = create_producer(settings)
         limiter = create_limiter(settings.rate_limit_redis_url)
         app.state.media = AppState(
             settings=settings,
             engine=engine,
             sessions=session_factory(engine),
-            store=AsyncS3Store(store),
+            store=async_store,
             producer=producer,
             limiter=limiter,
             metrics=ApiMetrics(),
@@ -58,6 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # Uploads cut by the end of the shutdown grace abort their multipart uploads in
+            # tasks of their own: let those land (one S3 call each) before the client closes.
+            if cleanups := async_store.pending_cleanups():
+                await asyncio.wait(cleanups, timeout=CLEANUP_GRACE_SECONDS)
             await limiter.close()
             producer.close()
             store.close()

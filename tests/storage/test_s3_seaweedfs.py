@@ -123,6 +123,38 @@ async def test_async_stream_put_and_abort(store: S3Store) -> None:
     assert not store.exists(failed_key)
 
 
+async def test_a_cancelled_upload_cleans_up_in_a_task_shutdown_can_wait_for(
+    settings: Settings,
+) -> None:
+    """A request cancelled while a part is on the wire (a deploy's grace over) returns at once;
+    its abort goes on in a task the app's shutdown waits for before closing the store."""
+    store = S3Store(settings.model_copy(update={"s3_multipart_chunk_bytes": 5 * MB}))
+    astore = AsyncS3Store(store)
+    key = _key()
+    part_sent = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield os.urandom(5 * MB)  # a full part: it leaves in a thread
+        part_sent.set()
+        await asyncio.Event().wait()  # the rest never comes
+
+    request = asyncio.ensure_future(astore.put_stream(key, body(), "application/octet-stream"))
+    await part_sent.wait()
+    request.cancel()  # uvicorn cancels and does not wait: the lifespan closes the store next
+    for _ in range(3):
+        await asyncio.sleep(0)  # the cancellation reaches the body, the cleanup starts
+    cleanups = astore.pending_cleanups()
+    assert len(cleanups) == 1  # waiting for the part in flight, then aborting
+    done, _ = await asyncio.wait(cleanups, timeout=30)
+    assert done == cleanups
+    assert astore.pending_cleanups() == set()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert key not in store.list_multipart_uploads()
+    assert not store.exists(key)
+    store.close()
+
+
 def test_delete_and_delete_prefix(store: S3Store) -> None:
     prefix = f"tests/{uuid.uuid4()}/"
     for name in ("a", "b", "c"):
