@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import io
-import json
 import os
 import signal
 import socket
@@ -19,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,36 +32,27 @@ from media_api.main import create_app
 from media_api.settings import Settings
 from media_api.storage import keys
 from media_api.storage.s3 import S3Store
+from tests import streaming
 from tests.helpers import (
-    Caller,
     assert_nothing_left,
     job_states,
     new_caller,
     original_keys_in_db,
     start_worker,
     upload,
+    wait_for,
     wait_for_status,
     wait_for_worker,
 )
 from tests.stack import settings_env
+from tests.streaming import PART, TWO_PARTS_AND_SOME, RawUpload, parts_stored
 
 pytestmark = pytest.mark.slow
-
-MB = 1024 * 1024
-PART = 5 * MB
-# Two full parts are cut (and stored) once this much has arrived; about 1 MiB is still to come.
-TWO_PARTS_AND_SOME = 2 * PART + MB + 64 * 1024
 
 
 @pytest.fixture(scope="module")
 def big_png() -> bytes:
-    """An incompressible PNG of about 12 MiB: a multipart upload with a tail still to send."""
-    img = Image.frombytes("RGB", (2048, 2048), os.urandom(2048 * 2048 * 3))
-    buf = io.BytesIO()
-    img.save(buf, "PNG", compress_level=0)
-    data = buf.getvalue()
-    assert len(data) > TWO_PARTS_AND_SOME + 512 * 1024
-    return data
+    return streaming.big_png()
 
 
 @dataclass
@@ -141,71 +131,6 @@ def hasty_server(settings: Settings, tmp_path: Path, upload_dir: Path) -> Iterat
     yield from _serve(settings, tmp_path, upload_dir, grace=1)
 
 
-class SlowUpload:
-    """A multipart POST whose body the test sends piece by piece over one connection."""
-
-    BOUNDARY = "shutdown-test-boundary"
-
-    def __init__(self, server: Server, caller: Caller, data: bytes) -> None:
-        self.data = data
-        self.sent = 0
-        head = (
-            f"--{self.BOUNDARY}\r\n"
-            'Content-Disposition: form-data; name="file"; filename="big.png"\r\n'
-            "Content-Type: image/png\r\n\r\n"
-        ).encode()
-        self.tail = f"\r\n--{self.BOUNDARY}--\r\n".encode()
-        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-        self.conn.putrequest("POST", "/v1/images")
-        for name, value in {
-            **caller.headers,
-            "Content-Type": f"multipart/form-data; boundary={self.BOUNDARY}",
-            "Content-Length": str(len(head) + len(data) + len(self.tail)),
-        }.items():
-            self.conn.putheader(name, value)
-        self.conn.endheaders()
-        self.conn.send(head)
-
-    def send_until(self, end: int, chunk: int = 64 * 1024, pause: float = 0.0) -> None:
-        while self.sent < end:
-            stop = min(end, self.sent + chunk)
-            self.conn.send(self.data[self.sent : stop])
-            self.sent = stop
-            time.sleep(pause)
-
-    def finish(self, pause: float) -> tuple[int, dict[str, object]]:
-        self.send_until(len(self.data), chunk=64 * 1024, pause=pause)
-        self.conn.send(self.tail)
-        resp = self.conn.getresponse()
-        status, body = resp.status, json.loads(resp.read())
-        self.conn.close()
-        return status, body
-
-
-def _parts_stored(store: S3Store, owner_id: uuid.UUID) -> int:
-    """Parts already stored in the owner's open multipart uploads."""
-    uploads = store.client.list_multipart_uploads(
-        Bucket=store.bucket, Prefix=f"originals/{owner_id}/"
-    ).get("Uploads", [])
-    stored = 0
-    for item in uploads:
-        try:
-            parts = store.client.list_parts(
-                Bucket=store.bucket, Key=item["Key"], UploadId=item["UploadId"]
-            )
-        except store.client.exceptions.NoSuchUpload:
-            continue
-        stored += len(parts.get("Parts", []))
-    return stored
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.05)
-
-
 def _refuses_connections(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -222,16 +147,18 @@ def test_sigterm_lets_an_upload_in_flight_finish_then_exits(
     big_png: bytes,
 ) -> None:
     caller = new_caller(client)
-    upload_ = SlowUpload(patient_server, caller, big_png)
+    upload_ = RawUpload(patient_server.url, caller, big_png, "big.png", "image/png")
     upload_.send_until(TWO_PARTS_AND_SOME)
-    _wait_for(lambda: _parts_stored(store, caller.owner_id) >= 2, "two parts stored mid-body")
+    wait_for(lambda: parts_stored(store, caller.owner_id) >= 2, "two parts stored mid-body")
 
     patient_server.proc.send_signal(signal.SIGTERM)
     # The deploy has begun: no new connection is taken, but the process is still draining.
-    _wait_for(lambda: _refuses_connections(patient_server.port), "the listener to close")
+    wait_for(lambda: _refuses_connections(patient_server.port), "the listener to close")
     assert patient_server.proc.poll() is None, patient_server.log_tail()
 
-    status, body = upload_.finish(pause=0.02)  # the last MiB, slowly, after the signal
+    status, body = upload_.finish(
+        chunk=64 * 1024, pause=0.02
+    )  # the last MiB, slowly, after the signal
     assert status == 201, body
     digest = hashlib.sha256(big_png).hexdigest()
     assert (body["sha256"], body["size"]) == (digest, len(big_png))
@@ -254,9 +181,9 @@ def test_an_upload_still_arriving_when_the_grace_ends_is_cut_and_leaves_nothing(
     big_png: bytes,
 ) -> None:
     caller = new_caller(client)
-    upload_ = SlowUpload(hasty_server, caller, big_png)
+    upload_ = RawUpload(hasty_server.url, caller, big_png, "big.png", "image/png")
     upload_.send_until(TWO_PARTS_AND_SOME)
-    _wait_for(lambda: _parts_stored(store, caller.owner_id) >= 2, "two parts stored mid-body")
+    wait_for(lambda: parts_stored(store, caller.owner_id) >= 2, "two parts stored mid-body")
 
     hasty_server.proc.send_signal(signal.SIGTERM)
     # Keep trickling (never the whole body) until the server gives up on the upload.

@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import http.client
 import io
-import json
 import os
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -28,23 +23,14 @@ from media_api.main import create_app
 from media_api.settings import Settings
 from media_api.state import AppState
 from media_api.storage.s3 import S3Store
-from tests.helpers import Caller, assert_nothing_left, new_caller, serve, upload
-
-MB = 1024 * 1024
-PART = 5 * MB
-# Enough of the file for two full parts to be cut: the ingest holds back less than 1 MiB.
-TWO_PARTS_AND_SOME = 2 * PART + MB + 64 * 1024
+from tests import streaming
+from tests.helpers import Caller, assert_nothing_left, new_caller, serve, upload, wait_for
+from tests.streaming import PART, TWO_PARTS_AND_SOME, RawUpload, parts_stored
 
 
 @pytest.fixture(scope="module")
 def big_png() -> bytes:
-    """An incompressible PNG of about 12 MiB."""
-    img = Image.frombytes("RGB", (2048, 2048), os.urandom(2048 * 2048 * 3))
-    buf = io.BytesIO()
-    img.save(buf, "PNG", compress_level=0)
-    data = buf.getvalue()
-    assert len(data) > TWO_PARTS_AND_SOME + 512 * 1024  # a tail still to send
-    return data
+    return streaming.big_png()
 
 
 @pytest.fixture(scope="module")
@@ -65,75 +51,8 @@ def part_server(part_settings: Settings) -> Iterator[str]:
         yield url
 
 
-class RawUpload:
-    """A multipart POST sent in pieces over one connection, so a test can act in between."""
-
-    BOUNDARY = "streaming-test-boundary"
-
-    def __init__(self, base_url: str, caller: Caller, data: bytes, filename: str) -> None:
-        self.data = data
-        self.sent = 0
-        head = (
-            f"--{self.BOUNDARY}\r\n"
-            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-            # A lie on purpose: the stored object must carry the sniffed type.
-            "Content-Type: image/jpeg\r\n\r\n"
-        ).encode()
-        self.tail = f"\r\n--{self.BOUNDARY}--\r\n".encode()
-        url = urlsplit(base_url)
-        assert url.hostname is not None
-        self.conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
-        self.conn.putrequest("POST", "/v1/images")
-        headers = {
-            **caller.headers,
-            "Content-Type": f"multipart/form-data; boundary={self.BOUNDARY}",
-            "Content-Length": str(len(head) + len(data) + len(self.tail)),
-        }
-        for name, value in headers.items():
-            self.conn.putheader(name, value)
-        self.conn.endheaders()
-        self.conn.send(head)
-
-    def send_until(self, end: int) -> None:
-        self.conn.send(self.data[self.sent : end])
-        self.sent = end
-
-    def finish(self) -> tuple[int, dict[str, Any]]:
-        self.send_until(len(self.data))
-        self.conn.send(self.tail)
-        resp = self.conn.getresponse()
-        status, body = resp.status, json.loads(resp.read())
-        self.conn.close()
-        return status, body
-
-
-def _parts_stored(store: S3Store, owner_id: uuid.UUID) -> int:
-    """Parts already stored in the owner's open multipart uploads (0: none is open)."""
-    uploads = store.client.list_multipart_uploads(
-        Bucket=store.bucket, Prefix=f"originals/{owner_id}/"
-    ).get("Uploads", [])
-    stored = 0
-    for item in uploads:
-        try:
-            parts = store.client.list_parts(
-                Bucket=store.bucket, Key=item["Key"], UploadId=item["UploadId"]
-            )
-        except store.client.exceptions.NoSuchUpload:
-            continue  # completed or aborted since it was listed
-        stored += len(parts.get("Parts", []))
-    return stored
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
-def _two_parts_stored(store: S3Store, caller: Caller) -> None:
-    _wait_for(lambda: _parts_stored(store, caller.owner_id) >= 2, "two parts stored mid-body")
+def _twoparts_stored(store: S3Store, caller: Caller) -> None:
+    wait_for(lambda: parts_stored(store, caller.owner_id) >= 2, "two parts stored mid-body")
 
 
 @pytest.mark.usefixtures("leftovers")
@@ -142,7 +61,7 @@ def test_parts_leave_while_the_body_arrives_and_the_object_is_identical(
 ) -> None:
     raw = RawUpload(part_server, caller, big_png, "big.jpg")
     raw.send_until(TWO_PARTS_AND_SOME)
-    _two_parts_stored(store, caller)  # the rest of the body has not been sent yet
+    _twoparts_stored(store, caller)  # the rest of the body has not been sent yet
     status, body = raw.finish()
     assert status == 201, body
     assert body["content_type"] == "image/png"
@@ -178,7 +97,7 @@ def test_a_corrupt_file_found_after_parts_were_sent_leaves_nothing(
     truncated = big_png[:-200_000]  # starts like a fine PNG; the decode fails at the end
     raw = RawUpload(part_server, caller, truncated, "big.png")
     raw.send_until(TWO_PARTS_AND_SOME)
-    _two_parts_stored(store, caller)
+    _twoparts_stored(store, caller)
     status, body = raw.finish()
     assert (status, body["code"]) == (422, "corrupt-image")
 
@@ -193,10 +112,10 @@ def test_a_disconnect_after_several_parts_leaves_nothing(
 ) -> None:
     raw = RawUpload(part_server, caller, big_png, "big.png")
     raw.send_until(TWO_PARTS_AND_SOME)
-    _two_parts_stored(store, caller)
+    _twoparts_stored(store, caller)
     raw.conn.close()  # the client goes away mid-body
-    _wait_for(
-        lambda: _parts_stored(store, caller.owner_id) == 0 and not any(upload_tmp.iterdir()),
+    wait_for(
+        lambda: parts_stored(store, caller.owner_id) == 0 and not any(upload_tmp.iterdir()),
         "the server to abort the upload",
     )
     assert_nothing_left(client, store, caller.owner_id, upload_tmp)
@@ -209,7 +128,7 @@ def test_a_duplicate_large_upload_leaves_exactly_one_object(
     first_status, first = upload(part_client, caller, big_png, filename="a.png")
     raw = RawUpload(part_server, caller, big_png, "again.png")
     raw.send_until(TWO_PARTS_AND_SOME)
-    _two_parts_stored(store, caller)  # the copy is on its way before the dedupe can know
+    _twoparts_stored(store, caller)  # the copy is on its way before the dedupe can know
     again_status, again = raw.finish()
     assert (first_status, again_status) == (201, 200)
     assert again["id"] == first["id"]

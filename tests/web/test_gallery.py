@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import re
-import time
 import uuid
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import blurhash  # type: ignore[import-untyped]
@@ -19,7 +17,7 @@ from playwright.sync_api import Page, expect
 
 from media_api.settings import Settings
 from tests.corpus import CORPUS
-from tests.helpers import new_caller, upload
+from tests.helpers import new_caller, upload, wait_for
 from tests.web.conftest import Browsing
 from tests.workers.test_tagging import CAT_LABELS, skimage_photo
 
@@ -49,14 +47,6 @@ def drop_files(page: Page, selector: str, files: dict[str, tuple[str, bytes]]) -
     )
     page.dispatch_event(selector, "dragenter", {"dataTransfer": transfer})
     page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
 
 
 def token_of(page: Page) -> str:
@@ -136,9 +126,10 @@ def test_upload_browse_filter_and_view(desktop: Browsing, settings: Settings) ->
     desktop.screenshot("1-uploaded")
 
     # 4. Filter by a tag the model gave the cat (tagging runs after the thumbnails).
-    eventually(
+    wait_for(
         lambda: len(api.get("/v1/images", params={"tag": "cat"}).json()["items"]) == 1,
         "the cat photo to be tagged",
+        timeout=90,
     )
     page.get_by_label("Tag").fill("cat")
     page.get_by_role("button", name="Filter", exact=True).click()
