@@ -34,6 +34,7 @@ from media_api.storage import keys
 from media_api.storage.s3 import S3Store
 from tests import streaming
 from tests.helpers import (
+    Caller,
     assert_nothing_left,
     job_states,
     new_caller,
@@ -139,6 +140,14 @@ def _refuses_connections(port: int) -> bool:
     return False
 
 
+def _two_parts_in(server: Server, caller: Caller, store: S3Store, data: bytes) -> RawUpload:
+    """An upload whose first two parts are stored while the rest is yet to be sent."""
+    upload_ = RawUpload(server.url, caller, data, "big.png", "image/png")
+    upload_.send_until(TWO_PARTS_AND_SOME)
+    wait_for(lambda: parts_stored(store, caller.owner_id) >= 2, "two parts stored mid-body")
+    return upload_
+
+
 def test_sigterm_lets_an_upload_in_flight_finish_then_exits(
     patient_server: Server,
     client: TestClient,
@@ -147,18 +156,15 @@ def test_sigterm_lets_an_upload_in_flight_finish_then_exits(
     big_png: bytes,
 ) -> None:
     caller = new_caller(client)
-    upload_ = RawUpload(patient_server.url, caller, big_png, "big.png", "image/png")
-    upload_.send_until(TWO_PARTS_AND_SOME)
-    wait_for(lambda: parts_stored(store, caller.owner_id) >= 2, "two parts stored mid-body")
+    upload_ = _two_parts_in(patient_server, caller, store, big_png)
 
     patient_server.proc.send_signal(signal.SIGTERM)
     # The deploy has begun: no new connection is taken, but the process is still draining.
     wait_for(lambda: _refuses_connections(patient_server.port), "the listener to close")
     assert patient_server.proc.poll() is None, patient_server.log_tail()
 
-    status, body = upload_.finish(
-        chunk=64 * 1024, pause=0.02
-    )  # the last MiB, slowly, after the signal
+    # The last MiB, slowly, after the signal.
+    status, body = upload_.finish(chunk=64 * 1024, pause=0.02)
     assert status == 201, body
     digest = hashlib.sha256(big_png).hexdigest()
     assert (body["sha256"], body["size"]) == (digest, len(big_png))
@@ -181,9 +187,7 @@ def test_an_upload_still_arriving_when_the_grace_ends_is_cut_and_leaves_nothing(
     big_png: bytes,
 ) -> None:
     caller = new_caller(client)
-    upload_ = RawUpload(hasty_server.url, caller, big_png, "big.png", "image/png")
-    upload_.send_until(TWO_PARTS_AND_SOME)
-    wait_for(lambda: parts_stored(store, caller.owner_id) >= 2, "two parts stored mid-body")
+    upload_ = _two_parts_in(hasty_server, caller, store, big_png)
 
     hasty_server.proc.send_signal(signal.SIGTERM)
     # Keep trickling (never the whole body) until the server gives up on the upload.
