@@ -47,7 +47,7 @@ def image_origin(store: StoreDep) -> str:
     return f"{url.scheme}://{url.netloc}"
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
 async def index(store: StoreDep) -> HTMLResponse:
     """The single page; it always revalidates, its assets are fetched by URL each time too."""
     return HTMLResponse(

@@ -48,6 +48,9 @@ def test_the_page_needs_no_credentials_and_names_its_image_origin(
     assert policy["connect-src"] == "'self'"
     endpoint = urlsplit(settings.s3_endpoint_url or "")
     assert policy["img-src"].split() == ["'self'", "data:", "blob:", endpoint.geturl()]
+    head = client.head("/")
+    assert head.status_code == 200
+    assert head.content == b""
 
 
 @pytest.fixture
