@@ -29,6 +29,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from media_api.db import Base, Timestamped, UUIDPk
 from media_api.tags.models import ImageTag
 
+TITLE_MAX = 300  # characters of an image title
+
 
 class ImageStatus(enum.StrEnum):
     """`processing` until the variants exist, then `ready`; `failed` carries an error code."""
@@ -84,7 +86,7 @@ class Image(UUIDPk, Timestamped, Base):
         _text_enum(ImageStatus, "image_status"), default=ImageStatus.PROCESSING
     )
     error_code: Mapped[str | None] = mapped_column(String(64))
-    title: Mapped[str | None] = mapped_column(String(300))
+    title: Mapped[str | None] = mapped_column(String(TITLE_MAX))
     original_filename: Mapped[str | None] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)

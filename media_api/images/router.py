@@ -35,9 +35,9 @@ from media_api.images.errors import (
     UnsupportedMediaType,
 )
 from media_api.images.ingest import FORM_OVERHEAD_BYTES
-from media_api.images.models import ImageStatus
+from media_api.images.models import TITLE_MAX, ImageStatus
 from media_api.images.repository import ImageFilter
-from media_api.images.schemas import ImageOut, ImagePage
+from media_api.images.schemas import ImageOut, ImagePage, ImagePatch
 from media_api.metrics import counted
 from media_api.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -53,7 +53,7 @@ _UPLOAD_BODY = {
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        "title": {"type": "string", "maxLength": service.TITLE_MAX},
+                        "title": {"type": "string", "maxLength": TITLE_MAX},
                         "gallery_id": {"type": "string", "format": "uuid"},
                     },
                 }
@@ -224,6 +224,19 @@ async def get_variant(
     variant = service.variant_of(image, name, presets)
     signed = signer.variant(variant["key"], variant["content_type"], image.original_filename, name)
     return RedirectResponse(signed.url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+
+
+@router.patch("/{image_id}")
+async def update_image(
+    image_id: uuid.UUID,
+    body: ImagePatch,
+    owner: CurrentOwner,
+    session: SessionDep,
+    signer: SignerDep,
+) -> ImageOut:
+    """Change the title (`null` or blank removes it); fields not sent stay as they are."""
+    changes = body.model_dump(exclude_unset=True)
+    return ImageOut.of(await service.update(session, owner, image_id, changes), signer)
 
 
 @router.post("/{image_id}/reprocess", status_code=status.HTTP_202_ACCEPTED)

@@ -8,8 +8,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from media_api.images.models import Image, ImageJob, ImageStatus, JobKind, JobState
+from media_api.images.models import TITLE_MAX, Image, ImageJob, ImageStatus, JobKind, JobState
 from media_api.images.urls import Signer
+
+
+class ImagePatch(BaseModel):
+    """Only the fields sent are changed."""
+
+    title: str | None = Field(default=None, max_length=TITLE_MAX)
 
 
 class JobOut(BaseModel):

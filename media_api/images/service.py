@@ -27,7 +27,7 @@ from media_api.images.errors import (
     VariantNotReady,
 )
 from media_api.images.ingest import Spool, receive_upload
-from media_api.images.models import Image, ImageStatus, JobKind
+from media_api.images.models import TITLE_MAX, Image, ImageStatus, JobKind
 from media_api.imaging import probe as imaging
 from media_api.jobs import JOB_TASKS
 from media_api.pagination import Keyset
@@ -35,7 +35,6 @@ from media_api.settings import Settings
 from media_api.storage import keys
 from media_api.storage.s3 import AsyncS3Store, StoredObject, StreamingUpload
 
-TITLE_MAX = 300
 JOB_KINDS = [JobKind(kind) for kind in JOB_TASKS]
 
 
@@ -158,7 +157,7 @@ async def upload(
                 raise MissingFile("send the image in a multipart field named 'file'")
             if spool.size == 0:
                 raise EmptyFile()
-            title = (form.fields.get("title") or "").strip()[:TITLE_MAX] or None
+            title = clean_title(form.fields.get("title"))
             gallery_id = await _target_gallery(session, owner_id, form.fields.get("gallery_id"))
 
             existing = await repository.get_by_sha256(session, owner_id, spool.sha256)
@@ -248,6 +247,22 @@ async def get(session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID) -
     image = await repository.get(session, owner_id, image_id)
     if image is None:
         raise NotFound("image not found")
+    return image
+
+
+def clean_title(title: str | None) -> str | None:
+    """Titles are trimmed; a blank one is no title."""
+    return (title or "").strip()[:TITLE_MAX] or None
+
+
+async def update(
+    session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID, changes: dict[str, Any]
+) -> Image:
+    """Change what the owner may change (the title); an empty change set changes nothing."""
+    image = await get(session, owner_id, image_id)
+    if "title" in changes:
+        image.title = clean_title(changes["title"])
+        await session.flush()
     return image
 
 

@@ -21,7 +21,7 @@ from media_api.main import create_app
 from media_api.settings import Settings
 from media_api.state import AppState
 from media_api.tags.models import ImageTag
-from tests.helpers import Caller, new_caller, upload
+from tests.helpers import Caller, new_caller, upload, without_urls
 from workers import pipeline
 from workers.context import context
 
@@ -274,6 +274,32 @@ def test_gallery_lifecycle(api: TestClient) -> None:
 
     bad = upload(api, caller, _png(982), gallery_id=str(uuid.uuid4()))
     assert (bad[0], bad[1]["code"]) == (404, "not-found")
+
+
+def test_patch_changes_only_the_title(api: TestClient) -> None:
+    caller = new_caller(api)
+    image = upload(api, caller, _png(990), title="before")[1]
+    path = f"/v1/images/{image['id']}"
+
+    def patch(body: dict[str, object]) -> httpx.Response:
+        return api.patch(path, headers=caller.headers, json=body)
+
+    renamed = patch({"title": "  Sunset over Rome  "})
+    assert renamed.status_code == 200
+    assert renamed.json()["title"] == "Sunset over Rome"
+    assert without_urls(renamed.json()) == {**without_urls(image), "title": "Sunset over Rome"}
+    assert patch({}).json()["title"] == "Sunset over Rome"  # nothing sent, nothing changed
+    assert patch({"sha256": "0" * 64}).json()["sha256"] == image["sha256"]  # not changeable
+    assert patch({"title": "   "}).json()["title"] is None
+    assert patch({"title": "back"}).json()["title"] == "back"
+    assert patch({"title": None}).json()["title"] is None
+    too_long = patch({"title": "x" * 301})
+    assert (too_long.status_code, too_long.json()["code"]) == (422, "validation-error")
+    assert api.get(path, headers=caller.headers).json()["title"] is None
+    other = new_caller(api)
+    refused = api.patch(path, headers=other.headers, json={"title": "mine"})
+    assert refused.status_code == 404
+    assert api.get(path, headers=caller.headers).json()["title"] is None
 
 
 def test_galleries_paginate(api: TestClient) -> None:

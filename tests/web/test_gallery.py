@@ -323,6 +323,17 @@ def test_delete_from_the_view_and_sign_out(desktop: Browsing, client: TestClient
     page = desktop.page
     page.goto(f"/#key={caller.token}")
     expect(page.locator("#count")).to_have_text("2 images")
+    page.get_by_role("button", name=re.compile("^kept.png")).click()
+    viewer = page.get_by_role("dialog")
+    viewer.get_by_label("Title").fill("Kept for later")
+    viewer.get_by_role("button", name="Save title").click()
+    expect(page.locator("#notice")).to_have_text("Title saved.")
+    expect(viewer.get_by_role("heading", name="Kept for later")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("button", name=re.compile("^Kept for later"))).to_be_visible()
+    renamed = client.get(f"/v1/images/{kept['id']}", headers=caller.headers).json()
+    assert renamed["title"] == "Kept for later"
+
     page.on("dialog", lambda dialog: dialog.accept())  # "Delete doomed.png ...?"
     page.get_by_role("button", name=re.compile("^doomed.png")).click()
     page.get_by_role("dialog").get_by_role("button", name="Delete image").click()

@@ -172,6 +172,7 @@ function tile(image) {
     "data-id": image.id,
     "data-status": image.status,
     "data-variants": image.variants.length,
+    "data-label": label,
   }, button);
   if (image.status !== "ready") {
     item.append(el("span", { class: `badge ${image.status}` }, image.status));
@@ -195,9 +196,10 @@ function findTile(id) {
 /** Replace an image's tile in place, or add it (a new upload goes first: newest first). */
 function upsert(image, { prepend }) {
   const existing = findTile(image.id);
-  // Same state, same variants: keep the tile (fresh URLs would make the browser fetch again).
+  // Same state, variants and name: keep the tile (fresh URLs would make the browser fetch again).
   const unchanged = existing && existing.dataset.status === image.status
-    && existing.dataset.variants === String(image.variants.length);
+    && existing.dataset.variants === String(image.variants.length)
+    && existing.dataset.label === imageLabel(image);
   if (unchanged) return;
   if (existing) {
     const focused = existing.contains(document.activeElement);

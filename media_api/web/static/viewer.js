@@ -50,6 +50,13 @@ async function refresh(id) {
     return;
   }
   if (current !== id) return; // closed or switched while loading
+  const typing = body().contains(document.activeElement)
+    && document.activeElement.matches("input, select");
+  if (typing) {
+    // Redrawing would throw away what is being typed or chosen: look again later.
+    timer = setTimeout(() => refresh(id), REFRESH_MS);
+    return;
+  }
   render(image);
   ctx.changed(image);
   const pending = image.jobs.some((job) => job.state === "pending" || job.state === "running");
@@ -160,8 +167,37 @@ function jobs(image) {
   return table;
 }
 
+function titleForm(image) {
+  const input = el("input", { id: "image-title", name: "title", maxlength: 300,
+    value: image.title || "", placeholder: image.filename || "" });
+  return el(
+    "form",
+    {
+      class: "inline",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        try {
+          const changed = await api(`/v1/images/${image.id}`, {
+            method: "PATCH",
+            json: { title: input.value },
+          });
+          document.getElementById("viewer-title").textContent = imageLabel(changed);
+          ctx.changed(changed);
+          announce("Title saved.");
+        } catch (error) {
+          announce(`Could not save the title: ${error.message}`, { error: true });
+        }
+      },
+    },
+    el("label", { for: "image-title" }, "Title"),
+    input,
+    el("button", { type: "submit" }, "Save title"),
+  );
+}
+
 function actions(image) {
   const box = el("div", { class: "actions" });
+  box.append(titleForm(image));
   box.append(el("a", { class: "button", href: image.download.url, rel: "noopener" },
     "Download original"));
 
