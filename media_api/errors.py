@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -97,6 +98,30 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# A dependency that cannot be reached (a refused or dropped database connection, an exhausted
+# pool) is the client's cue to retry later, not a bug: 503 with Retry-After, not 500.
+UNREACHABLE = (
+    ConnectionError,  # refused or reset while connecting (asyncpg raises it raw)
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,  # no pooled connection came free in time
+)
+RETRY_AFTER_SECONDS = 5
+
+
+async def _unreachable(request: Request, exc: Exception) -> JSONResponse:
+    # One line, no traceback: during an outage every request lands here.
+    log.warning("dependency unreachable on %s %s: %r", request.method, request.url.path, exc)
+    resp = problem(
+        503,
+        ServiceUnavailable.code,
+        ServiceUnavailable.title,
+        "A service this API depends on is unreachable; retry shortly.",
+    )
+    resp.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return resp
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     # Log everything, reveal nothing: internal details never reach the client.
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -108,4 +133,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MediaError, _media_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for unreachable in UNREACHABLE:
+        app.add_exception_handler(unreachable, _unreachable)
     app.add_exception_handler(Exception, _unhandled)

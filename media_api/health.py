@@ -69,9 +69,18 @@ async def readyz(state: StateDep) -> dict[str, object] | JSONResponse:
     return {"status": "ok", "checks": checks}
 
 
-async def _job_counts(state: AppState) -> list[tuple[str, str, int]]:
-    async with state.sessions() as session:
-        return await images_repository.job_counts(session)
+async def _job_counts(state: AppState) -> list[tuple[str, str, int]] | None:
+    """Jobs by kind and state, or None when the database does not answer in time: like the
+    broker's, its outage must not take the rest of the scrape down with it."""
+
+    async def read() -> list[tuple[str, str, int]]:
+        async with state.sessions() as session:
+            return await images_repository.job_counts(session)
+
+    try:
+        return await asyncio.wait_for(read(), state.settings.readiness_timeout_seconds)
+    except Exception:
+        return None
 
 
 async def _queue_depths(state: AppState) -> dict[str, int] | None:
@@ -92,8 +101,9 @@ async def metrics(state: StateDep) -> PlainTextResponse:
     counts, depths = await asyncio.gather(_job_counts(state), _queue_depths(state))
     jobs = state.metrics.jobs
     jobs.clear()
-    for kind, job_state, n in counts:
+    for kind, job_state, n in counts or ():
         jobs.labels(kind=kind, state=job_state).set(n)
+    state.metrics.database_up.set(0 if counts is None else 1)
     queue_depth = state.metrics.queue_depth
     queue_depth.clear()  # during an outage: no series rather than stale numbers
     for queue, n in (depths or {}).items():

@@ -54,6 +54,11 @@ class ApiMetrics:
             ["queue"],
             registry=self.registry,
         )
+        self.database_up = Gauge(
+            "media_database_up",
+            "1 if Postgres answered this scrape's job count query, else 0.",
+            registry=self.registry,
+        )
         self.broker_up = Gauge(
             "media_broker_up",
             "1 if the broker answered this scrape's queue depth read, else 0.",

@@ -9,6 +9,7 @@ from media_api.devstack import free_port
 from media_api.errors import PROBLEM_JSON
 from media_api.main import create_app
 from media_api.settings import Settings
+from tests.helpers import new_caller
 
 
 def test_healthz(client: TestClient) -> None:
@@ -47,6 +48,25 @@ def test_readyz_names_the_failing_part(
     assert body["checks"][part] != "ok"
     healthy = {name for name, state in body["checks"].items() if state == "ok"}
     assert healthy == {"database", "storage", "broker"} - {part}
+
+
+def test_an_unreachable_database_is_503_with_retry_after(
+    settings: Settings, client: TestClient
+) -> None:
+    key = new_caller(client).token  # a real key: checking it needs the database
+    dead = settings.model_copy(
+        update={"database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/media"}
+    )
+    with TestClient(create_app(dead), raise_server_exceptions=False) as down:
+        for resp in (
+            down.get("/v1/images", headers={"Authorization": f"Bearer {key}"}),
+            down.post("/v1/auth/token", data={"username": "a@example.com", "password": "x" * 12}),
+        ):
+            assert resp.status_code == 503, resp.text
+            assert resp.headers["content-type"] == PROBLEM_JSON
+            assert resp.headers["retry-after"] == "5"
+            assert resp.json()["code"] == "service-unavailable"
+            assert "postgres" not in resp.text.lower()
 
 
 def test_unknown_route_is_problem_json(client: TestClient) -> None:

@@ -90,6 +90,7 @@ def test_queue_depth_is_read_from_the_broker(client: TestClient, app_settings: S
     assert reported == set(QUEUES)
     assert _value(before, "media_queue_depth", queue="thumbnails") == 0
     assert _value(before, "media_broker_up") == 1
+    assert _value(before, "media_database_up") == 1
 
     producer = create_producer(app_settings)
     try:
@@ -104,6 +105,19 @@ def test_queue_depth_is_read_from_the_broker(client: TestClient, app_settings: S
         producer.close()
         _purge(app_settings, "thumbnails")
     assert _value(_scrape(client), "media_queue_depth", queue="thumbnails") == 0
+
+
+def test_a_database_outage_leaves_the_rest_of_the_metrics(app_settings: Settings) -> None:
+    dead = app_settings.model_copy(
+        update={"database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/media"}
+    )
+    with TestClient(create_app(dead)) as client:
+        resp = client.get("/metrics")
+    assert resp.status_code == 200
+    samples = metric_samples(resp.text)
+    assert _value(samples, "media_database_up") == 0
+    assert _value(samples, "media_broker_up") == 1
+    assert not [key for key in samples if key[0] == "media_jobs"]  # no stale numbers
 
 
 def test_a_broker_outage_leaves_the_rest_of_the_metrics(app_settings: Settings) -> None:
