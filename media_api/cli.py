@@ -230,6 +230,8 @@ def _dev(args: argparse.Namespace) -> int:
     try:
         os.environ.update(stack.urls)
         os.environ.setdefault("MEDIA_LOG_FORMAT", "text")  # people read these logs
+        # Ctrl-C should not wait long; and it must end before devstack kills the API (15 s).
+        os.environ.setdefault("MEDIA_SHUTDOWN_GRACE_SECONDS", "5")
         if settings.secret_key is None:
             os.environ["MEDIA_SECRET_KEY"] = _dev_secret(settings.data_dir)
         settings = Settings()
