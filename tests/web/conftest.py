@@ -20,6 +20,7 @@ CHROMIUM = Path(os.environ.get("MEDIA_TEST_CHROMIUM", "/usr/bin/chromium"))
 # The flags the machine's Chromium needs here (root, no GPU, a closed network).
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = Path(os.environ.get("MEDIA_TEST_ARTIFACTS", "test-artifacts")).resolve() / "web"
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
 
@@ -59,15 +60,18 @@ class Watch:
 
     errors: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)  # "METHOD /path?query" of the API's
 
     def console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
             self.errors.append(message.text)
 
     def request(self, request: Request) -> None:
-        host = urlsplit(request.url).hostname
-        if request.url.startswith(("http:", "https:")) and host not in ("127.0.0.1", "localhost"):
+        url = urlsplit(request.url)
+        if request.url.startswith(("http:", "https:")) and url.hostname not in LOCAL_HOSTS:
             self.foreign.append(request.url)
+        if url.path.startswith("/v1/"):
+            self.requests.append(f"{request.method} {url.path}?{url.query}".rstrip("?"))
 
 
 @dataclass

@@ -119,9 +119,10 @@ def test_upload_browse_filter_and_view(desktop: Browsing, settings: Settings) ->
     expect(page.locator("#grid canvas.placeholder")).to_have_count(2)
     # Newest first: coffee was dropped second... unless it finished first; the API decides.
     listed = api.get("/v1/images").json()["items"]
-    expected_labels = [item["filename"] for item in listed]
-    assert tiles.locator("button").evaluate_all("bs => bs.map(b => b.ariaLabel)") == (
-        expected_labels
+    page.wait_for_function(
+        "names => [...document.querySelectorAll('#grid li button')]"
+        ".map(b => b.ariaLabel).join('/') === names",
+        arg="/".join(item["filename"] for item in listed),
     )
     desktop.screenshot("1-uploaded")
 
@@ -314,6 +315,29 @@ def test_the_progress_bar_follows_a_slow_upload(desktop: Browsing, client: TestC
     assert len(partial) >= 3, seen  # several steps between empty and full
     assert seen == sorted(seen)  # it never goes backwards
     expect(page.locator("#uploads li")).to_have_attribute("data-state", "ready", timeout=90_000)
+
+
+def test_a_batch_of_uploads_is_followed_by_one_poll(desktop: Browsing, client: TestClient) -> None:
+    page = desktop.page
+    page.goto(f"/#key={new_caller(client).token}")
+    expect(page.locator("#count")).to_have_text("0 images")
+    batch = [
+        {"name": f"batch-{n}.png", "mimeType": "image/png", "buffer": _png(100 + n)}
+        for n in range(8)
+    ]
+    page.locator("#files").set_input_files(files=batch)
+    rows = page.locator("#uploads li")
+    expect(rows).to_have_count(8)
+    expect(page.locator("#uploads li[data-state='ready']")).to_have_count(8, timeout=90_000)
+    expect(page.locator("#grid li[data-status='ready']")).to_have_count(8)
+    expect(page.locator("#count")).to_have_text("8 images")
+    detail = re.compile(r"GET /v1/images/[0-9a-f-]{36}")
+    details = [r for r in desktop.watch.requests if detail.fullmatch(r)]
+    # Each image is asked about once, when it has left the processing list; the waiting
+    # itself is one listing request a round for the whole batch.
+    assert len(details) <= len(batch), details
+    assert len(set(details)) == len(details)
+    assert desktop.watch.errors == []
 
 
 def test_delete_from_the_view_and_sign_out(desktop: Browsing, client: TestClient) -> None:

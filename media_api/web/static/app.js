@@ -8,10 +8,8 @@ import { openViewer, setupViewer } from "./viewer.js";
 
 const PAGE_SIZE = 24;
 const PARALLEL_UPLOADS = 3;
-const POLL_MS = 1000;
+const POLL_MS = 1500;
 const POLL_LIMIT_MS = 10 * 60 * 1000;
-const REFRESH_MS = 3000;
-const REFRESH_BATCH = 8; // requests per round, well inside the default rate limit
 
 const $ = (id) => document.getElementById(id);
 
@@ -21,6 +19,7 @@ const view = {
   total: 0,
   loading: false,
   generation: 0, // bumps on every reload, so a stale page never lands in a new grid
+  settled: true, // the grid shows the server's order since the last batch of uploads
   galleries: [],
 };
 
@@ -31,6 +30,7 @@ function showSignIn(message = "") {
   view.generation += 1;
   view.filters = { tag: "", gallery: "" };
   queue.length = 0;
+  watched.clear();
   $("grid").replaceChildren();
   $("uploads").replaceChildren();
   $("filters").reset();
@@ -244,6 +244,7 @@ function appendPage(page) {
   $("grid").append(...page.items.map(tile));
   view.cursor = page.next_cursor;
   $("more").hidden = !view.cursor;
+  if (page.items.some((image) => image.status === "processing")) startPolling();
 }
 
 async function reload() {
@@ -279,26 +280,8 @@ async function more() {
   }
 }
 
-/** Tiles still processing (uploaded elsewhere, or before a reload) catch up on their own. */
-async function refreshProcessing() {
-  const ids = [...$("grid").querySelectorAll('li[data-status="processing"]')]
-    .slice(0, REFRESH_BATCH)
-    .map((item) => item.dataset.id);
-  for (const id of ids) {
-    try {
-      const image = await api(`/v1/images/${id}`);
-      if (image.status !== "processing") upsert(image, { prepend: false });
-    } catch {
-      // deleted meanwhile, or the API is away: the next round tries again
-    }
-  }
-}
-
 function setupGrid() {
   $("more").addEventListener("click", more);
-  setInterval(() => {
-    if (!document.hidden && !$("app").hidden) refreshProcessing();
-  }, REFRESH_MS);
   // Infinite scroll; the button stays for keyboards and for browsers without the observer.
   new IntersectionObserver((entries) => {
     if (entries.some((e) => e.isIntersecting)) more();
@@ -374,24 +357,85 @@ function setState(job, state, message = state) {
   if (state !== "uploading") job.progress.hidden = true;
 }
 
-async function watch(job, id) {
-  const started = Date.now();
-  while (Date.now() - started < POLL_LIMIT_MS) {
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-    if (!job.row.isConnected) return; // signed out meanwhile
-    let image;
+// ---- processing: one poller for every image still being made ---------------------------------
+// Uploads from this page and tiles still processing are all followed by one request a round
+// (the owner's `status=processing` listing); an image's detail is fetched only once it has
+// left that list. A batch of a hundred uploads costs what one does, well inside the rate limit.
+
+const watched = new Map(); // image id -> {job, since}: uploads made from this page
+let polling = false;
+
+function follow(image, job) {
+  watched.set(image.id, { job, since: Date.now() });
+  startPolling();
+}
+
+function processingTiles() {
+  return [...$("grid").querySelectorAll('li[data-status="processing"]')].map((li) => li.dataset.id);
+}
+
+function settle(image) {
+  const entry = watched.get(image.id);
+  if (entry) {
+    const failed = image.status === "failed";
+    setState(entry.job, image.status, failed ? `failed: ${image.error_code}` : image.status);
+    watched.delete(image.id);
+  }
+  upsert(image, { prepend: false });
+}
+
+async function pollOnce() {
+  for (const [id, entry] of watched) {
+    // Signed out (the row is gone) or given up on: stop following it.
+    if (!entry.job.row.isConnected || Date.now() - entry.since > POLL_LIMIT_MS) watched.delete(id);
+  }
+  const ids = new Set([...watched.keys(), ...processingTiles()]);
+  if (ids.size === 0) return false;
+  const page = await api("/v1/images", { query: { status: "processing", limit: 100 } });
+  const still = new Set(page.items.map((item) => item.id));
+  // Over a hundred processing: one missing from the page may still be processing, so ask
+  // about a few at a time rather than about all of them.
+  let budget = page.next_cursor === null ? Infinity : 10;
+  for (const id of ids) {
+    if (still.has(id)) continue;
+    if (budget-- <= 0) break;
     try {
-      image = await api(`/v1/images/${id}`);
+      const image = await api(`/v1/images/${id}`);
+      if (image.status !== "processing") settle(image);
     } catch (error) {
-      setState(job, "failed", explain(error));
-      return;
+      if (error instanceof ApiError && error.status === 404) {
+        watched.delete(id); // deleted meanwhile
+        remove(id);
+      }
     }
-    if (image.status !== "processing") {
-      const failed = image.status === "failed";
-      setState(job, image.status, failed ? `failed: ${image.error_code}` : image.status);
-      upsert(image, { prepend: false });
-      return;
+  }
+  return true;
+}
+
+async function startPolling() {
+  if (polling) return;
+  polling = true;
+  try {
+    let busy = true;
+    while (busy && !$("app").hidden) {
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      try {
+        busy = await pollOnce();
+      } catch {
+        busy = true; // the API is away for a moment: the next round tries again
+      }
+      if (watched.size === 0) settled();
     }
+  } finally {
+    polling = false;
+  }
+}
+
+/** Nothing uploading or processing any more: show the server's order (and any new tags). */
+function settled() {
+  if (running === 0 && queue.length === 0 && watched.size === 0 && !view.settled) {
+    view.settled = true;
+    reload();
   }
 }
 
@@ -408,7 +452,7 @@ async function runUpload(job) {
     const note = created ? image.status : `${image.status} (already uploaded)`;
     setState(job, image.status, note);
     if (!view.filters.tag) upsert(image, { prepend: created }); // no tags yet: cannot match
-    if (image.status === "processing") await watch(job, image.id);
+    if (image.status === "processing") follow(image, job);
   } catch (error) {
     setState(job, "failed", error instanceof ApiError ? explain(error) : String(error));
   }
@@ -422,12 +466,13 @@ function pump() {
       running -= 1;
       pump();
       // Tiles went in as responses came back; once all is done, show the server's order.
-      if (running === 0 && queue.length === 0) reload();
+      if (!polling) settled();
     });
   }
 }
 
 function addFiles(files) {
+  view.settled = false; // a reload is due once these are done
   for (const file of files) queue.push(uploadRow(file));
   pump();
 }
