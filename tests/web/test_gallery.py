@@ -340,6 +340,31 @@ def test_a_batch_of_uploads_is_followed_by_one_poll(desktop: Browsing, client: T
     assert desktop.watch.errors == []
 
 
+def test_step_through_the_grid_in_the_view(desktop: Browsing, client: TestClient) -> None:
+    caller = new_caller(client)
+    for n in range(3):
+        assert upload(client, caller, _png(200 + n), filename=f"step-{n}.png")[0] == 201
+    page = desktop.page
+    page.goto(f"/#key={caller.token}")
+    expect(page.locator("#count")).to_have_text("3 images")
+    page.get_by_role("button", name=re.compile("^step-2.png")).click()  # the newest, first
+    viewer = page.get_by_role("dialog")
+    heading = viewer.get_by_role("heading", level=2)
+    expect(heading).to_have_text("step-2.png")
+    expect(viewer.get_by_role("button", name="Previous")).to_be_disabled()
+    page.keyboard.press("ArrowRight")
+    expect(heading).to_have_text("step-1.png")
+    viewer.get_by_role("button", name="Next").click()
+    expect(heading).to_have_text("step-0.png")
+    expect(viewer.get_by_role("button", name="Next")).to_be_disabled()
+    viewer.get_by_role("button", name="Previous").focus()
+    page.keyboard.press("ArrowLeft")
+    expect(heading).to_have_text("step-1.png")
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("button", name=re.compile("^step-1.png"))).to_be_focused()
+    assert desktop.watch.errors == []
+
+
 def test_delete_from_the_view_and_sign_out(desktop: Browsing, client: TestClient) -> None:
     caller = new_caller(client)
     kept = upload(client, caller, _png(1), filename="kept.png")[1]

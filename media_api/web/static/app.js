@@ -518,6 +518,13 @@ setupViewer({
   },
   changed: (image) => upsert(image, { prepend: false }),
   deleted: remove,
+  order: () => [...$("grid").querySelectorAll("li[data-id]")].map((li) => li.dataset.id),
+  hasMore: () => Boolean(view.cursor),
+  more: async () => {
+    if (!view.cursor) return false;
+    await more();
+    return true;
+  },
 });
 takeKeyFromFragment();
 if (credential.get()) showApp();

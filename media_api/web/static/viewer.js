@@ -16,10 +16,19 @@ let timer = null;
 const dialog = () => document.getElementById("viewer");
 const body = () => document.getElementById("viewer-body");
 
-/** ctx: {galleries(), currentGallery(), filterByTag(name), changed(image), deleted(id)} */
+/** ctx: {galleries(), currentGallery(), filterByTag(name), changed(image), deleted(id),
+ *        order() (ids of the grid, in order), more() (load the next page; false at the end)} */
 export function setupViewer(context) {
   ctx = context;
   document.getElementById("viewer-close").addEventListener("click", () => dialog().close());
+  document.getElementById("viewer-prev").addEventListener("click", () => step(-1));
+  document.getElementById("viewer-next").addEventListener("click", () => step(1));
+  // On the document: a button disabled under the focus leaves the focus on <body>.
+  document.addEventListener("keydown", (event) => {
+    if (!dialog().open || event.target.matches("input, select, textarea")) return;
+    if (event.key === "ArrowLeft") step(-1);
+    else if (event.key === "ArrowRight") step(1);
+  });
   dialog().addEventListener("close", () => {
     clearTimeout(timer);
     // The tile may have been redrawn meanwhile (fresh URLs, new status): find it again by id.
@@ -29,6 +38,24 @@ export function setupViewer(context) {
     const target = opener && opener.isConnected ? opener : tile;
     if (target) target.focus();
   });
+}
+
+/** Show the image before or after this one in the grid (loading its next page if need be). */
+async function step(delta) {
+  if (!current) return;
+  let ids = ctx.order();
+  const index = ids.indexOf(current) + delta;
+  if (index >= ids.length && (await ctx.more())) ids = ctx.order();
+  if (index < 0 || index >= ids.length) return;
+  // No opener: closing returns focus to the tile of the image on show by then.
+  await openViewer(ids[index], null);
+}
+
+function updateSteps() {
+  const ids = ctx.order();
+  const index = ids.indexOf(current);
+  document.getElementById("viewer-prev").disabled = index <= 0;
+  document.getElementById("viewer-next").disabled = index === ids.length - 1 && !ctx.hasMore();
 }
 
 export async function openViewer(id, from) {
@@ -59,6 +86,7 @@ async function refresh(id) {
   }
   render(image);
   ctx.changed(image);
+  updateSteps();
   const pending = image.jobs.some((job) => job.state === "pending" || job.state === "running");
   if (pending) timer = setTimeout(() => refresh(id), REFRESH_MS);
 }
