@@ -230,6 +230,7 @@ def _dev(args: argparse.Namespace) -> int:
     try:
         os.environ.update(stack.urls)
         os.environ.setdefault("MEDIA_LOG_FORMAT", "text")  # people read these logs
+        os.environ.setdefault("MEDIA_WEB_KEY_LINKS", "true")  # the link printed below
         # Ctrl-C should not wait long; and it must end before devstack kills the API (15 s).
         os.environ.setdefault("MEDIA_SHUTDOWN_GRACE_SECONDS", "5")
         if settings.secret_key is None:

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # Browser origins allowed to call the API (comma list); empty = no CORS headers at all.
     cors_origins: Annotated[list[str], NoDecode] = []
     cors_allow_credentials: bool = False
+    # The web page signs in from a `/#key=mk_...` link (what `media-api dev` prints). Off by
+    # default: any site could link a visitor into an account of its choosing.
+    web_key_links: bool = False
 
     # Lifetime of presigned GET URLs in responses and redirects.
     signed_url_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)

@@ -85,6 +85,7 @@ def app_settings(settings: Settings, upload_tmp: Path) -> Settings:
             "upload_tmp_dir": upload_tmp,
             "rate_limit_requests_per_minute": 0,
             "rate_limit_uploads_per_minute": 0,
+            "web_key_links": True,  # tests/web sign in with `/#key=` links, as `make dev` does
         }
     )
 

@@ -58,6 +58,10 @@ async def owner_by_email(session: AsyncSession, email: str) -> Owner | None:
     return (await session.execute(select(Owner).where(Owner.email == email))).scalar_one_or_none()
 
 
+async def owner_by_id(session: AsyncSession, owner_id: uuid.UUID) -> Owner | None:
+    return await session.get(Owner, owner_id)
+
+
 async def owner_exists(session: AsyncSession, owner_id: uuid.UUID) -> bool:
     """True while the owner row exists (a token can outlive a deleted account)."""
     return await session.get(Owner, owner_id) is not None

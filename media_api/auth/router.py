@@ -45,6 +45,13 @@ async def token(
     return TokenOut(access_token=access, expires_in=ttl)
 
 
+@auth_router.get("/me", dependencies=[Depends(api_rate_limit)])
+async def me(owner: CurrentOwner, session: SessionDep) -> OwnerOut:
+    """The account the credential belongs to (the web page shows who is signed in)."""
+    row = await service.whoami(session, owner)
+    return OwnerOut(id=row.id, email=row.email, created_at=row.created_at)
+
+
 @keys_router.post("", status_code=status.HTTP_201_CREATED)
 async def create_key(body: ApiKeyIn, owner: CurrentOwner, session: SessionDep) -> ApiKeyCreated:
     """A long-lived key for programs; the secret is in this response only."""

@@ -68,6 +68,14 @@ async def owner_for_token(session: AsyncSession, token: str, secret: str | None)
     return owner_id
 
 
+async def whoami(session: AsyncSession, owner_id: uuid.UUID) -> Owner:
+    """The caller's account (its credential was checked, so it exists unless just deleted)."""
+    owner = await repository.owner_by_id(session, owner_id)
+    if owner is None:
+        raise NotFound("account not found")
+    return owner
+
+
 async def issue_key(session: AsyncSession, owner_id: uuid.UUID, name: str) -> tuple[ApiKey, str]:
     """A new API key row and its token; the token is returned once and never stored."""
     key = tokens.new_api_key()

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 from importlib.resources import files
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from media_api.deps import StoreDep
+from media_api.deps import SettingsDep, StoreDep
 
 _HERE = files("media_api.web")
 INDEX_HTML = (_HERE / "index.html").read_text(encoding="utf-8")
+# Where the page learns that `/#key=` sign-in links are accepted (MEDIA_WEB_KEY_LINKS).
+KEY_LINKS_SLOT = "<!-- key-links -->"
+KEY_LINKS_ON = '<meta name="media-key-links" content="on">'
 
 router = APIRouter(include_in_schema=False)
 
@@ -48,10 +52,11 @@ def image_origin(store: StoreDep) -> str:
 
 
 @router.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
-async def index(store: StoreDep) -> HTMLResponse:
-    """The single page; it always revalidates, its assets are fetched by URL each time too."""
+async def index(store: StoreDep, settings: SettingsDep) -> HTMLResponse:
+    """The single page; it always revalidates, and so do its assets."""
+    page = INDEX_HTML.replace(KEY_LINKS_SLOT, KEY_LINKS_ON if settings.web_key_links else "")
     return HTMLResponse(
-        INDEX_HTML,
+        page,
         headers={
             "Content-Security-Policy": content_security_policy(image_origin(store)),
             "Cache-Control": "no-cache",
@@ -59,7 +64,17 @@ async def index(store: StoreDep) -> HTMLResponse:
     )
 
 
+class RevalidatedFiles(StaticFiles):
+    """Assets that are checked (ETag) on every load: after a deploy no browser may run an old
+    app.js against a new page or API."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
 def install_web(app: FastAPI) -> None:
     """Mount the page and its assets (outside /v1: they need no credentials)."""
     app.include_router(router)
-    app.mount("/static", StaticFiles(packages=[("media_api.web", "static")]), name="static")
+    app.mount("/static", RevalidatedFiles(packages=[("media_api.web", "static")]), name="static")

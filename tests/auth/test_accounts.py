@@ -40,6 +40,12 @@ def test_signup_then_token_then_authenticated_call(client: TestClient) -> None:
     listed = client.get("/v1/api-keys", headers={"Authorization": f"Bearer {token}"})
     assert listed.status_code == 200
     assert listed.json() == {"items": []}
+    me = client.get("/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.json() == resp.json()  # who the token belongs to, as signup described it
+    key = client.post(
+        "/v1/api-keys", headers={"Authorization": f"Bearer {token}"}, json={"name": "k"}
+    ).json()["key"]
+    assert client.get("/v1/auth/me", headers={"Authorization": f"Bearer {key}"}).json() == me.json()
 
 
 def test_duplicate_email_is_409(client: TestClient) -> None:

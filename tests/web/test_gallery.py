@@ -13,12 +13,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
+from media_api.main import create_app
 from media_api.settings import Settings
 from tests.corpus import CORPUS
-from tests.helpers import new_caller, upload, wait_for
-from tests.web.conftest import Browsing
+from tests.helpers import new_caller, serve, upload, wait_for, wait_for_status
+from tests.web.conftest import DESKTOP, Browsing, open_page
 from tests.workers.test_tagging import CAT_LABELS, skimage_photo
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("web_worker")]
@@ -76,6 +77,7 @@ def test_upload_browse_filter_and_view(desktop: Browsing, settings: Settings) ->
     page.get_by_role("button", name="Create account").click()
     expect(page.get_by_role("heading", name="Upload")).to_be_visible()
     expect(page.locator("#count")).to_have_text("0 images")
+    expect(page.locator("#account")).to_have_text(f"Signed in as {email}")
     api = httpx.Client(
         base_url=desktop.base_url, headers={"Authorization": f"Bearer {token_of(page)}"}
     )
@@ -445,3 +447,113 @@ def test_the_page_decodes_blurhash_like_the_reference(
     )
     assert worst <= 1  # rounding only
     assert set(rgba[3::4]) == {255}
+
+
+def test_key_links_say_as_whom_and_can_be_turned_off(
+    browser: Browser, desktop: Browsing, client: TestClient, app_settings: Settings
+) -> None:
+    caller = new_caller(client)
+    email = client.get("/v1/auth/me", headers=caller.headers).json()["email"]
+    page = desktop.page
+    page.goto(f"/#key={caller.token}")
+    expect(page.locator("#notice")).to_have_text(
+        f"Signed in with the key from the link as {email}."
+    )
+    expect(page.locator("#account")).to_have_text(f"Signed in as {email}")
+
+    # The default: a link cannot sign anybody in (any site could send you one).
+    closed = app_settings.model_copy(update={"web_key_links": False})
+    with serve(create_app(closed)) as url:
+        for other in open_page(browser, url, DESKTOP):
+            other.page.goto(f"/#key={caller.token}")
+            expect(other.page.get_by_role("heading", name="Sign in")).to_be_visible()
+            expect(other.page.get_by_role("alert")).to_contain_text("Sign-in links are turned off")
+            assert other.page.evaluate("sessionStorage.getItem('media.credential')") is None
+            assert other.page.evaluate("location.hash") == ""
+
+
+def test_signing_out_cancels_uploads_in_flight(desktop: Browsing, client: TestClient) -> None:
+    first, second = new_caller(client), new_caller(client)
+    page = desktop.page
+    page.goto(f"/#key={first.token}")
+    expect(page.locator("#count")).to_have_text("0 images")
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 20, "downloadThroughput": -1, "uploadThroughput": 100_000},
+    )
+    noise = Image.effect_noise((800, 600), 80).convert("RGB")
+    buf = io.BytesIO()
+    noise.save(buf, "JPEG", quality=95)
+    page.locator("#files").set_input_files(
+        files=[{"name": "private.jpg", "mimeType": "image/jpeg", "buffer": buf.getvalue()}]
+    )
+    expect(page.locator("#uploads li")).to_have_attribute("data-state", "uploading")
+    page.get_by_role("button", name="Sign out").click()
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+    )
+    page.get_by_text("Use an API key").click()
+    page.get_by_label("API key").fill(second.token)
+    page.keyboard.press("Enter")
+    expect(page.locator("#count")).to_have_text("0 images")
+    page.wait_for_timeout(1500)  # time enough for a late response to land, were it allowed to
+    expect(page.locator("#grid li")).to_have_count(0)
+    expect(page.locator("#uploads li")).to_have_count(0)
+    for caller in (first, second):  # the upload was cancelled, not finished for anyone
+        listed = client.get("/v1/images", headers=caller.headers).json()["items"]
+        assert listed == []
+
+
+def test_a_thumbnail_that_fails_to_load_gets_fresh_urls(
+    desktop: Browsing, client: TestClient
+) -> None:
+    caller = new_caller(client)
+    image = upload(client, caller, _png(300), filename="flaky.png")[1]
+    wait_for_status(client, caller, str(image["id"]), "ready")
+    page = desktop.page
+    failed: list[str] = []
+
+    def refuse_once(route: Route) -> None:
+        if not failed:
+            failed.append(route.request.url)
+            route.abort()  # what an expired signed URL amounts to for the <img>
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/variants/.*thumb.*"), refuse_once)
+    page.goto(f"/#key={caller.token}")
+    expect(page.locator("#grid img.loaded")).to_have_count(1)
+    assert len(failed) == 1
+    # The tile asked for its image again (fresh signed URLs) and redrew itself with them.
+    assert f"GET /v1/images/{image['id']}" in desktop.watch.requests
+
+
+def test_a_failed_delete_says_why_and_keeps_the_image(
+    desktop: Browsing, client: TestClient
+) -> None:
+    caller = new_caller(client)
+    upload(client, caller, _png(301), filename="keep-me.png")
+    page = desktop.page
+    page.route(
+        re.compile(r".*/v1/images/[0-9a-f-]{36}$"),
+        lambda route: (
+            route.fulfill(
+                status=503,
+                content_type="application/problem+json",
+                body='{"title": "Service unavailable", "code": "service-unavailable"}',
+            )
+            if route.request.method == "DELETE"
+            else route.continue_()
+        ),
+    )
+    page.goto(f"/#key={caller.token}")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name=re.compile("^keep-me.png")).click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete image").click()
+    expect(page.locator("#notice")).to_have_text("Could not delete it: Service unavailable")
+    expect(page.get_by_role("dialog")).to_be_visible()
+    expect(page.locator("#grid li")).to_have_count(1)
+    assert [e for e in desktop.watch.errors if "status of 503" not in e] == []

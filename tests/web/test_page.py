@@ -55,9 +55,19 @@ def test_the_page_needs_no_credentials_and_names_its_image_origin(
 
 @pytest.fixture
 def public_client(app_settings: Settings) -> Iterator[TestClient]:
-    public = app_settings.model_copy(update={"s3_public_endpoint_url": "https://media.example"})
+    public = app_settings.model_copy(
+        update={"s3_public_endpoint_url": "https://media.example", "web_key_links": False}
+    )
     with TestClient(create_app(public)) as client:
         yield client
+
+
+def test_key_links_are_announced_to_the_page_only_when_enabled(
+    client: TestClient, public_client: TestClient
+) -> None:
+    on = '<meta name="media-key-links" content="on">'
+    assert on in client.get("/").text  # the tests' settings turn them on, as `make dev` does
+    assert on not in public_client.get("/").text  # the default
 
 
 def test_images_are_allowed_from_the_public_endpoint(public_client: TestClient) -> None:
@@ -77,6 +87,9 @@ def test_every_asset_is_served_from_this_origin(client: TestClient) -> None:
         assert resp.status_code == 200, url
         if url in types:
             assert resp.headers["content-type"].startswith(types[url])
+        # Revalidated on every load: after a deploy no browser runs an old script.
+        assert resp.headers["cache-control"] == "no-cache", url
+        assert client.get(url, headers={"If-None-Match": resp.headers["etag"]}).status_code == 304
 
 
 def test_no_asset_loads_anything_from_elsewhere() -> None:

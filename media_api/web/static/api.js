@@ -63,10 +63,15 @@ export async function api(path, { method = "GET", json, form, query } = {}) {
   return resp.status === 204 ? null : resp.json();
 }
 
-/** Multipart upload with progress: fetch() cannot report upload progress, XHR can. */
-export function uploadFile(file, { galleryId, onProgress }) {
+/** Multipart upload with progress: fetch() cannot report upload progress, XHR can.
+ *  `signal` (an AbortSignal) cancels it, e.g. on sign-out. */
+export function uploadFile(file, { galleryId, onProgress, signal }) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
+    signal.addEventListener("abort", () => xhr.abort(), { once: true });
+    xhr.addEventListener("abort", () => {
+      reject(new ApiError(0, { title: "Upload cancelled" }));
+    });
     xhr.open("POST", "/v1/images");
     for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
     xhr.responseType = "json";

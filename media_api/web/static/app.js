@@ -21,34 +21,52 @@ const view = {
   generation: 0, // bumps on every reload, so a stale page never lands in a new grid
   settled: true, // the grid shows the server's order since the last batch of uploads
   galleries: [],
+  // One per signed-in session: aborting it cancels that session's uploads, and work that
+  // finishes later sees it is no longer current and touches nothing.
+  session: new AbortController(),
+  fromLink: false, // signed in from a `#key=` link: say as whom
 };
 
 // ---- sign-in -------------------------------------------------------------------------------
 
 function showSignIn(message = "") {
   // Nothing of the last account stays on the page for the next one.
+  view.session.abort();
+  view.session = new AbortController();
   view.generation += 1;
-  view.filters = { tag: "", gallery: "" };
+  Object.assign(view, { filters: { tag: "", gallery: "" }, cursor: null, total: 0, galleries: [] });
   queue.length = 0;
   watched.clear();
+  tileSince.clear();
   $("grid").replaceChildren();
   $("uploads").replaceChildren();
   $("filters").reset();
+  $("gallery").replaceChildren(el("option", { value: "" }, "All images"));
+  $("more").hidden = true;
+  announce("");
   if ($("viewer").open) $("viewer").close();
   $("app").hidden = true;
   $("sign-out").hidden = true;
   $("count").textContent = "";
+  $("account").textContent = "";
   $("signin").hidden = false;
   $("signin-error").textContent = message;
   $("email").focus();
 }
 
-async function showApp() {
+async function showApp({ focus = false } = {}) {
   $("signin").hidden = true;
   $("app").hidden = false;
   $("sign-out").hidden = false;
   $("signin-error").textContent = "";
+  if (focus) $("main").focus(); // the form that had the focus is gone
+  const session = view.session;
   try {
+    const account = await api("/v1/auth/me");
+    if (session !== view.session) return;
+    $("account").textContent = `Signed in as ${account.email}`;
+    if (view.fromLink) announce(`Signed in with the key from the link as ${account.email}.`);
+    view.fromLink = false;
     await loadGalleries();
     await reload();
   } catch (error) {
@@ -78,7 +96,7 @@ function setupSignIn() {
     try {
       await signIn($("email").value, $("password").value);
       form.reset();
-      await showApp();
+      await showApp({ focus: true });
     } catch (error) {
       $("signin-error").textContent = explain(error);
     }
@@ -91,7 +109,7 @@ function setupSignIn() {
       await api("/v1/auth/signup", { method: "POST", json: { email, password } });
       await signIn(email, password);
       form.reset();
-      await showApp();
+      await showApp({ focus: true });
       announce(`Account created for ${email}.`);
     } catch (error) {
       $("signin-error").textContent = explain(error);
@@ -103,7 +121,7 @@ function setupSignIn() {
     try {
       await api("/v1/images", { query: { limit: 1 } }); // is the key good?
       $("key-form").reset();
-      await showApp();
+      await showApp({ focus: true });
     } catch (error) {
       credential.clear();
       $("signin-error").textContent = explain(error);
@@ -119,14 +137,19 @@ function setupSignIn() {
   });
 }
 
-/** `make dev` prints /#key=...: a fragment never reaches the server or its logs. */
+/** `make dev` prints /#key=...: a fragment never reaches the server or its logs. Only taken
+ *  where the server allows it (MEDIA_WEB_KEY_LINKS): elsewhere a link could sign a visitor
+ *  into somebody else's account without a word. */
 function takeKeyFromFragment() {
-  const params = new URLSearchParams(location.hash.slice(1));
-  const key = params.get("key");
-  if (key) {
-    credential.set(key);
-    history.replaceState(null, "", location.pathname + location.search);
+  const key = new URLSearchParams(location.hash.slice(1)).get("key");
+  if (!key) return "";
+  history.replaceState(null, "", location.pathname + location.search); // out of sight
+  if (!document.querySelector('meta[name="media-key-links"][content="on"]')) {
+    return "Sign-in links are turned off on this server: sign in, or paste the key below.";
   }
+  credential.set(key);
+  view.fromLink = true;
+  return "";
 }
 
 // ---- grid ----------------------------------------------------------------------------------
@@ -183,7 +206,7 @@ function tile(image) {
 /** Signed URLs expire; a tile whose thumbnail fails to load asks for fresh ones once. */
 async function renewUrls(id) {
   try {
-    upsert(await api(`/v1/images/${id}`), { prepend: false });
+    upsert(await api(`/v1/images/${id}`), { prepend: false, force: true });
   } catch {
     // gone or unreachable: leave the tile as it is
   }
@@ -194,13 +217,13 @@ function findTile(id) {
 }
 
 /** Replace an image's tile in place, or add it (a new upload goes first: newest first). */
-function upsert(image, { prepend }) {
+function upsert(image, { prepend, force = false }) {
   const existing = findTile(image.id);
   // Same state, variants and name: keep the tile (fresh URLs would make the browser fetch again).
   const unchanged = existing && existing.dataset.status === image.status
     && existing.dataset.variants === String(image.variants.length)
     && existing.dataset.label === imageLabel(image);
-  if (unchanged) return;
+  if (unchanged && !force) return;
   if (existing) {
     const focused = existing.contains(document.activeElement);
     const fresh = tile(image);
@@ -291,6 +314,7 @@ function setupGrid() {
 // ---- filters and galleries -----------------------------------------------------------------
 
 async function loadGalleries() {
+  const session = view.session;
   const items = [];
   let cursor = null;
   do {
@@ -298,6 +322,7 @@ async function loadGalleries() {
     items.push(...page.items);
     cursor = page.next_cursor;
   } while (cursor);
+  if (session !== view.session) return; // signed out meanwhile
   view.galleries = items;
   const select = $("gallery");
   select.replaceChildren(
@@ -370,8 +395,15 @@ function follow(image, job) {
   startPolling();
 }
 
+const tileSince = new Map(); // image id -> when its tile was first seen processing
+
+/** Tiles to follow: processing, and not for longer than anyone waits (workers down). */
 function processingTiles() {
-  return [...$("grid").querySelectorAll('li[data-status="processing"]')].map((li) => li.dataset.id);
+  const now = Date.now();
+  const ids = [...$("grid").querySelectorAll('li[data-status="processing"]')]
+    .map((li) => li.dataset.id);
+  for (const id of ids) if (!tileSince.has(id)) tileSince.set(id, now);
+  return ids.filter((id) => now - tileSince.get(id) < POLL_LIMIT_MS);
 }
 
 function settle(image) {
@@ -379,6 +411,7 @@ function settle(image) {
   if (entry) {
     const failed = image.status === "failed";
     setState(entry.job, image.status, failed ? `failed: ${image.error_code}` : image.status);
+    if (failed) announce(`${imageLabel(image)} could not be processed: ${image.error_code}`);
     watched.delete(image.id);
   }
   upsert(image, { prepend: false });
@@ -440,21 +473,27 @@ function settled() {
 }
 
 async function runUpload(job) {
+  const session = view.session;
   setState(job, "uploading", "uploading");
   job.progress.hidden = false;
   try {
     const { image, created } = await uploadFile(job.file, {
       galleryId: view.filters.gallery,
+      signal: session.signal,
       onProgress: (fraction) => {
         job.progress.value = fraction;
       },
     });
+    if (session !== view.session) return; // signed out meanwhile: not this account's page
     const note = created ? image.status : `${image.status} (already uploaded)`;
     setState(job, image.status, note);
     if (!view.filters.tag) upsert(image, { prepend: created }); // no tags yet: cannot match
     if (image.status === "processing") follow(image, job);
   } catch (error) {
-    setState(job, "failed", error instanceof ApiError ? explain(error) : String(error));
+    if (session !== view.session) return;
+    const message = error instanceof ApiError ? explain(error) : String(error);
+    setState(job, "failed", message);
+    announce(`${job.file.name} was not uploaded: ${message}`, { error: true });
   }
 }
 
@@ -526,6 +565,6 @@ setupViewer({
     return true;
   },
 });
-takeKeyFromFragment();
+const refused = takeKeyFromFragment();
 if (credential.get()) showApp();
-else showSignIn();
+else showSignIn(refused);

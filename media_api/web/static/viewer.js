@@ -54,8 +54,18 @@ async function step(delta) {
 function updateSteps() {
   const ids = ctx.order();
   const index = ids.indexOf(current);
-  document.getElementById("viewer-prev").disabled = index <= 0;
-  document.getElementById("viewer-next").disabled = index === ids.length - 1 && !ctx.hasMore();
+  const prev = document.getElementById("viewer-prev");
+  const next = document.getElementById("viewer-next");
+  const focused = document.activeElement;
+  prev.disabled = index <= 0;
+  next.disabled = index === ids.length - 1 && !ctx.hasMore();
+  // A button disabled under the focus would drop it on <body>: hand it to its neighbour.
+  if (focused === prev && prev.disabled) (next.disabled ? closeButton() : next).focus();
+  if (focused === next && next.disabled) (prev.disabled ? closeButton() : prev).focus();
+}
+
+function closeButton() {
+  return document.getElementById("viewer-close");
 }
 
 export async function openViewer(id, from) {
@@ -260,27 +270,48 @@ function actions(image) {
     box.append(el("button", {
       type: "button",
       class: "secondary",
-      onclick: async () => {
-        await api(`/v1/galleries/${inGallery}/images/${image.id}`, { method: "DELETE" });
-        dialog().close();
-        ctx.deleted(image.id);
-        announce("Removed from the gallery.");
-      },
+      onclick: () => dropFromGrid(
+        image,
+        () => api(`/v1/galleries/${inGallery}/images/${image.id}`, { method: "DELETE" }),
+        "Removed from the gallery.",
+        "Could not remove it from the gallery",
+      ),
     }, "Remove from this gallery"));
   }
 
   box.append(el("button", {
     type: "button",
     class: "danger",
-    onclick: async () => {
+    onclick: () => {
       if (!window.confirm(`Delete ${imageLabel(image)} and all its variants?`)) return;
-      await api(`/v1/images/${image.id}`, { method: "DELETE" });
-      dialog().close();
-      ctx.deleted(image.id);
-      announce("Image deleted.");
+      dropFromGrid(
+        image,
+        () => api(`/v1/images/${image.id}`, { method: "DELETE" }),
+        "Image deleted.",
+        "Could not delete it",
+      );
     },
   }, "Delete image"));
   return box;
+}
+
+/** Run `request`; on success take the image off the grid, close the view and put the focus on
+ *  the tile that took its place (or the main region); on failure say why and stay. */
+async function dropFromGrid(image, request, done, failed) {
+  try {
+    await request();
+  } catch (error) {
+    announce(`${failed}: ${error.message}`, { error: true });
+    return;
+  }
+  const ids = ctx.order();
+  const index = ids.indexOf(image.id);
+  const neighbour = ids[index + 1] || ids[index - 1];
+  ctx.deleted(image.id);
+  const tile = neighbour && document.querySelector(`li[data-id="${CSS.escape(neighbour)}"] button`);
+  opener = tile || document.getElementById("main");
+  dialog().close();
+  announce(done);
 }
 
 function render(image) {
