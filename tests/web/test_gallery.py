@@ -285,22 +285,35 @@ def test_every_control_has_a_name_and_the_keyboard_reaches_the_uploader(
     assert chooser.value.is_multiple()
 
 
-def test_the_progress_bar_follows_a_slow_upload(desktop: Browsing, client: TestClient) -> None:
-    noise = Image.effect_noise((1200, 900), 80).convert("RGB")
+def noise_jpeg(width: int, height: int) -> bytes:
+    """A photo-sized JPEG that does not compress: its bytes take time on a throttled link."""
     buf = io.BytesIO()
-    noise.save(buf, "JPEG", quality=95)
-    photo = buf.getvalue()
-    assert len(photo) > 600_000
-    page = desktop.page
-    page.goto(f"/#key={new_caller(client).token}")
-    expect(page.locator("#count")).to_have_text("0 images")
-    # About 400 KB/s up: a couple of seconds on the wire, so the bar has to move.
+    Image.effect_noise((width, height), 80).convert("RGB").save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def throttle_uploads(page: Page, bytes_per_second: int) -> None:
+    """Chromium's network emulation (-1: no limit): uploads that take seconds, not milliseconds."""
     cdp = page.context.new_cdp_session(page)
     cdp.send("Network.enable")
     cdp.send(
         "Network.emulateNetworkConditions",
-        {"offline": False, "latency": 20, "downloadThroughput": -1, "uploadThroughput": 400_000},
+        {
+            "offline": False,
+            "latency": 20 if bytes_per_second > 0 else 0,
+            "downloadThroughput": -1,
+            "uploadThroughput": bytes_per_second,
+        },
     )
+
+
+def test_the_progress_bar_follows_a_slow_upload(desktop: Browsing, client: TestClient) -> None:
+    photo = noise_jpeg(1200, 900)
+    assert len(photo) > 600_000
+    page = desktop.page
+    page.goto(f"/#key={new_caller(client).token}")
+    expect(page.locator("#count")).to_have_text("0 images")
+    throttle_uploads(page, 400_000)  # a couple of seconds on the wire: the bar has to move
     page.evaluate(
         """() => { window.seen = [];
                    setInterval(() => document.querySelectorAll('#uploads progress')
@@ -477,24 +490,13 @@ def test_signing_out_cancels_uploads_in_flight(desktop: Browsing, client: TestCl
     page = desktop.page
     page.goto(f"/#key={first.token}")
     expect(page.locator("#count")).to_have_text("0 images")
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {"offline": False, "latency": 20, "downloadThroughput": -1, "uploadThroughput": 100_000},
-    )
-    noise = Image.effect_noise((800, 600), 80).convert("RGB")
-    buf = io.BytesIO()
-    noise.save(buf, "JPEG", quality=95)
+    throttle_uploads(page, 100_000)
     page.locator("#files").set_input_files(
-        files=[{"name": "private.jpg", "mimeType": "image/jpeg", "buffer": buf.getvalue()}]
+        files=[{"name": "private.jpg", "mimeType": "image/jpeg", "buffer": noise_jpeg(800, 600)}]
     )
     expect(page.locator("#uploads li")).to_have_attribute("data-state", "uploading")
     page.get_by_role("button", name="Sign out").click()
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
-    )
+    throttle_uploads(page, -1)
     page.get_by_text("Use an API key").click()
     page.get_by_label("API key").fill(second.token)
     page.keyboard.press("Enter")
