@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     nsfw_threshold: float = Field(default=0.8, ge=0, le=1)
     # Pending tagging jobs a worker takes together in one model call.
     tag_batch_size: int = Field(default=8, ge=1, le=64)
+    # A job another worker took into its batch is left to it this long: its own message waits
+    # and looks again (done by then), or takes it over (that worker died mid-batch).
+    tag_batch_lease_seconds: float = Field(default=60.0, gt=0)
 
     # Job delivery: retries with backoff, then the sweep; a job is failed after max attempts.
     job_max_attempts: int = Field(default=5, ge=1)

@@ -35,6 +35,14 @@ class TransientJobError(Exception):
         self.code = code
 
 
+class JobBusy(Exception):
+    """Another worker has the job in hand (in its batch): look again in `countdown` seconds."""
+
+    def __init__(self, countdown: float) -> None:
+        super().__init__(f"in another worker's batch; again in {countdown:.0f} s")
+        self.countdown = countdown
+
+
 # Errors of the infrastructure, not of the image: retry later.
 TRANSIENT = (
     BotoCoreError,
@@ -126,9 +134,14 @@ def tag_images(ctx: WorkerContext, image_id: uuid.UUID) -> str:
     only: the image and its variants are unaffected."""
     kind = JobKind.TAGGING
     settings = ctx.settings
+    lease = settings.tag_batch_lease_seconds
     with ctx.sessions.begin() as session:
-        first = repository.claim(session, image_id, kind)
+        first = repository.claim(session, image_id, kind, lease=lease)
         if first is None:
+            if repository.is_running(session, image_id, kind):
+                # In another worker's batch right now: running it twice would only waste a
+                # model call. Look again later: done by then, or that worker died.
+                raise JobBusy(lease)
             # Only a real job takes others along; the rest have messages of their own.
             return "skipped: done already or image deleted"
         claimed = [first]

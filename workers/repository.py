@@ -26,13 +26,20 @@ class Claimed:
     created_at: dt.datetime
 
 
-def claim(session: Session, image_id: uuid.UUID, kind: JobKind) -> Claimed | None:
+def claim(
+    session: Session, image_id: uuid.UUID, kind: JobKind, *, lease: float | None = None
+) -> Claimed | None:
     """Mark the job running; None when it is done already or the image is gone (a duplicate
-    delivery or a deleted image: nothing to do)."""
+    delivery or a deleted image: nothing to do), or, with a `lease` in seconds, while another
+    worker started it less than that long ago."""
+    claimable = ImageJob.state != JobState.DONE
+    if lease is not None:
+        lease_over = ImageJob.started_at < func.now() - dt.timedelta(seconds=lease)
+        claimable = and_(claimable, or_(ImageJob.state != JobState.RUNNING, lease_over))
     attempts = session.scalar(
         update(ImageJob)
         .where(ImageJob.image_id == image_id, ImageJob.kind == kind)
-        .where(ImageJob.state != JobState.DONE)
+        .where(claimable)
         .values(
             state=JobState.RUNNING,
             attempts=ImageJob.attempts + 1,
@@ -50,6 +57,13 @@ def claim(session: Session, image_id: uuid.UUID, kind: JobKind) -> Claimed | Non
     if row is None:
         return None
     return Claimed(image_id, row.owner_id, row.original_key, attempts, row.created_at)
+
+
+def is_running(session: Session, image_id: uuid.UUID, kind: JobKind) -> bool:
+    state = session.scalar(
+        select(ImageJob.state).where(ImageJob.image_id == image_id, ImageJob.kind == kind)
+    )
+    return state == JobState.RUNNING
 
 
 def pending_ids(

@@ -22,6 +22,8 @@ def _run(
     """Run one job; transient failures retry with exponential backoff, then the sweep."""
     try:
         return work(context(settings), uuid.UUID(image_id))
+    except pipeline.JobBusy as exc:
+        raise task.retry(exc=exc, countdown=exc.countdown) from exc
     except pipeline.TransientJobError as exc:
         retries = task.request.retries
         if retries + 1 >= settings.job_max_attempts:

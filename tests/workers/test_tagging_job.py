@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from PIL import Image
 from skimage import data as samples
 
 from media_api.devstack import free_port
+from media_api.images.models import JobKind
 from media_api.jobs import create_producer
 from media_api.main import create_app
 from media_api.settings import Settings
@@ -28,7 +31,7 @@ from tests.helpers import (
     wait_for_worker,
 )
 from tests.stack import settings_env
-from workers import pipeline
+from workers import pipeline, repository
 from workers.context import context
 
 CAT_LABELS = {"tabby", "tabby cat", "tiger cat", "egyptian cat", "persian cat", "siamese cat"}
@@ -95,6 +98,31 @@ def test_cat_and_espresso_are_tagged_in_batches(
     listed = client.get("/v1/images", headers=caller.headers, params={"tag": "cat"}).json()
     assert [item["id"] for item in listed["items"]] == [cat["id"]]
     assert pipeline.tag_images(context(settings), uuid.UUID(str(cat["id"]))).startswith("skipped")
+
+
+def test_a_job_in_another_workers_batch_is_left_to_it(
+    offline: tuple[TestClient, Caller], settings: Settings
+) -> None:
+    client, caller = offline
+    image = upload(client, caller, _jpeg(samples.rocket()), filename="rocket.jpg")[1]
+    image_id = uuid.UUID(str(image["id"]))
+    ctx = context(settings)
+    with ctx.sessions.begin() as session:  # what another worker's batch does with it
+        assert repository.claim(session, image_id, JobKind.TAGGING) is not None
+
+    # Its own message arrives meanwhile: no second model call, no second attempt.
+    with pytest.raises(pipeline.JobBusy) as busy:
+        pipeline.tag_images(ctx, image_id)
+    assert busy.value.countdown == settings.tag_batch_lease_seconds
+    job = _tagging_job(_detail(client, caller, str(image_id)))
+    assert (job["state"], job["attempts"]) == ("running", 1)
+
+    # That worker died mid-batch: once the lease is over, the message takes the job over.
+    short = replace(ctx, settings=settings.model_copy(update={"tag_batch_lease_seconds": 0.01}))
+    time.sleep(0.05)
+    assert pipeline.tag_images(short, image_id).startswith("tagged")
+    job = _tagging_job(_detail(client, caller, str(image_id)))
+    assert (job["state"], job["attempts"]) == ("done", 2)
 
 
 def test_tagging_failure_fails_only_the_tagging_job(
