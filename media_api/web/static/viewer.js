@@ -113,6 +113,7 @@ function picture(image) {
   const variant = bestVariant(image);
   const frame = el("div", { class: "picture" });
   frame.style.aspectRatio = `${image.width} / ${image.height}`;
+  frame.style.maxWidth = `${image.width}px`; // a small image is not blown up
   const hash = placeholder(image.placeholder);
   if (hash) frame.append(hash);
   if (variant) {
