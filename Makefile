@@ -7,12 +7,16 @@ STAMP  := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: dev test lint typecheck unit install clean bench model browser
+.PHONY: dev test lint typecheck unit install clean bench model browser pins
 
-$(STAMP): pyproject.toml
+# Runtime dependencies at the versions the image pins (docker/requirements.txt), so the tests
+# run against exactly what ships; dev and local tools take their newest allowed versions.
+PINS   := docker/requirements.txt
+
+$(STAMP): pyproject.toml $(PINS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[local,dev]'
+	$(BIN)/pip install --quiet --upgrade -c $(PINS) pip setuptools
+	$(BIN)/pip install --quiet -c $(PINS) -e '.[local,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -36,6 +40,11 @@ typecheck: $(STAMP)
 
 test: lint typecheck browser
 	$(BIN)/pytest
+
+# docker/requirements.txt, the exact versions the image installs, from those in $(VENV) (the
+# ones the tests ran against): after changing a dependency there, and a green `make test`.
+pins: $(STAMP)
+	$(BIN)/python scripts/pin_requirements.py
 
 # Rebuild workers/models/efficientnet_lite0.onnx in a venv of its own (torch stays out of
 # .venv) and check it is bit-for-bit the committed file.

