@@ -10,6 +10,7 @@ restart or a second worker on the same host never adds in another worker's stale
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import shutil
@@ -25,7 +26,8 @@ from celery.signals import task_postrun, task_prerun, worker_shutdown
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client import values as prometheus_values
 from prometheus_client.metrics_core import Metric
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 log = logging.getLogger("workers.metrics")
@@ -34,6 +36,9 @@ TASK_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 DIR_PREFIX = "media-worker-metrics-"
 # Celery's task_postrun states as label values; IGNORED or REJECTED (rare) become "other".
 OUTCOMES = {"SUCCESS": "success", "RETRY": "retry", "FAILURE": "failure"}
+# A task whose pool child died under it (hard time limit, OOM kill): no postrun ever came.
+LOST = "lost"
+ACTIVE = "media_worker_tasks_active"
 
 
 class WorkerMetrics:
@@ -68,8 +73,9 @@ def export_metrics(host: str, port: int) -> WorkerMetrics:
     directory = Path(tempfile.mkdtemp(prefix=DIR_PREFIX))
     try:
         _enable_multiprocess(directory)
+        task_metrics = TaskMetrics()
         registry = CollectorRegistry()
-        registry.register(PoolCollector(directory))
+        registry.register(PoolCollector(directory, task_metrics.tasks))
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         shutil.rmtree(directory, ignore_errors=True)
@@ -77,7 +83,7 @@ def export_metrics(host: str, port: int) -> WorkerMetrics:
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    _record_tasks()
+    task_metrics.record()
     metrics = WorkerMetrics(directory, server, thread)
     worker_shutdown.connect(lambda **_: metrics.close(), weak=False)
     atexit.register(metrics.close)  # also when the worker stops before it ever started
@@ -93,65 +99,93 @@ def _enable_multiprocess(directory: Path) -> None:
     prometheus_values.ValueClass = prometheus_values.get_value_class()  # type: ignore[no-untyped-call]
 
 
-def _record_tasks() -> None:
-    """Count and time every task by name and outcome, in whichever process runs it."""
-    # registry=None: the values live in the files, where the main process's collector reads them.
-    tasks = Counter(
-        "media_worker_tasks",
-        "Tasks finished, by task name and outcome (success, retry, failure, other).",
-        ["task", "outcome"],
-        registry=None,
-    )
-    seconds = Histogram(
-        "media_worker_task_seconds",
-        "Task run time, by task name and outcome.",
-        ["task", "outcome"],
-        buckets=TASK_SECONDS_BUCKETS,
-        registry=None,
-    )
-    active = Gauge(
-        "media_worker_tasks_active",
-        "Tasks running right now in this worker's processes.",
-        ["task"],
-        multiprocess_mode="livesum",
-        registry=None,
-    )
-    started: dict[str, float] = {}
+class TaskMetrics:
+    """Every task counted and timed by name and outcome, in whichever process runs it.
 
-    def before(task_id: str, task: Any, **_: Any) -> None:
-        started[task_id] = time.perf_counter()
-        active.labels(task=task.name).inc()
+    Made after `_enable_multiprocess` (registry=None): the values live in the files, where the
+    main process's collector reads them.
+    """
 
-    def after(task_id: str, task: Any, state: str | None = None, **_: Any) -> None:
-        began = started.pop(task_id, None)
-        outcome = OUTCOMES.get(state or "", "other")
-        tasks.labels(task=task.name, outcome=outcome).inc()
-        if began is not None:
-            active.labels(task=task.name).dec()
-            seconds.labels(task=task.name, outcome=outcome).observe(time.perf_counter() - began)
+    def __init__(self) -> None:
+        self.tasks = Counter(
+            "media_worker_tasks",
+            "Tasks finished, by task name and outcome (success, retry, failure, lost, other).",
+            ["task", "outcome"],
+            registry=None,
+        )
+        self.seconds = Histogram(
+            "media_worker_task_seconds",
+            "Task run time, by task name and outcome.",
+            ["task", "outcome"],
+            buckets=TASK_SECONDS_BUCKETS,
+            registry=None,
+        )
+        self.active = Gauge(
+            ACTIVE,
+            "Tasks running right now in this worker's processes.",
+            ["task"],
+            multiprocess_mode="livesum",
+            registry=None,
+        )
 
-    task_prerun.connect(before, weak=False)
-    task_postrun.connect(after, weak=False)
+    def record(self) -> None:
+        """Connect to Celery's task signals."""
+        started: dict[str, float] = {}
+
+        def before(task_id: str, task: Any, **_: Any) -> None:
+            started[task_id] = time.perf_counter()
+            self.active.labels(task=task.name).inc()
+
+        def after(task_id: str, task: Any, state: str | None = None, **_: Any) -> None:
+            began = started.pop(task_id, None)
+            outcome = OUTCOMES.get(state or "", "other")
+            self.tasks.labels(task=task.name, outcome=outcome).inc()
+            if began is not None:
+                self.active.labels(task=task.name).dec()
+                elapsed = time.perf_counter() - began
+                self.seconds.labels(task=task.name, outcome=outcome).observe(elapsed)
+
+        task_prerun.connect(before, weak=False)
+        task_postrun.connect(after, weak=False)
 
 
 class PoolCollector(Collector):
-    """The multiprocess collector, after dropping the live-gauge files of dead processes.
+    """The multiprocess collector, after burying the processes that died since the last scrape.
 
-    A pool child that is killed mid-task never decrements its in-flight gauge: its counters and
-    histograms stay in the sum, but its live gauges must go (`mark_process_dead`). Billiard
+    A pool child killed mid-task (hard time limit, OOM) never decrements its in-flight gauge nor
+    counts an outcome: its counters and histograms stay in the sum, but its live gauges must go,
+    and the tasks they still held count as `lost` (written by this, the main process). Billiard
     offers the main process no public hook for a child's exit, so this checks at scrape time.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tasks: Counter) -> None:
         self.directory = directory
+        self._tasks = tasks
         self._inner = MultiProcessCollector(None, path=str(directory))  # type: ignore[no-untyped-call]
+        # Scrapes run in threads of their own: one at a time buries a child, so each lost task
+        # counts once and no scrape trips over a file another one just removed.
+        self._burying = threading.Lock()
 
     def collect(self) -> Iterable[Metric]:
-        for pid in _pids_with_live_gauges(self.directory):
-            if not _alive(pid):
-                mark_process_dead(pid, str(self.directory))  # type: ignore[no-untyped-call]
+        with self._burying:
+            for pid in _pids_with_live_gauges(self.directory):
+                if not _alive(pid):
+                    self._bury(pid)
         metrics: Iterable[Metric] = self._inner.collect()  # type: ignore[no-untyped-call]
         return metrics
+
+    def _bury(self, pid: int) -> None:
+        """Count the tasks a dead child still had in flight as lost, then drop its live gauges."""
+        for path in self.directory.glob(f"gauge_live*_{pid}.db"):
+            try:
+                values = MmapedDict.read_all_values_from_file(str(path))  # type: ignore[no-untyped-call]
+                for key, value, _, _ in values:
+                    metric, _, labels, _ = json.loads(key)
+                    if metric == ACTIVE and value > 0:
+                        self._tasks.labels(task=labels["task"], outcome=LOST).inc(value)
+            except FileNotFoundError:
+                continue  # gone already (the worker is stopping): nothing left to count
+            path.unlink(missing_ok=True)
 
 
 def _pids_with_live_gauges(directory: Path) -> set[int]:

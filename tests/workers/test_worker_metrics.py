@@ -4,27 +4,43 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import values as prometheus_values
 from prometheus_client.values import MultiProcessValue
 
+from media_api import devstack
 from media_api.devstack import free_port
 from media_api.jobs import VARIANTS_TASK, create_producer
+from media_api.main import create_app
 from media_api.settings import Settings
-from tests.helpers import Samples, metric_samples, new_caller, start_worker, upload, wait_for_status
+from tests.helpers import (
+    Samples,
+    job_states,
+    metric_samples,
+    new_caller,
+    start_worker,
+    upload,
+    wait_for,
+    wait_for_status,
+)
 from tests.stack import settings_env
-from workers.metrics import PoolCollector
+from workers.metrics import PoolCollector, TaskMetrics
 
 SUCCESS = (("outcome", "success"), ("task", VARIANTS_TASK))
+LOST = (("outcome", "lost"), ("task", VARIANTS_TASK))
 
 
 def _scrape(port: int) -> Samples | None:
@@ -96,22 +112,148 @@ def test_a_worker_serves_the_metrics_of_its_pool(
     assert _scrape(port) is None
 
 
-def test_in_flight_tasks_of_a_dead_pool_child_are_dropped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.fixture
+def multiprocess(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """prometheus_client in multiprocess mode on a folder of this test's own, as a worker's main
+    process runs it (and only for this test)."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(prometheus_values, "ValueClass", MultiProcessValue())
+    return tmp_path
+
+
+def _in_flight(pid: int, tasks: int = 1) -> None:
+    """What a pool child `pid` writes while it runs `tasks` make_variants tasks."""
+    value_class = MultiProcessValue(process_identifier=lambda: pid)
+    labels = (("task",), (VARIANTS_TASK,))
+    name = "media_worker_tasks_active"
+    value_class("gauge", name, name, *labels, "help", multiprocess_mode="livesum").inc(tasks)
+
+
+def _pool_registry(folder: Path) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(PoolCollector(folder, TaskMetrics().tasks))
+    return registry
+
+
+def _never_a_pid(n: int) -> list[int]:
+    """Pids no process can have (above the kernel's pid_max): children that are gone."""
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    return [pid_max + 1 + i for i in range(n)]
+
+
+def test_in_flight_tasks_of_a_dead_pool_child_are_dropped_and_counted_lost(
+    multiprocess: Path,
 ) -> None:
     # A child killed mid-task never decrements its gauge; a finished process stands in for it.
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    for pid in (os.getpid(), gone.pid):
-        value_class = MultiProcessValue(process_identifier=lambda pid=pid: pid)
-        labels = (("task",), (VARIANTS_TASK,))
-        name = "media_worker_tasks_active"
-        value_class("gauge", name, name, *labels, "help", multiprocess_mode="livesum").inc(1)
-    assert (tmp_path / f"gauge_livesum_{gone.pid}.db").exists()
+    _in_flight(os.getpid())
+    _in_flight(gone.pid)
+    assert (multiprocess / f"gauge_livesum_{gone.pid}.db").exists()
 
-    registry = CollectorRegistry()
-    registry.register(PoolCollector(tmp_path))
+    registry = _pool_registry(multiprocess)
     samples = metric_samples(generate_latest(registry).decode())
     assert samples[("media_worker_tasks_active", (("task", VARIANTS_TASK),))] == 1
-    assert not (tmp_path / f"gauge_livesum_{gone.pid}.db").exists()
+    assert samples[("media_worker_tasks_total", LOST)] == 1
+    assert not (multiprocess / f"gauge_livesum_{gone.pid}.db").exists()
+    # Counted once: the next scrape finds no dead child left to bury.
+    samples = metric_samples(generate_latest(registry).decode())
+    assert samples[("media_worker_tasks_total", LOST)] == 1
+
+
+def _scrape_at_once(registry: CollectorRegistry, scrapers: int) -> list[Exception]:
+    """`scrapers` scrapes started together (the worker serves each in a thread); their errors."""
+    start = threading.Barrier(scrapers)
+    errors: list[Exception] = []
+
+    def scrape() -> None:
+        start.wait()
+        try:
+            generate_latest(registry)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=scrape) for _ in range(scrapers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return errors
+
+
+def test_concurrent_scrapes_bury_each_dead_child_once(multiprocess: Path) -> None:
+    registry = _pool_registry(multiprocess)
+    dead = _never_a_pid(3 * 64)
+    for batch in (dead[:64], dead[64:128], dead[128:]):
+        for pid in batch:
+            _in_flight(pid)
+        # Every scrape finds the same dead children: each must bury them or see them buried,
+        # without failing on a file another one removed, or counting a task twice.
+        assert _scrape_at_once(registry, 4) == []
+    samples = metric_samples(generate_latest(registry).decode())
+    assert samples[("media_worker_tasks_total", LOST)] == len(dead)
+    assert list(multiprocess.glob("gauge_live*")) == []
+
+
+@pytest.fixture
+def own_broker(app_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """The API's settings on a Redis of this test's own: the task it kills stays its own."""
+    port = free_port()
+    child, url = devstack.start_redis(tmp_path / "redis", port, tmp_path / "logs")
+    try:
+        yield app_settings.model_copy(update={"broker_url": url})
+    finally:
+        child.stop()
+
+
+def _noise_png(side: int) -> bytes:
+    """Gray noise: incompressible, so making big variants of it takes seconds."""
+    buf = io.BytesIO()
+    Image.frombytes("L", (side, side), os.urandom(side * side)).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def test_a_task_whose_pool_child_is_killed_counts_as_lost(
+    own_broker: Settings, tmp_path: Path
+) -> None:
+    settings = own_broker
+    port = free_port()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {
+        **settings_env(settings),
+        "MEDIA_WORKER_METRICS_PORT": str(port),
+        "TMPDIR": str(tmp),
+        # Big presets make the task take seconds, so it can be caught in the middle.
+        "MEDIA_VARIANT_PRESETS": "a:4000,b:3900,c:3800",
+    }
+    log = tmp_path / "worker.log"
+    worker = start_worker(
+        env, log, "-Q", "thumbnails", "--no-sweep", "--concurrency", "1", new_session=True
+    )
+    try:
+        _scrape_until(worker, port, lambda _: True, "anything")
+        with TestClient(create_app(settings)) as client:
+            caller = new_caller(client)
+            status, body = upload(client, caller, _noise_png(5000), filename="big.png")
+            assert status == 201
+
+            def running() -> bool:
+                got = client.get(f"/v1/images/{body['id']}", headers=caller.headers).json()
+                return job_states(got)["thumbnails"] == "running"
+
+            wait_for(running, "the task to start")
+        # What a hard time limit or the OOM killer does to the pool child running it.
+        (child,) = psutil.Process(worker.pid).children()
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        # The next scrape finds the child gone with a task in flight.
+        _scrape_until(
+            worker,
+            port,
+            lambda s: s.get(("media_worker_tasks_total", LOST), 0) >= 1,
+            "the killed task counted as lost",
+        )
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)  # the task, redelivered, may be running again
+        worker.wait(10)
