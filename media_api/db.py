@@ -52,6 +52,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         settings.async_database_url,
         pool_size=settings.db_pool_size,
         pool_pre_ping=True,
+        connect_args={"timeout": settings.db_connect_timeout_seconds},  # asyncpg's
     )
 
 

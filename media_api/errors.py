@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
@@ -98,18 +100,50 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-# A dependency that cannot be reached (a refused or dropped database connection, an exhausted
-# pool) is the client's cue to retry later, not a bug: 503 with Retry-After, not 500.
-UNREACHABLE = (
-    ConnectionError,  # refused or reset while connecting (asyncpg raises it raw)
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
+# A dependency that cannot be reached (a database that is down, starting up, full or not even
+# in DNS; an exhausted pool) is the client's cue to retry later, not a bug: 503 with
+# Retry-After. Anything else of the same types is a bug and falls through to the 500 handler,
+# which logs its traceback. What asyncpg and SQLAlchemy really raise is in tests/test_health.py.
+CAUGHT = (
+    OSError,  # raw from asyncpg's connect: refused, no route, timed out, name not resolved
+    sa_exc.DBAPIError,  # driver errors, wrapped by SQLAlchemy (connect-time ones included)
     sa_exc.TimeoutError,  # no pooled connection came free in time
 )
+# No route to the host: connect fails with these, raw, before anything is sent.
+_UNREACHABLE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH})
+# Postgres refusing a connection for now: shutting down, crashed, starting up, full. Class 08
+# (connection exception) is matched by prefix.
+_REFUSING_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
 RETRY_AFTER_SECONDS = 5
 
 
+def _refused_by_server(sqlstate: object) -> bool:
+    return isinstance(sqlstate, str) and (
+        sqlstate.startswith("08") or sqlstate in _REFUSING_SQLSTATES
+    )
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True when `exc` says a dependency could not be reached, rather than that we have a bug."""
+    # TimeoutError: asyncpg's connect timeout; gaierror: the host is not in DNS (a compose
+    # service that is stopped); ConnectionError: refused or reset.
+    if isinstance(exc, ConnectionError | TimeoutError | socket.gaierror | sa_exc.TimeoutError):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in _UNREACHABLE_ERRNOS  # not a full disk or a missing file
+    if isinstance(exc, sa_exc.OperationalError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        # SQLAlchemy wraps asyncpg's connect-time refusals (CannotConnectNowError,
+        # TooManyConnectionsError) as plain DBAPIError: the SQLSTATE tells them apart. An
+        # InterfaceError on a live connection ("another operation is in progress") is a bug.
+        return exc.connection_invalidated or _refused_by_server(getattr(exc.orig, "sqlstate", None))
+    return False
+
+
 async def _unreachable(request: Request, exc: Exception) -> JSONResponse:
+    if not is_unreachable(exc):
+        raise exc  # on to the 500 handler, which logs the traceback
     # One line, no traceback: during an outage every request lands here.
     log.warning("dependency unreachable on %s %s: %r", request.method, request.url.path, exc)
     resp = problem(
@@ -133,6 +167,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MediaError, _media_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for unreachable in UNREACHABLE:
-        app.add_exception_handler(unreachable, _unreachable)
+    for caught in CAUGHT:
+        app.add_exception_handler(caught, _unreachable)
     app.add_exception_handler(Exception, _unhandled)

@@ -34,7 +34,13 @@ def context(settings: Settings) -> WorkerContext:
     pid = os.getpid()
     ctx = _contexts.get(pid)
     if ctx is None:
-        engine = create_engine(settings.sync_database_url, pool_pre_ping=True, pool_size=2)
+        engine = create_engine(
+            settings.sync_database_url,
+            pool_pre_ping=True,
+            pool_size=2,
+            # libpq's, whole seconds: a silent database is retried by the job, not waited on.
+            connect_args={"connect_timeout": max(1, round(settings.db_connect_timeout_seconds))},
+        )
         ctx = WorkerContext(
             settings=settings,
             engine=engine,

@@ -20,7 +20,7 @@ from media_api.deps import (
     StoreDep,
     upload_rate_limit,
 )
-from media_api.errors import MediaError
+from media_api.errors import MediaError, ServiceUnavailable, is_unreachable
 from media_api.images import service
 from media_api.images.errors import (
     CorruptImage,
@@ -137,9 +137,10 @@ async def upload_image(
         except MediaError as exc:
             metrics.uploads.labels(outcome="rejected", code=exc.code).inc()
             raise
-        except Exception:
-            # A bug or an unexpected dependency error (answered 500): counted, so it can alert.
-            metrics.uploads.labels(outcome="error", code="internal-error").inc()
+        except Exception as exc:
+            # A dependency out of reach (answered 503) or a bug (500): counted, so it can alert.
+            code = ServiceUnavailable.code if is_unreachable(exc) else "internal-error"
+            metrics.uploads.labels(outcome="error", code=code).inc()
             raise
     metrics.uploads.labels(outcome="created" if created else "duplicate", code="").inc()
     if created:
