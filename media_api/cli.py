@@ -231,8 +231,9 @@ def _dev(args: argparse.Namespace) -> int:
         os.environ.update(stack.urls)
         os.environ.setdefault("MEDIA_LOG_FORMAT", "text")  # people read these logs
         os.environ.setdefault("MEDIA_WEB_KEY_LINKS", "true")  # the link printed below
-        # Ctrl-C should not wait long; and it must end before devstack kills the API (15 s).
-        os.environ.setdefault("MEDIA_SHUTDOWN_GRACE_SECONDS", "5")
+        # Ctrl-C should not wait long: this grace plus the lifespan's cleanup bound (10 s) must
+        # end before devstack kills the API (15 s).
+        os.environ.setdefault("MEDIA_SHUTDOWN_GRACE_SECONDS", "3")
         if settings.secret_key is None:
             os.environ["MEDIA_SECRET_KEY"] = _dev_secret(settings.data_dir)
         settings = Settings()

@@ -15,6 +15,8 @@ from typing import Any
 
 from celery import Celery
 
+from media_api.aio import run_to_the_end
+
 log = logging.getLogger(__name__)
 
 Action = Callable[[], Awaitable[object]]
@@ -71,9 +73,14 @@ class Effects:
 
 async def _run_all(actions: list[Action], what: str) -> None:
     pending, actions[:] = list(actions), []
-    for action in reversed(pending):
-        try:
-            # Shielded: a cancelled request must still clean up after itself.
-            await asyncio.shield(action())
-        except Exception:
-            log.exception("%s failed", what)
+
+    async def each() -> None:
+        for action in reversed(pending):
+            try:
+                await action()
+            except Exception:
+                log.exception("%s failed", what)
+
+    # A cancelled request must still clean up after itself, every action of it, and not end
+    # (nor let the app's shutdown close the clients) before it has.
+    await run_to_the_end(each())

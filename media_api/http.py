@@ -1,6 +1,9 @@
-"""Cross-cutting HTTP policy: request ids and access log, security headers, CORS."""
+"""Cross-cutting HTTP policy: request ids and access log, security headers, CORS, and the count
+of requests in flight that shutdown waits for."""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -37,9 +40,55 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def install_http_policies(app: FastAPI, settings: Settings) -> None:
+class InFlight:
+    """The HTTP requests being handled, so shutdown can wait for the last one to end.
+
+    A request counts until every layer under it has returned, its cleanup included: one that
+    uvicorn cancelled at the end of the shutdown grace is still rolling back and deleting what
+    it stored, with the engine and the S3 client the lifespan is about to close.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()  # binds to a loop only once something waits on it
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no request is in flight."""
+        await self._idle.wait()
+
+
+class CountInFlight:
+    """Pure ASGI, outermost: a request is in flight from its first byte to its last cleanup."""
+
+    def __init__(self, app: ASGIApp, in_flight: InFlight) -> None:
+        self.app = app
+        self.in_flight = in_flight
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.in_flight.enter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight.leave()
+
+
+def install_http_policies(app: FastAPI, settings: Settings, in_flight: InFlight) -> None:
     """CORS only for configured origins; bearer tokens need no cookies, so no credentials
-    unless asked for (and never with a wildcard: Settings refuses that combination)."""
+    unless asked for (and never with a wildcard: Settings refuses that combination). Every
+    request is counted in `in_flight`, which shutdown waits on."""
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -51,4 +100,5 @@ def install_http_policies(app: FastAPI, settings: Settings) -> None:
             max_age=600,
         )
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(RequestLog)  # outermost: its id and timing cover everything else
+    app.add_middleware(RequestLog)  # its id and timing cover everything else
+    app.add_middleware(CountInFlight, in_flight=in_flight)  # outermost: counts all of it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,7 +16,7 @@ from media_api.db import create_engine, session_factory
 from media_api.deps import api_rate_limit
 from media_api.errors import install_error_handlers
 from media_api.galleries.router import router as galleries_router
-from media_api.http import install_http_policies
+from media_api.http import InFlight, install_http_policies
 from media_api.images.router import router as images_router
 from media_api.jobs import create_producer
 from media_api.metrics import ApiMetrics
@@ -25,8 +26,13 @@ from media_api.state import AppState
 from media_api.storage.s3 import AsyncS3Store, S3Store
 from media_api.web.router import install_web
 
-# Bound on waiting, at shutdown, for cut uploads to discard what they stored.
-CLEANUP_GRACE_SECONDS = 30
+log = logging.getLogger(__name__)
+
+# Bound on waiting, at shutdown, for requests cancelled at the end of the grace to clean up
+# (roll back, delete or abort what they stored: one S3 call or so each). The grace
+# (MEDIA_SHUTDOWN_GRACE_SECONDS, 30) plus this must fit in the orchestrator's kill timeout
+# (compose: the api's stop_grace_period, 45 s).
+CLEANUP_GRACE_SECONDS = 10
 
 # How `media-api serve` runs uvicorn (the tests serve with the same options).
 SERVER_OPTIONS: dict[str, Any] = {
@@ -43,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the ASGI app; settings come from the environment unless given."""
     settings = settings or Settings()
     _ = settings.jwt_secret  # refuse to start without a signing key, not on the first login
+    in_flight = InFlight()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,10 +70,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            # Uploads cut by the end of the shutdown grace abort their multipart uploads in
-            # tasks of their own: let those land (one S3 call each) before the client closes.
-            if cleanups := async_store.pending_cleanups():
-                await asyncio.wait(cleanups, timeout=CLEANUP_GRACE_SECONDS)
+            # When the shutdown grace ends, uvicorn cancels the requests still running and
+            # runs this at once, without waiting for them; they clean up with what is closed
+            # below, so wait for the last one (bounded: a wedged one must not stop the exit).
+            try:
+                async with asyncio.timeout(CLEANUP_GRACE_SECONDS):
+                    await in_flight.idle()
+            except TimeoutError:
+                log.warning(
+                    "closing with %d requests still cleaning up after %g s",
+                    in_flight.count,
+                    CLEANUP_GRACE_SECONDS,
+                )
             await limiter.close()
             producer.close()
             store.close()
@@ -79,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs",
     )
     install_error_handlers(app)
-    install_http_policies(app, settings)
+    install_http_policies(app, settings, in_flight)
     app.include_router(health.router)
     app.include_router(auth_router)
     app.include_router(keys_router)

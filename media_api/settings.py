@@ -43,9 +43,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     db_pool_size: int = 10
+    # A database that accepts connections but never answers must not hold every request for
+    # the driver's default of a minute: past this, a request gets 503 and /readyz says so.
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     # On SIGTERM `serve` stops accepting connections and lets requests in flight (an upload
-    # still arriving) finish for this long before cancelling them; keep it under the
-    # orchestrator's kill timeout (compose: the api's stop_grace_period).
+    # still arriving) finish for this long before cancelling them; this plus the cleanup
+    # bound (main.CLEANUP_GRACE_SECONDS, 10) must stay under the orchestrator's kill timeout
+    # (compose: the api's stop_grace_period).
     shutdown_grace_seconds: int = Field(default=30, ge=0)
 
     # Embedded local stack (`media-api dev` and the tests).

@@ -99,11 +99,18 @@ def upload(
 
 
 @contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run `app` under uvicorn on a free port in a thread; yields its base URL."""
+def serve(app: FastAPI, grace: int | None = None) -> Iterator[str]:
+    """Run `app` under uvicorn on a free port in a thread; yields its base URL. When the block
+    ends it stops as on SIGTERM, with `grace` seconds for requests in flight if given."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **SERVER_OPTIONS
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=grace,
+        **SERVER_OPTIONS,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -117,7 +124,8 @@ def serve(app: FastAPI) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(10)
+        thread.join(60)
+        assert not thread.is_alive(), "uvicorn did not stop"
 
 
 def start_worker(

@@ -39,6 +39,7 @@ from packaging.utils import canonicalize_name
 from media_api import devstack
 from media_api.cli import build_parser
 from media_api.jobs import JOB_TASKS
+from media_api.main import CLEANUP_GRACE_SECONDS
 from media_api.settings import Settings
 from tests.helpers import start_worker, wait_for_worker
 from tests.stack import settings_env
@@ -235,7 +236,8 @@ def test_the_api_is_killed_only_after_its_drain(resolved: dict[str, Any]) -> Non
     api = resolved["services"]["api"]
     grace = Settings.model_fields["shutdown_grace_seconds"].default
     assert "MEDIA_SHUTDOWN_GRACE_SECONDS" not in api["environment"]  # the default applies
-    assert _seconds(api["stop_grace_period"]) > grace
+    # The drain, then the cut requests' cleanup (bounded in the lifespan), then the kill.
+    assert _seconds(api["stop_grace_period"]) > grace + CLEANUP_GRACE_SECONDS
     for name in ("worker", "tagging-worker"):  # warm shutdown finishes a long task
         assert _seconds(resolved["services"][name]["stop_grace_period"]) >= 60
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
+import pytest
 from celery import Celery
 
 from media_api.devstack import free_port
@@ -85,3 +87,36 @@ def test_real_producer_fails_fast_when_the_broker_is_down(settings: Settings) ->
         assert effects.sends == []
     finally:
         producer.close()
+
+
+async def test_a_cancelled_request_runs_every_compensation_before_it_ends() -> None:
+    """A deploy's grace over: the request is cancelled while compensating. Each action still
+    runs, and the request ends only after them (shutdown waits for requests, then closes the
+    clients the actions use)."""
+    effects = _effects(FakeProducer())
+    log: list[str] = []
+    first_started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow() -> None:
+        first_started.set()
+        await release.wait()
+        log.append("slow")
+
+    async def quick() -> None:
+        log.append("quick")
+
+    effects.undo(quick)
+    effects.undo(slow)  # runs first (reverse order)
+    request = asyncio.ensure_future(effects.rolled_back())
+    await first_started.wait()
+    request.cancel()
+    await asyncio.sleep(0.01)
+    assert not request.done()  # still compensating, cancelled or not
+    request.cancel()  # and again: still not loose
+    await asyncio.sleep(0.01)
+    assert not request.done()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert log == ["slow", "quick"]

@@ -8,6 +8,7 @@ messages it had not started in the broker for the next worker.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import io
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -206,6 +209,59 @@ def test_an_upload_still_arriving_when_the_grace_ends_is_cut_and_leaves_nothing(
 
     assert original_keys_in_db(client, caller.owner_id) == set()
     assert_nothing_left(client, store, caller.owner_id, upload_dir)  # no object, part or file
+
+
+def test_an_upload_cut_while_it_commits_is_rolled_back_and_its_object_deleted(
+    hasty_server: Server,
+    settings: Settings,
+    client: TestClient,
+    store: S3Store,
+    upload_dir: Path,
+) -> None:
+    caller = new_caller(client)
+    png = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(png, "PNG")
+    # Another transaction holds the owner's row: the upload stores its object, inserts its row,
+    # then waits for that lock to count its bytes, which is where the grace ends.
+    url = settings.require("database_url")
+    with psycopg.connect(url) as holder, psycopg.connect(url, autocommit=True) as watcher:
+        holder.execute("SELECT 1 FROM owners WHERE id = %s FOR UPDATE", (caller.owner_id,))
+
+        def stuck_on_the_lock() -> bool:
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ).fetchone()
+            return row is not None and row[0] == 1
+
+        upload_ = RawUpload(hasty_server.url, caller, png.getvalue(), "small.png", "image/png")
+        statuses: list[int] = []
+        answered = threading.Thread(target=_send_all, args=(upload_, statuses), daemon=True)
+        answered.start()
+        wait_for(stuck_on_the_lock, "the upload to wait for the owner's row")
+        assert len(store.list_keys(f"originals/{caller.owner_id}/")) == 1
+
+        hasty_server.proc.send_signal(signal.SIGTERM)
+        # The lock is still held: the cut request rolls back without it.
+        assert hasty_server.proc.wait(30) == 0, hasty_server.log_tail()
+    answered.join(30)
+    assert statuses in ([], [500]), statuses  # cut: never a success
+    # The cut request ended (its access line is written last thing) before the app closed the
+    # engine and the S3 client its rollback and compensating delete needed.
+    log = hasty_server.log.read_text()
+    assert log.index("POST /v1/images") < log.index("Application shutdown complete"), log
+
+    assert original_keys_in_db(client, caller.owner_id) == set()
+    assert_nothing_left(client, store, caller.owner_id, upload_dir)  # no object, part or file
+
+
+def _send_all(upload_: RawUpload, statuses: list[int]) -> None:
+    """The whole body, then the response's status if there is one: a client of a stopped
+    server sees its connection close without one."""
+    with contextlib.suppress(ConnectionError, http.client.HTTPException):
+        upload_.send_until(len(upload_.data))
+        upload_.conn.send(upload_.tail)
+        statuses.append(upload_.conn.getresponse().status)
 
 
 # --- workers -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from media_api.aio import run_to_the_end
 from media_api.settings import Settings
 from media_api.storage import sigv4
 
@@ -315,17 +316,9 @@ class StreamingUpload:
     multipart upload is aborted, or the completed object deleted.
     """
 
-    def __init__(
-        self,
-        store: S3Store,
-        key: str,
-        content_type: str,
-        cleanups: set[asyncio.Task[None]] | None = None,
-    ) -> None:
+    def __init__(self, store: S3Store, key: str, content_type: str) -> None:
         self.key = key
         self._store = store
-        # Where a cleanup outliving its (cancelled) request is kept, so shutdown can wait for it.
-        self._cleanups = cleanups if cleanups is not None else set()
         self._upload = _MultipartUpload(store, key, content_type)
         # The one S3 call running in a thread; owned here so an abort can wait for it to land.
         self._in_flight: asyncio.Task[None] | None = None
@@ -336,12 +329,9 @@ class StreamingUpload:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         if exc_type is not None or self._stored is None:
-            # Its own task, shielded: a cancelled request (a client gone, a deploy's grace
-            # over) must still clean up, and the store stays open until the task is done.
-            cleanup = asyncio.ensure_future(self.abort())
-            self._cleanups.add(cleanup)
-            cleanup.add_done_callback(self._cleanups.discard)
-            await asyncio.shield(cleanup)
+            # A cancelled request (a deploy's grace over) must still clean up, and must not
+            # end before it has: shutdown waits for requests in flight, then closes the store.
+            await run_to_the_end(self.abort())
 
     async def write(self, data: bytes) -> None:
         """Buffer `data`; a part that fills up is sent once the previous one has landed."""
@@ -395,11 +385,6 @@ class AsyncS3Store:
 
     def __init__(self, store: S3Store) -> None:
         self.sync = store
-        self._cleanups: set[asyncio.Task[None]] = set()
-
-    def pending_cleanups(self) -> set[asyncio.Task[None]]:
-        """Cleanups of cut uploads still running: wait for them before closing the store."""
-        return set(self._cleanups)
 
     async def check(self) -> None:
         """Readiness probe."""
@@ -407,7 +392,7 @@ class AsyncS3Store:
 
     def streaming_upload(self, key: str, content_type: str) -> StreamingUpload:
         """An upload to write as the bytes arrive; no request is made until a part is full."""
-        return StreamingUpload(self.sync, key, content_type, self._cleanups)
+        return StreamingUpload(self.sync, key, content_type)
 
     async def put_stream(
         self, key: str, chunks: AsyncIterable[bytes], content_type: str
