@@ -37,6 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from media_api.main import SERVER_OPTIONS
+    from media_api.metrics import shared_across
 
     settings = Settings()
 
@@ -46,17 +47,20 @@ def _serve(args: argparse.Namespace) -> int:
     # uvicorn re-raises the stop signal once it has drained (for programs that embed it); here
     # a stop that drained is the expected end of a deploy, so it exits 0, not "killed by TERM".
     signal.signal(signal.SIGTERM, exit_ok)
-    uvicorn.run(
-        "media_api.main:create_app",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers,
-        # On SIGTERM: stop accepting, let requests in flight finish for this long, then cancel
-        # them (a cancelled upload aborts what it stored: nothing is left half-written).
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-        **SERVER_OPTIONS,
-    )
+    # With --workers N, a scrape of /metrics reaches one process: they share their counters
+    # through files in a directory that lives as long as this command.
+    with shared_across(args.workers):
+        uvicorn.run(
+            "media_api.main:create_served_app",
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=args.workers,
+            # On SIGTERM: stop accepting, let requests in flight finish for this long, then
+            # cancel them (a cancelled upload aborts what it stored: nothing is left half-written).
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+            **SERVER_OPTIONS,
+        )
     return 0
 
 

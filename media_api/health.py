@@ -7,13 +7,14 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from media_api.deps import StateDep
 from media_api.errors import problem
 from media_api.images import repository as images_repository
 from media_api.jobs import QUEUES, check_broker, queue_depths
+from media_api.metrics import ScrapeReadings
 from media_api.state import AppState
 
 router = APIRouter(tags=["health"])
@@ -96,19 +97,10 @@ async def _queue_depths(state: AppState) -> dict[str, int] | None:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(state: StateDep) -> PlainTextResponse:
-    """Prometheus text format: this process's counters plus fleet-wide job counts and queue
+    """Prometheus text format: the server's counters plus fleet-wide job counts and queue
     depths (read side by side: one grouped query and one short broker connection)."""
     counts, depths = await asyncio.gather(_job_counts(state), _queue_depths(state))
-    jobs = state.metrics.jobs
-    jobs.clear()
-    for kind, job_state, n in counts or ():
-        jobs.labels(kind=kind, state=job_state).set(n)
-    state.metrics.database_up.set(0 if counts is None else 1)
-    queue_depth = state.metrics.queue_depth
-    queue_depth.clear()  # during an outage: no series rather than stale numbers
-    for queue, n in (depths or {}).items():
-        queue_depth.labels(queue=queue).set(n)
-    state.metrics.broker_up.set(0 if depths is None else 1)
-    return PlainTextResponse(
-        generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST
-    )
+    readings = ScrapeReadings(jobs=counts, queue_depths=depths)
+    # In multiprocess mode this reads every server process's files: off the event loop.
+    body = await asyncio.to_thread(state.metrics.render, readings)
+    return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)

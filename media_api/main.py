@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from media_api import health
+from media_api import health, logs
 from media_api.auth.router import auth_router, keys_router
 from media_api.db import create_engine, session_factory
 from media_api.deps import api_rate_limit
@@ -43,6 +43,14 @@ SERVER_OPTIONS: dict[str, Any] = {
     "access_log": False,  # media_api.logs.RequestLog writes one structured line per request
     "log_config": None,  # keep the logging the CLI configured
 }
+
+
+def create_served_app() -> FastAPI:
+    """The app as `media-api serve` runs it, in each of its processes: uvicorn's workers are
+    fresh interpreters, so the logging the CLI set up in the supervisor is not theirs."""
+    settings = Settings()
+    logs.configure(settings.log_format, settings.log_level)
+    return create_app(settings)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

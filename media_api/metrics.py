@@ -1,24 +1,130 @@
-"""Prometheus metrics of one API process, on a registry of its own (one per app instance).
+"""Prometheus metrics of the API: counters and histograms kept by the processes that handle the
+requests, and gauges read at scrape time by the process that answers.
 
-Counters and histograms are updated in-process; job counts come from Postgres and queue depths
-from the broker at scrape time, so every API process reports the same, true numbers for the
-whole fleet.
+Under `media-api serve --workers N` a scrape reaches one of N processes. `shared_across`
+then points prometheus_client's multiprocess mode at a private directory before uvicorn spawns
+them: each process writes its counters to files there, and whichever answers a scrape renders
+the sum of every process's files. Without PROMETHEUS_MULTIPROC_DIR (one process, and the tests'
+in-process apps) each app keeps its counters on a registry of its own, so several apps in one
+process never share them.
+
+Job counts come from Postgres and queue depths from the broker at scrape time: fleet-wide
+numbers that every API process reports alike. They are never stored in a metric, only yielded
+for the scrape that read them (`ScrapeReadings`), so under multiprocess mode they appear once,
+not summed per process, and a series that vanished (queue depths during a broker outage)
+cannot linger in another process's file.
+
+No metric here is a gauge kept in a file, so a server process that dies leaves nothing to bury
+(prometheus_client's `mark_process_dead` only deletes live-gauge files): its counters stay in
+the sum, as Prometheus expects of counters, and a replacement that happens to get its pid
+carries on from its file rather than counting again.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import values as prometheus_values
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 UPLOAD_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+DIR_PREFIX = "media-api-metrics-"
+
+
+@contextmanager
+def shared_across(processes: int) -> Iterator[None]:
+    """With several server processes, a fresh private directory for their metrics files, in
+    the environment they are started with; deleted when the block ends.
+
+    uvicorn spawns its workers as fresh interpreters after this, so they see the variable
+    when they first import prometheus_client, which is when it chooses file-backed values.
+    Fresh, whatever the environment said: files of another run would add into the sum.
+    """
+    if processes <= 1:
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix=DIR_PREFIX)
+    previous = os.environ.get(MULTIPROC_ENV)
+    os.environ[MULTIPROC_ENV] = directory
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = previous
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class ScrapeReadings:
+    """What one scrape read; None where the source did not answer in time."""
+
+    jobs: Sequence[tuple[str, str, int]] | None
+    queue_depths: Mapping[str, int] | None
+
+
+class ReadingsCollector(Collector):
+    """The scrape-time gauges, from this scrape's readings only: an outage leaves its series
+    out (no stale numbers) and says so in its `_up` gauge."""
+
+    def __init__(self, readings: ScrapeReadings) -> None:
+        self.readings = readings
+
+    def collect(self) -> Iterable[Metric]:
+        jobs = GaugeMetricFamily(
+            "media_jobs",
+            "Processing jobs by kind and state (read from Postgres at scrape time).",
+            labels=["kind", "state"],
+        )
+        for kind, state, n in self.readings.jobs or ():
+            jobs.add_metric([kind, state], n)
+        queue_depth = GaugeMetricFamily(
+            "media_queue_depth",
+            "Messages waiting in each queue (read from the broker at scrape time).",
+            labels=["queue"],
+        )
+        for queue, n in (self.readings.queue_depths or {}).items():
+            queue_depth.add_metric([queue], n)
+        database_up = GaugeMetricFamily(
+            "media_database_up",
+            "1 if Postgres answered this scrape's job count query, else 0.",
+            value=0 if self.readings.jobs is None else 1,
+        )
+        broker_up = GaugeMetricFamily(
+            "media_broker_up",
+            "1 if the broker answered this scrape's queue depth read, else 0.",
+            value=0 if self.readings.queue_depths is None else 1,
+        )
+        return [jobs, queue_depth, database_up, broker_up]
 
 
 class ApiMetrics:
-    """The API's metrics; `registry` is what GET /metrics renders."""
+    """The API's counters and histograms, and `render`, which is what GET /metrics serves."""
 
     def __init__(self) -> None:
+        directory = os.environ.get(MULTIPROC_ENV)
+        if directory and prometheus_values.ValueClass is prometheus_values.MutexValue:
+            # The variable came after prometheus_client's import: counts would stay in memory,
+            # and scrapes, which read the files, would never show them.
+            raise RuntimeError(f"{MULTIPROC_ENV} must be set before prometheus_client loads")
+        # In multiprocess mode the values live in files whatever the registry; this one then
+        # only keeps the names unique and is not rendered (it would duplicate the files' sums).
         self.registry = CollectorRegistry()
+        self._counted: Collector = (
+            MultiProcessCollector(None, path=directory)  # type: ignore[no-untyped-call]
+            if directory
+            else self.registry
+        )
         self.uploads = Counter(
             "media_uploads",
             "Upload requests by outcome (created, duplicate, rejected) and problem code.",
@@ -42,28 +148,15 @@ class ApiMetrics:
         self.signed_urls = Counter(
             "media_signed_urls", "Presigned URLs issued.", registry=self.registry
         )
-        self.jobs = Gauge(
-            "media_jobs",
-            "Processing jobs by kind and state (read from Postgres at scrape time).",
-            ["kind", "state"],
-            registry=self.registry,
-        )
-        self.queue_depth = Gauge(
-            "media_queue_depth",
-            "Messages waiting in each queue (read from the broker at scrape time).",
-            ["queue"],
-            registry=self.registry,
-        )
-        self.database_up = Gauge(
-            "media_database_up",
-            "1 if Postgres answered this scrape's job count query, else 0.",
-            registry=self.registry,
-        )
-        self.broker_up = Gauge(
-            "media_broker_up",
-            "1 if the broker answered this scrape's queue depth read, else 0.",
-            registry=self.registry,
-        )
+
+    def render(self, readings: ScrapeReadings) -> bytes:
+        """Prometheus text: the counters (of every server process in multiprocess mode; a
+        process that exited, or a worker uvicorn replaced, stays in the sum, as counters must)
+        and the gauges of this scrape's readings."""
+        registry = CollectorRegistry()
+        registry.register(self._counted)
+        registry.register(ReadingsCollector(readings))
+        return generate_latest(registry)
 
 
 async def counted(body: AsyncIterator[bytes], counter: Counter) -> AsyncIterator[bytes]:
