@@ -13,24 +13,22 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from media_api import devstack
 from media_api.metrics import DIR_PREFIX
 from media_api.settings import Settings
 from tests.helpers import Caller, metric_samples, new_caller, wait_for
-from tests.stack import settings_env
+from tests.serving import ServeProcess, serve_process
 
 pytestmark = pytest.mark.slow
 
@@ -42,20 +40,10 @@ CREATED = (("code", ""), ("outcome", "created"))
 
 
 @dataclass
-class Server:
+class Server(ServeProcess):
     """A `media-api serve --workers 2` process and the folder its metrics files go to."""
 
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
     tmp: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
 
     def metrics_dirs(self) -> list[Path]:
         return list(self.tmp.glob(f"{DIR_PREFIX}*"))
@@ -71,74 +59,29 @@ class Server:
         return {int(path.stem.rpartition("_")[2]) for path in self.metrics_dir.glob("*.db")}
 
     def live_pids(self) -> set[int]:
-        return {pid for pid in self.pids() if _alive(pid)}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        return {pid for pid in self.pids() if psutil.pid_exists(pid)}
 
 
 @pytest.fixture
 def server(settings: Settings, tmp_path: Path) -> Iterator[Server]:
-    port = devstack.free_port()
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    env = settings_env(settings)
-    env.update(
-        MEDIA_HOST="127.0.0.1",
-        MEDIA_PORT=str(port),
-        MEDIA_SECRET_KEY=settings.jwt_secret,
-        MEDIA_RATE_LIMIT_REQUESTS_PER_MINUTE="0",
-        MEDIA_RATE_LIMIT_UPLOADS_PER_MINUTE="0",
+    with serve_process(
+        settings,
+        tmp_path,
+        "--workers",
+        str(WORKERS),
         MEDIA_UPLOAD_TMP_DIR=str(tmp_path),
         TMPDIR=str(tmp),  # where `serve` makes its metrics folder
-    )
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "media_api.cli", "serve", "--workers", str(WORKERS)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,  # no stray .env
-            start_new_session=True,  # its group: the server processes, for the last resort below
-        )
-    server = Server(proc, port, log, tmp)
-    try:
+    ) as started:
+        server = Server(started.proc, started.port, started.log, tmp)
 
         def all_started() -> bool:
-            assert proc.poll() is None, f"serve exited: {server.log_tail()}"
+            assert started.proc.poll() is None, f"serve exited: {started.log_tail()}"
             return len(server.metrics_dirs()) == 1 and len(server.pids()) == WORKERS
 
         wait_for(all_started, "both server processes to start", timeout=60)
-        wait_for(lambda: _healthy(server), "the server to answer", timeout=30)
         yield server
-    finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, on which the supervisor stops its workers and waits for them; a supervisor
-    that does not end in time is killed with its group, or its workers would live on."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-
-def _healthy(server: Server) -> bool:
-    try:
-        return httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _png(n: int) -> bytes:

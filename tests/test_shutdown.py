@@ -15,16 +15,12 @@ import io
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -48,6 +44,8 @@ from tests.helpers import (
     wait_for_status,
     wait_for_worker,
 )
+from tests.serving import ServeProcess as Server
+from tests.serving import serve_process
 from tests.stack import settings_env
 from tests.streaming import PART, TWO_PARTS_AND_SOME, RawUpload, parts_stored
 
@@ -59,61 +57,15 @@ def big_png() -> bytes:
     return streaming.big_png()
 
 
-@dataclass
-class Server:
-    """A `media-api serve` process, as a deploy would run it."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-
 def _serve(settings: Settings, tmp_path: Path, upload_dir: Path, grace: int) -> Iterator[Server]:
-    port = devstack.free_port()
-    env = settings_env(settings)
-    env.update(
-        MEDIA_HOST="127.0.0.1",
-        MEDIA_PORT=str(port),
-        MEDIA_SECRET_KEY=settings.jwt_secret,
+    with serve_process(
+        settings,
+        tmp_path,
         MEDIA_SHUTDOWN_GRACE_SECONDS=str(grace),
         MEDIA_S3_MULTIPART_CHUNK_BYTES=str(PART),
         MEDIA_UPLOAD_TMP_DIR=str(upload_dir),
-        MEDIA_RATE_LIMIT_REQUESTS_PER_MINUTE="0",
-        MEDIA_RATE_LIMIT_UPLOADS_PER_MINUTE="0",
-    )
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "media_api.cli", "serve"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,  # no stray .env
-        )
-    server = Server(proc, port, log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"serve exited: {server.log_tail()}"
-            assert time.monotonic() < deadline, f"serve did not start: {server.log_tail()}"
-            try:
-                if httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+    ) as server:
         yield server
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 @pytest.fixture
