@@ -1,18 +1,9 @@
-"""Decide from the bytes alone whether a spooled upload is an acceptable image, before storing it.
+"""Decide from the bytes alone whether an upload is an acceptable image, before storing it.
 
-Pure: only the standard library, Pillow and (optionally) pillow_heif, so the API thread pool and
-the workers run the same checks. Every rejection is a ``ProbeError`` with a stable ``code``; mapping
-codes to HTTP statuses is the caller's job.
-
-Thread safety: ``probe()`` changes no global state. Pillow's ``MAX_IMAGE_PIXELS``,
-``ImageFile.LOAD_TRUNCATED_IMAGES`` and the ``warnings`` filters are left alone, because
-``warnings.catch_warnings()`` swaps process-wide filters and is not thread-safe before Python 3.14.
-``DecompressionBombWarning`` is promoted to an error by a per-call check instead: each frame's size
-is checked against ``min(limits.max_pixels, Image.MAX_IMAGE_PIXELS)`` before it is decoded. A size
-between ``MAX_IMAGE_PIXELS`` and twice that still makes Pillow emit the warning once, inside
-``Image.open``, but the file is then rejected as ``image-too-large``, the same outcome as with the
-warning made an error. The one import-time side effect is registering pillow_heif's HEIF opener,
-which is idempotent.
+Pure (standard library, Pillow, optional pillow_heif) so the API and the workers run the same
+checks: ``inspect()`` those the headers answer, ``probe()`` those plus a full decode. Every
+rejection is a ``ProbeError`` with a stable ``code``; mapping codes to HTTP statuses is the
+caller's job. No global state is changed (why that matters: docs/imaging.md).
 """
 
 from __future__ import annotations
@@ -25,18 +16,24 @@ from typing import IO, ClassVar, Final
 
 from PIL import ExifTags, Image, ImageFile, features
 
+# Relative: the sibling is as pure as this module, and the purity test allowlists import roots.
+from . import jpeg
+
 __all__ = [
     "CORE_FORMATS",
     "KNOWN_FORMATS",
     "SNIFF_BYTES",
     "CorruptImage",
     "EmptyFile",
+    "ImageHeader",
     "ImageInfo",
     "ImageTooLarge",
     "ProbeError",
     "ProbeLimits",
     "UnsupportedMediaType",
+    "check_jpeg_scans",
     "decodable_formats",
+    "inspect",
     "probe",
     "sniff",
     "sniff_mime_type",
@@ -142,12 +139,15 @@ class ProbeLimits:
     ``max_total_pixels`` bounds decode work across all frames (sum of frame areas). The default,
     250 MP, is five full-size stills or 1,000 frames of 500x500; at the 150-250 MP/s Pillow decodes
     on the measured 2-core machine that keeps the worst accepted file to one or two CPU seconds.
+    ``max_jpeg_scans`` bounds the other multiplier: libjpeg decodes every scan over the whole
+    frame, so scans (summed over an MPO's pictures) cost like frames (docs/imaging.md).
     """
 
     allowed_formats: frozenset[str] = CORE_FORMATS
     max_pixels: int = 50_000_000
     max_frames: int = 1000
     max_total_pixels: int = 250_000_000
+    max_jpeg_scans: int = 100
 
     def __post_init__(self) -> None:
         """Fail at configuration time rather than on the first upload."""
@@ -155,9 +155,24 @@ class ProbeLimits:
         if unknown:
             msg = f"unknown formats {sorted(unknown)}; choose from {sorted(KNOWN_FORMATS)}"
             raise ValueError(msg)
-        if min(self.max_pixels, self.max_frames, self.max_total_pixels) < 1:
+        if min(self.max_pixels, self.max_frames, self.max_total_pixels, self.max_jpeg_scans) < 1:
             msg = "limits must be positive"
             raise ValueError(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageHeader:
+    """What the headers promise, already checked against the limits; no pixel decoded yet.
+
+    ``format`` is Pillow's name (``MPO`` for a multi-picture JPEG); ``width``/``height`` are the
+    stored size of the first frame.
+    """
+
+    format: str
+    mime_type: str
+    width: int
+    height: int
+    frames: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,62 +369,22 @@ def _orientation(im: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _decode(fp: IO[bytes], kind: _Kind, limits: ProbeLimits) -> ImageInfo:
-    """Header checks, then a full frame-by-frame decode; any Pillow exception escapes to probe()."""
-    cap = _pixel_cap(limits)
-    # Only the sniffed format: otherwise Pillow would try FLI, PSD, EPS... on bytes we never vetted.
-    # "MPO" must never be listed (Pillow 13 raises KeyError); MPO files open through "JPEG".
-    with Image.open(fp, formats=[kind.format]) as im:
-        # n_frames comes from the header for most formats; GIF and TIFF scan frame headers (cheap:
-        # no pixel data is decoded), bounded by the upload size limit the caller enforces.
-        frames = int(getattr(im, "n_frames", 1))
-        if frames < 1:
-            raise CorruptImage("image has no frames")
-        if frames > limits.max_frames:
-            raise ImageTooLarge(f"{frames} frames exceeds the limit of {limits.max_frames}")
-        width, height = im.size
-        _check_frame_size(width, height, cap)
-        if frames * width * height > limits.max_total_pixels:
-            raise ImageTooLarge(
-                f"{frames} frames of {width}x{height} exceed {limits.max_total_pixels} pixels"
-            )
-        # draft(1/8) makes libjpeg entropy-decode every scan (so truncation and corrupt Huffman
-        # data still fail) while skipping most IDCT work and 63/64 of the memory. Measured on the
-        # corpus and 744 truncated/bit-flipped variants: identical verdicts to a full load.
-        # Not for MPO: draft state survives seek() and would mismatch the second picture's tile.
-        use_draft = im.format == "JPEG" and frames == 1
-        budget = limits.max_total_pixels
-        orientation = 1
-        for index in range(frames):
-            if index:
-                im.seek(index)
-            # Checked per frame: a GIF frame may extend the canvas far beyond the header's size.
-            frame_width, frame_height = im.size
-            _check_frame_size(frame_width, frame_height, cap)
-            budget -= frame_width * frame_height
-            if budget < 0:
-                raise ImageTooLarge(f"frames exceed {limits.max_total_pixels} pixels in total")
-            if index == 0 and use_draft:
-                im.draft(None, (max(1, frame_width // 8), max(1, frame_height // 8)))
-            im.load()
-            if index == 0:
-                if not use_draft:
-                    # libtiff and libheif may settle the final size only while decoding.
-                    width, height = im.size
-                    _check_frame_size(width, height, cap)
-                orientation = _orientation(im)
-        fmt = im.format or kind.format
-    swapped = orientation >= 5  # 5..8 are the transposes and quarter turns
-    return ImageInfo(
-        format=fmt,
-        mime_type=kind.mime_type,
-        width=width,
-        height=height,
-        frames=frames,
-        display_width=height if swapped else width,
-        display_height=width if swapped else height,
-        orientation=orientation,
-    )
+def _check_jpeg_scans(fp: IO[bytes], limit: int) -> None:
+    """Refuse a many-scan progressive JPEG from its markers: each scan is a full pass to decode."""
+    with jpeg.buffer_of(fp) as data:
+        scans = jpeg.count_scans(data, limit)
+    if scans > limit:
+        raise ImageTooLarge(f"the JPEG data has at least {scans} scans, over the limit of {limit}")
+
+
+def check_jpeg_scans(fp: IO[bytes], limits: ProbeLimits) -> None:
+    """The scan limit alone, for a JPEG (a marker walk, no decoder): cheap enough to run in the
+    API process before anything else is done with an upload."""
+    fp.seek(0)
+    is_jpeg = fp.read(3) == b"\xff\xd8\xff"
+    fp.seek(0)
+    if is_jpeg:
+        _check_jpeg_scans(fp, limits.max_jpeg_scans)
 
 
 @contextlib.contextmanager
@@ -424,17 +399,12 @@ def _opened(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[IO[bytes]]:
         yield source
 
 
-def probe(source: str | os.PathLike[str] | IO[bytes], limits: ProbeLimits) -> ImageInfo:
-    """Validate an upload spooled to disk: sniff, allowlist, size limits, then a full decode.
-
-    Raises a ``ProbeError`` subclass for every bad file. ``OSError`` from opening ``path`` itself
-    and ``RuntimeError`` for a process with ``ImageFile.LOAD_TRUNCATED_IMAGES`` switched on are
-    server faults and propagate.
-    """
-    if ImageFile.LOAD_TRUNCATED_IMAGES:
-        # Pillow reads it at load() time and it cannot be set per call; fail closed, not open.
-        msg = "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True; truncated uploads would pass"
-        raise RuntimeError(msg)
+@contextlib.contextmanager
+def _inspected(
+    source: str | os.PathLike[str] | IO[bytes], limits: ProbeLimits
+) -> Iterator[tuple[Image.Image, ImageHeader]]:
+    """Every check the headers answer, then the opened image; whatever Pillow raises, here or
+    in the caller's block, becomes a ``ProbeError``."""
     with _opened(source) as fp:
         head = fp.read(SNIFF_BYTES)
         if not head:
@@ -446,14 +416,35 @@ def probe(source: str | os.PathLike[str] | IO[bytes], limits: ProbeLimits) -> Im
             raise UnsupportedMediaType(f"{kind.format} images are not accepted")
         if kind.format not in decodable_formats():
             raise UnsupportedMediaType(f"{kind.format} decoding is not available on this server")
+        cap = _pixel_cap(limits)
         try:
             if kind.format in ("AVIF", "HEIF"):
-                cap = _pixel_cap(limits)
                 for width, height in _declared_extents(fp):
                     if width * height > cap:
                         raise ImageTooLarge(f"declares {width}x{height}, over {cap} pixels")
+            elif kind.format == "JPEG":
+                _check_jpeg_scans(fp, limits.max_jpeg_scans)
             fp.seek(0)
-            return _decode(fp, kind, limits)
+            # Only the sniffed format: otherwise Pillow would try FLI, PSD, EPS... on bytes we
+            # never vetted. "MPO" must never be listed (Pillow 13 raises KeyError); MPO files
+            # open through "JPEG".
+            with Image.open(fp, formats=[kind.format]) as im:
+                # n_frames comes from the header for most formats; GIF and TIFF scan frame
+                # headers (cheap: no pixel data is decoded), bounded by the upload size limit.
+                frames = int(getattr(im, "n_frames", 1))
+                if frames < 1:
+                    raise CorruptImage("image has no frames")
+                if frames > limits.max_frames:
+                    raise ImageTooLarge(f"{frames} frames exceeds the limit of {limits.max_frames}")
+                width, height = im.size
+                _check_frame_size(width, height, cap)
+                if frames * width * height > limits.max_total_pixels:
+                    raise ImageTooLarge(
+                        f"{frames} frames of {width}x{height} exceed "
+                        f"{limits.max_total_pixels} pixels"
+                    )
+                fmt = im.format or kind.format
+                yield im, ImageHeader(fmt, kind.mime_type, width, height, frames)
         except ProbeError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError) as exc:
@@ -463,3 +454,70 @@ def probe(source: str | os.PathLike[str] | IO[bytes], limits: ProbeLimits) -> Im
             # SyntaxError, KeyError, IndexError, struct.error... on bad input. On untrusted bytes
             # each means "does not decode", never a server fault; the cause stays chained for logs.
             raise CorruptImage(f"the {kind.format} data does not decode") from exc
+
+
+def _decode(im: Image.Image, header: ImageHeader, limits: ProbeLimits) -> ImageInfo:
+    """A full frame-by-frame decode of an inspected image; Pillow's exceptions escape."""
+    cap = _pixel_cap(limits)
+    width, height, frames = header.width, header.height, header.frames
+    # draft(1/8) makes libjpeg entropy-decode every scan (so truncation and corrupt Huffman
+    # data still fail) while skipping most IDCT work and 63/64 of the memory. Measured on the
+    # corpus and 744 truncated/bit-flipped variants: identical verdicts to a full load.
+    # Not for MPO: draft state survives seek() and would mismatch the second picture's tile.
+    use_draft = im.format == "JPEG" and frames == 1
+    budget = limits.max_total_pixels
+    orientation = 1
+    for index in range(frames):
+        if index:
+            im.seek(index)
+        # Checked per frame: a GIF frame may extend the canvas far beyond the header's size.
+        frame_width, frame_height = im.size
+        _check_frame_size(frame_width, frame_height, cap)
+        budget -= frame_width * frame_height
+        if budget < 0:
+            raise ImageTooLarge(f"frames exceed {limits.max_total_pixels} pixels in total")
+        if index == 0 and use_draft:
+            im.draft(None, (max(1, frame_width // 8), max(1, frame_height // 8)))
+        im.load()
+        if index == 0:
+            if not use_draft:
+                # libtiff and libheif may settle the final size only while decoding.
+                width, height = im.size
+                _check_frame_size(width, height, cap)
+            orientation = _orientation(im)
+    swapped = orientation >= 5  # 5..8 are the transposes and quarter turns
+    return ImageInfo(
+        format=header.format,
+        mime_type=header.mime_type,
+        width=width,
+        height=height,
+        frames=frames,
+        display_width=height if swapped else width,
+        display_height=width if swapped else height,
+        orientation=orientation,
+    )
+
+
+def inspect(source: str | os.PathLike[str] | IO[bytes], limits: ProbeLimits) -> ImageHeader:
+    """The checks that need no decode: format, allowlist, pixels, frames, JPEG scans.
+
+    For a decoder about to trust bytes that ``probe()`` accepted once. Raises the same
+    ``ProbeError`` subclasses; a file object (a BytesIO too) is read from its start and left open.
+    """
+    with _inspected(source, limits) as (_, header):
+        return header
+
+
+def probe(source: str | os.PathLike[str] | IO[bytes], limits: ProbeLimits) -> ImageInfo:
+    """Validate an upload spooled to disk: ``inspect()``'s checks, then a full decode.
+
+    Raises a ``ProbeError`` subclass for every bad file. ``OSError`` from opening ``path`` itself
+    and ``RuntimeError`` for a process with ``ImageFile.LOAD_TRUNCATED_IMAGES`` switched on are
+    server faults and propagate.
+    """
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # Pillow reads it at load() time and it cannot be set per call; fail closed, not open.
+        msg = "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True; truncated uploads would pass"
+        raise RuntimeError(msg)
+    with _inspected(source, limits) as (im, header):
+        return _decode(im, header, limits)
