@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter
@@ -11,11 +12,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from media_api.deps import StateDep
-from media_api.errors import problem
+from media_api.errors import PROBLEM_JSON, NotFound, problem
 from media_api.images import repository as images_repository
 from media_api.jobs import QUEUES, check_broker, queue_depths
 from media_api.metrics import ScrapeReadings
 from media_api.state import AppState
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
@@ -47,20 +50,25 @@ CHECKS: dict[str, Callable[[AppState], Awaitable[None]]] = {
 }
 
 
-async def _run(state: AppState, check: Callable[[AppState], Awaitable[None]]) -> str:
+async def _run(state: AppState, name: str, check: Callable[[AppState], Awaitable[None]]) -> str:
+    """The part's state, `ok`, `timeout` or `error`: only the log says why (the exception's
+    name and message would tell anyone what runs inside)."""
+    timeout = state.settings.readiness_timeout_seconds
     try:
-        await asyncio.wait_for(check(state), state.settings.readiness_timeout_seconds)
+        await asyncio.wait_for(check(state), timeout)
     except TimeoutError:
+        log.warning("readiness: %s did not answer within %g s", name, timeout)
         return "timeout"
     except Exception as exc:
-        return f"error: {type(exc).__name__}"
+        log.warning("readiness: %s failed: %r", name, exc)
+        return "error"
     return "ok"
 
 
 @router.get("/readyz", response_model=None)
 async def readyz(state: StateDep) -> dict[str, object] | JSONResponse:
     """Readiness: database, storage and broker all answer; 503 names the parts that do not."""
-    results = await asyncio.gather(*(_run(state, check) for check in CHECKS.values()))
+    results = await asyncio.gather(*(_run(state, name, check) for name, check in CHECKS.items()))
     checks = dict(zip(CHECKS, results, strict=True))
     failing = [name for name, result in checks.items() if result != "ok"]
     if failing:
@@ -95,12 +103,29 @@ async def _queue_depths(state: AppState) -> dict[str, int] | None:
         return None
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(state: StateDep) -> PlainTextResponse:
-    """Prometheus text format: the server's counters plus fleet-wide job counts and queue
-    depths (read side by side: one grouped query and one short broker connection)."""
+async def render_metrics(state: AppState) -> PlainTextResponse:
+    """A scrape, on whichever port serves it: the server's counters plus fleet-wide job counts
+    and queue depths (read side by side: one grouped query and one pooled broker connection)."""
     counts, depths = await asyncio.gather(_job_counts(state), _queue_depths(state))
     readings = ScrapeReadings(jobs=counts, queue_depths=depths)
     # In multiprocess mode this reads every server process's files: off the event loop.
     body = await asyncio.to_thread(state.metrics.render, readings)
     return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={
+        404: {
+            "description": "problem+json: `not-found` (MEDIA_METRICS_PORT serves them instead)",
+            "content": {PROBLEM_JSON: {}},
+        }
+    },
+)
+async def metrics(state: StateDep) -> PlainTextResponse:
+    """Prometheus text format; not here when they have a port of their own (kept off the
+    public listener)."""
+    if state.settings.metrics_port:
+        raise NotFound()
+    return await render_metrics(state)

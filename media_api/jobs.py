@@ -8,10 +8,13 @@ that moment, the job rows stay `pending` and the worker's sweep re-dispatches th
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, cast
 
 from celery import Celery
+from kombu import Connection
+from kombu.connection import ConnectionPool
 
 from media_api.settings import Settings
 
@@ -27,6 +30,8 @@ JOB_TASKS: dict[str, tuple[str, str]] = {
 }
 # Every queue the workers consume (they declare these; /metrics reports their depth).
 QUEUES = ("thumbnails", "tagging", "maintenance")
+# Longest wait for a broker's answer (Redis): a publish is a few milliseconds.
+BROKER_SOCKET_TIMEOUT_SECONDS = 5
 
 
 def create_producer(settings: Settings, *, with_results: bool = False) -> Celery:
@@ -49,38 +54,77 @@ def create_producer(settings: Settings, *, with_results: bool = False) -> Celery
         # the job rows stay pending and the workers' sweep dispatches them later.
         task_publish_retry=False,
         broker_connection_timeout=2,
-        broker_transport_options={"socket_connect_timeout": 2, "max_retries": 0},
+        # A broker that accepts connections and never answers must not hold a thread, and the
+        # pooled connection it uses (publishes, probes and scrapes share the pool), for ever.
+        broker_transport_options={
+            "socket_connect_timeout": 2,
+            "socket_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
+            "max_retries": 0,
+        },
     )
     return app
 
 
 def check_broker(producer: Celery, timeout: float) -> None:
-    """Raise unless the broker accepts a connection (readiness)."""
-    with producer.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=math.ceil(timeout))
+    """Raise unless the broker answers a round trip on a pooled connection (readiness).
+
+    A pooled Redis connection counts as connected whatever the broker's state, so a passive
+    declare (one round trip on Redis and AMQP alike) is what tells.
+    """
+    queue_depths(producer, QUEUES[:1], timeout)
+
+
+@contextmanager
+def _pooled_channel(producer: Celery, timeout: float) -> Iterator[tuple[Connection, Any]]:
+    """A connected connection from the producer's pool (the one publishing uses) and its
+    default channel, so scrapes and probes open no connection of their own.
+
+    It goes back to the pool afterwards, closed first if anything failed or the broker closed
+    its channel: the next user (a probe, a publish) then reconnects instead of inheriting it.
+    Any: the kombu stubs' StdChannel lacks the AMQP methods every transport's channel has.
+    """
+    # The stubs call `app.pool` a ProducerPool; it is the connection pool producers draw on.
+    pool = cast(ConnectionPool, producer.pool)
+    conn: Connection = pool.acquire(block=True, timeout=timeout)
+    channel: Any = None
+    healthy = False
+    try:
+        # No retry: kombu's would first sleep 2 s, past a probe's budget; the next probe or
+        # scrape is the retry.
+        conn.ensure_connection(max_retries=0, timeout=math.ceil(timeout))
+        # Its own channel, kept with it: a new channel per read would, on Redis, be a new
+        # socket.
+        channel = conn.default_channel
+        yield conn, channel
+        healthy = getattr(channel, "is_open", True) is not False
+    finally:
+        if not healthy:
+            conn.collect()  # drops the transport without talking to a broker that may be gone
+        conn.release()
 
 
 def queue_depths(producer: Celery, queues: Iterable[str], timeout: float) -> dict[str, int]:
-    """Messages waiting on each queue, over one short connection (blocking).
+    """Messages waiting on each queue, read on a pooled connection (blocking).
 
     A passive declare reads the count without creating anything. A queue the broker does not
     know has nothing waiting: Redis drops a list once it is empty, and on RabbitMQ no worker
     may have declared it yet.
     """
     depths: dict[str, int] = {}
-    with producer.connection_for_read() as conn:
-        conn.ensure_connection(max_retries=1, timeout=math.ceil(timeout))
-        # Any: the kombu stubs' StdChannel lacks the AMQP methods every transport's channel has.
-        channel: Any = conn.channel()
+    with _pooled_channel(producer, timeout) as (conn, channel):
+        reader = channel
         try:
             for queue in queues:
                 try:
-                    depths[queue] = channel.queue_declare(queue, passive=True).message_count
+                    depths[queue] = reader.queue_declare(queue, passive=True).message_count
                 except conn.channel_errors:
                     depths[queue] = 0
-                    # RabbitMQ closes a channel whose passive declare failed; Redis does not.
-                    if getattr(channel, "is_open", True) is False:
-                        channel = conn.channel()
+                    # RabbitMQ closes a channel whose passive declare failed (Redis does not):
+                    # the rest of this read goes on a fresh one, and the connection, its
+                    # default channel dead, is closed before it goes back to the pool.
+                    if getattr(reader, "is_open", True) is False:
+                        reader = conn.channel()
         finally:
-            channel.close()
+            if reader is not channel:
+                reader.close()
     return depths
