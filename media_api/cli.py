@@ -98,13 +98,48 @@ async def _with_session(settings: Settings, work: Callable[[AsyncSession], Await
 
 
 def _create_key(args: argparse.Namespace) -> int:
-    from media_api.auth.service import key_for_email
+    from media_api.auth.service import AccountExists, key_for_email
 
     async def work(session: AsyncSession) -> str:
-        return await key_for_email(session, args.email, args.name)
+        return await key_for_email(session, args.email, args.name, existing=args.existing)
 
-    token = asyncio.run(_with_session(Settings(), work))
+    try:
+        token = asyncio.run(_with_session(Settings(), work))
+    except AccountExists as exc:
+        print(f"{exc.detail}: pass --existing to add a key to it", file=sys.stderr)
+        return 1
     print(token)
+    return 0
+
+
+def _create_user(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from media_api.auth.schemas import SignupIn
+    from media_api.auth.service import EmailTaken, signup
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"password for {args.email}: ")
+    try:
+        account = SignupIn(email=args.email, password=password)
+    except ValidationError as exc:
+        print(f"refused: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 1
+
+    async def work(session: AsyncSession) -> uuid.UUID:
+        owner = await signup(session, None, account.email, account.password)
+        return owner.id
+
+    try:
+        owner_id = asyncio.run(_with_session(Settings(), work))
+    except EmailTaken as exc:
+        print(exc.detail, file=sys.stderr)
+        return 1
+    print(owner_id)
     return 0
 
 
@@ -332,7 +367,21 @@ def build_parser() -> argparse.ArgumentParser:
     key = sub.add_parser("create-key", help="print a new API key for an owner (created if new)")
     key.add_argument("email")
     key.add_argument("--name", default="cli")
+    key.add_argument(
+        "--existing",
+        action="store_true",
+        help="the account exists and has a password: add a key to it anyway",
+    )
     key.set_defaults(func=_create_key)
+
+    user = sub.add_parser(
+        "create-user", help="create an account with a password (the way in when signup is closed)"
+    )
+    user.add_argument("email")
+    user.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    user.set_defaults(func=_create_user)
 
     dev = sub.add_parser("dev", help="start the whole stack locally (embedded services)")
     dev.add_argument("--data-dir", type=Path)

@@ -11,10 +11,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from media_api import logs
+from media_api import logs, throttles
 from media_api.auth.service import Unauthorized, owner_for_token
 from media_api.effects import Effects
-from media_api.errors import MediaError
+from media_api.errors import RateLimited
 from media_api.images.urls import Signer
 from media_api.settings import Settings
 from media_api.state import AppState
@@ -93,20 +93,8 @@ async def current_owner(
 CurrentOwner = Annotated[uuid.UUID, Depends(current_owner)]
 
 
-class RateLimited(MediaError):
-    status_code = 429
-    code = "rate-limited"
-    title = "Too many requests"
-
-    def __init__(self, detail: str, retry_after: int) -> None:
-        super().__init__(detail, retry_after=retry_after)
-        self.headers["Retry-After"] = str(retry_after)
-
-
 async def _limit(state: AppState, bucket: str, owner: uuid.UUID, per_minute: int) -> None:
-    if per_minute <= 0:
-        return
-    retry_after = await state.limiter.hit(f"{bucket}:{owner}", per_minute)
+    retry_after = await state.throttle.hit(f"{bucket}:{owner}", throttles.per_minute(per_minute))
     if retry_after is not None:
         raise RateLimited(f"more than {per_minute} {bucket} requests a minute", retry_after)
 
@@ -117,5 +105,13 @@ async def api_rate_limit(state: StateDep, owner: CurrentOwner) -> None:
 
 
 async def upload_rate_limit(state: StateDep, owner: CurrentOwner) -> None:
-    """Uploads have their own, smaller budget: they cost far more than reads."""
+    """Uploads (and reprocessing, which costs as much) have their own, smaller budget."""
     await _limit(state, "upload", owner, state.settings.rate_limit_uploads_per_minute)
+
+
+def client_address(request: Request) -> str:
+    """The caller's address (uvicorn resolves X-Forwarded-For from trusted proxies only)."""
+    return request.client.host if request.client else "unknown"
+
+
+ClientAddress = Annotated[str, Depends(client_address)]

@@ -45,6 +45,42 @@ class ServiceUnavailable(MediaError):
     title = "Service unavailable"
 
 
+class RateLimited(MediaError):
+    status_code = 429
+    code = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.headers["Retry-After"] = str(retry_after)
+
+
+class ServerBusy(MediaError):
+    """Every slot for this kind of work is taken: retry shortly (the work never started)."""
+
+    status_code = 503
+    code = "server-busy"
+    title = "Server busy"
+
+    def __init__(self, detail: str, retry_after: int = 2) -> None:
+        super().__init__(detail)
+        self.headers["Retry-After"] = str(retry_after)
+
+
+def problem_responses(*errors: type[MediaError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries listing the stable problem codes each status can carry."""
+    codes: dict[int, list[str]] = {}
+    for error in errors:
+        codes.setdefault(error.status_code, []).append(f"`{error.code}`")
+    return {
+        status_code: {
+            "description": "problem+json: " + ", ".join(names),
+            "content": {PROBLEM_JSON: {}},
+        }
+        for status_code, names in codes.items()
+    }
+
+
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
     """Build a problem+json response; every error the API emits goes through here."""
     body = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,18 +13,21 @@ from fastapi import Depends, FastAPI
 
 from media_api import health, logs
 from media_api.auth.router import auth_router, keys_router
+from media_api.auth.throttling import AuthThrottles
 from media_api.db import create_engine, session_factory
 from media_api.deps import api_rate_limit
 from media_api.errors import install_error_handlers
 from media_api.galleries.router import router as galleries_router
 from media_api.http import InFlight, install_http_policies
 from media_api.images.router import router as images_router
+from media_api.images.validation import Validator
 from media_api.jobs import create_producer
 from media_api.metrics import ApiMetrics
-from media_api.ratelimit import create_limiter
+from media_api.metrics_server import serving_metrics
 from media_api.settings import Settings
 from media_api.state import AppState
 from media_api.storage.s3 import AsyncS3Store, S3Store
+from media_api.throttles import create_throttle
 from media_api.web.router import install_web
 
 log = logging.getLogger(__name__)
@@ -65,18 +69,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = S3Store(settings)
         async_store = AsyncS3Store(store)
         producer = create_producer(settings)
-        limiter = create_limiter(settings.rate_limit_redis_url)
+        metrics = ApiMetrics()
+        throttle = create_throttle(settings.rate_limit_redis_url, metrics.ratelimit_errors.inc)
+        hashing = ThreadPoolExecutor(settings.password_hash_workers, "password-hash")
+        validator = Validator(settings)
         app.state.media = AppState(
             settings=settings,
             engine=engine,
             sessions=session_factory(engine),
             store=async_store,
             producer=producer,
-            limiter=limiter,
-            metrics=ApiMetrics(),
+            throttle=throttle,
+            auth_throttles=AuthThrottles(throttle, settings),
+            hashing=hashing,
+            validator=validator,
+            metrics=metrics,
         )
         try:
-            yield
+            # /metrics on a port of its own when MEDIA_METRICS_PORT is set; stopped first.
+            async with serving_metrics(app.state.media):
+                yield
         finally:
             # When the shutdown grace ends, uvicorn cancels the requests still running and
             # runs this at once, without waiting for them; they clean up with what is closed
@@ -90,7 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     in_flight.count,
                     CLEANUP_GRACE_SECONDS,
                 )
-            await limiter.close()
+            await throttle.close()
+            hashing.shutdown(wait=False, cancel_futures=True)
+            await asyncio.to_thread(validator.close)
             producer.close()
             store.close()
             await engine.dispose()

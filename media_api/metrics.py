@@ -148,6 +148,11 @@ class ApiMetrics:
         self.signed_urls = Counter(
             "media_signed_urls", "Presigned URLs issued.", registry=self.registry
         )
+        self.ratelimit_errors = Counter(
+            "media_ratelimit_errors",
+            "Rate-limit checks that failed open (their Redis erred or hung).",
+            registry=self.registry,
+        )
 
     def render(self, readings: ScrapeReadings) -> bytes:
         """Prometheus text: the counters (of every server process in multiprocess mode; a

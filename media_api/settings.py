@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -10,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from media_api.imaging.probe import KNOWN_FORMATS
+from media_api.throttles import parse_rates
 
 
 def _with_driver(url: str, driver: str) -> str:
@@ -66,6 +68,14 @@ class Settings(BaseSettings):
     allowed_formats: Annotated[frozenset[str], NoDecode] = frozenset({"JPEG", "PNG", "GIF", "WEBP"})
     # Uploads are spooled here while they are hashed and validated, then deleted.
     upload_tmp_dir: Path | None = None
+    # Decode work, bounded before and during the decode: a JPEG with more scans is refused
+    # from a walk over its markers (encoders write 10-20); validation runs in a pool of
+    # processes, at most this many at once, each killed past the time budget.
+    max_jpeg_scans: int = Field(default=100, ge=1)
+    validation_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_concurrent_validations: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    # An upload waits this long for a free validation slot, then gets 503 with Retry-After.
+    validation_wait_seconds: float = Field(default=5.0, ge=0)
 
     # Accounts. No default: `serve` refuses to start without a strong key (`dev` makes one).
     secret_key: SecretStr | None = None
@@ -74,6 +84,16 @@ class Settings(BaseSettings):
     rate_limit_requests_per_minute: int = Field(default=1200, ge=0)
     rate_limit_uploads_per_minute: int = Field(default=120, ge=0)
     redis_url: str | None = None  # defaults to the broker when that is Redis
+    # Sign-in and sign-up, throttled before any password work (limits' notation, `;` between
+    # windows; empty = off): per client address, per account, and failed sign-ins per account
+    # (the longer windows make repeated failures back off).
+    rate_limit_auth_per_address: Annotated[str, NoDecode] = "10/minute;100/hour"
+    rate_limit_login_per_account: Annotated[str, NoDecode] = "10/minute"
+    rate_limit_login_failures_per_account: Annotated[str, NoDecode] = "5/minute;20/hour;50/day"
+    # Password hashing runs in its own threads, so a login flood cannot starve uploads.
+    password_hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    # open: anyone may create an account; closed: only `media-api create-user` does.
+    signup: Literal["open", "closed"] = "open"
     quota_bytes: int = Field(default=10 * 1024**3, ge=0)  # originals per owner; 0 = unlimited
     # Browser origins allowed to call the API (comma list); empty = no CORS headers at all.
     cors_origins: Annotated[list[str], NoDecode] = []
@@ -106,6 +126,10 @@ class Settings(BaseSettings):
     # and looks again (done by then), or takes it over (that worker died mid-batch).
     tag_batch_lease_seconds: float = Field(default=60.0, gt=0)
 
+    # Fairness: each owner's jobs take slots at least this far apart in the order workers
+    # claim them, so one owner's burst queues behind other owners' uploads, not ahead.
+    job_owner_spacing_seconds: float = Field(default=0.5, ge=0)
+
     # Job delivery: retries with backoff, then the sweep; a job is failed after max attempts.
     job_max_attempts: int = Field(default=5, ge=1)
     job_retry_backoff_seconds: float = Field(default=2.0, gt=0)
@@ -114,6 +138,19 @@ class Settings(BaseSettings):
     job_pending_grace_seconds: float = Field(default=120.0, gt=0)
     # A running job not updated for this long lost its worker (killed mid-task).
     job_running_timeout_seconds: float = Field(default=600.0, gt=0)
+
+    # Time limits per task kind (soft: the job fails `processing-timeout`; the hard limit,
+    # this grace later, kills the pool process), and the memory after which a pool process is
+    # replaced once its task ends.
+    thumbnails_time_limit_seconds: float = Field(default=60.0, gt=0)
+    tagging_time_limit_seconds: float = Field(default=120.0, gt=0)
+    task_kill_grace_seconds: float = Field(default=30.0, gt=0)
+    worker_max_memory_mb: int = Field(default=1024, ge=64)
+
+    # The API's /metrics on a port of its own (0 = served with the API): keep it off the
+    # public listener.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     # Each worker serves Prometheus metrics on this address and port (0 = off): several
     # workers on one host need a port each, so there is no fixed default.
@@ -155,6 +192,17 @@ class Settings(BaseSettings):
                 valid_name = re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name) is not None
                 if not valid_name or not size.isdigit() or mode not in ("", "crop"):
                     raise ValueError(f"bad preset {spec!r}: use name:size or name:size:crop")
+        return value
+
+    @field_validator(
+        "rate_limit_auth_per_address",
+        "rate_limit_login_per_account",
+        "rate_limit_login_failures_per_account",
+    )
+    @classmethod
+    def _valid_rates(cls, value: str) -> str:
+        """`10/minute;100/hour` (the `limits` notation); refused at startup if malformed."""
+        parse_rates(value)
         return value
 
     @field_validator("cors_origins", mode="before")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from media_api.auth.throttling import AuthThrottles
+from media_api.images.validation import Validator
 from media_api.metrics import ApiMetrics
-from media_api.ratelimit import RateLimiter
 from media_api.settings import Settings
 from media_api.storage.s3 import AsyncS3Store
+from media_api.throttles import Throttle
 
 
 @dataclass
@@ -22,5 +25,9 @@ class AppState:
     sessions: async_sessionmaker[AsyncSession]
     store: AsyncS3Store
     producer: Celery
-    limiter: RateLimiter
+    throttle: Throttle
+    auth_throttles: AuthThrottles
+    # Password hashing only: a login flood waits here, never in the default thread pool.
+    hashing: ThreadPoolExecutor
+    validator: Validator
     metrics: ApiMetrics

@@ -79,12 +79,16 @@ def upload_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def app_settings(settings: Settings, upload_tmp: Path) -> Settings:
-    """Settings of the API under test; rate limits off (tests/auth turns them on)."""
+    """Settings of the API under test; rate limits off (tests/auth turns them on): the whole
+    session signs in from one address."""
     return settings.model_copy(
         update={
             "upload_tmp_dir": upload_tmp,
             "rate_limit_requests_per_minute": 0,
             "rate_limit_uploads_per_minute": 0,
+            "rate_limit_auth_per_address": "",
+            "rate_limit_login_per_account": "",
+            "rate_limit_login_failures_per_account": "",
             "web_key_links": True,  # tests/web sign in with `/#key=` links, as `make dev` does
         }
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import subprocess
 import sys
 import threading
@@ -15,6 +17,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from PIL import Image as PILImage
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
@@ -78,6 +81,22 @@ def assert_nothing_left(
     assert in_s3 == in_db
     assert list(upload_tmp.iterdir()) == []
     assert store.list_multipart_uploads() == []
+
+
+def png(seed: int, size: int = 32) -> bytes:
+    """A small PNG, distinct bytes per seed."""
+    img = PILImage.new("RGB", (size, size), (seed % 256, (seed // 256) % 256, 77))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def noise_jpeg(width: int, height: int) -> bytes:
+    """A photo-sized JPEG of noise: real decode and encode work for the workers."""
+    img = PILImage.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
 
 
 def upload(

@@ -29,6 +29,8 @@ def create_celery(settings: Settings, *, sweep: bool = True) -> Celery:
         task_reject_on_worker_lost=True,
         # One task in hand per process: long image jobs must not hide queued work.
         worker_prefetch_multiplier=1,
+        # A pool process that grew past this (a huge decode) is replaced after its task.
+        worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,
         task_queues=[Queue(name) for name in QUEUES],
         task_default_queue="maintenance",
         broker_connection_retry_on_startup=True,

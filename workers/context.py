@@ -26,12 +26,12 @@ class WorkerContext:
     store: S3Store
 
 
-_contexts: dict[int, WorkerContext] = {}
+_contexts: dict[tuple[int, str], WorkerContext] = {}
 
 
 def context(settings: Settings) -> WorkerContext:
-    """This process's context (created on first use after a fork)."""
-    pid = os.getpid()
+    """This process's context for this database (created on first use after a fork)."""
+    pid = (os.getpid(), settings.sync_database_url)
     ctx = _contexts.get(pid)
     if ctx is None:
         engine = create_engine(

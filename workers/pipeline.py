@@ -6,16 +6,22 @@ is claimed before and settled after, so a duplicate delivery of a finished job d
 
 from __future__ import annotations
 
+import io
 import logging
+import time
 import uuid
 from typing import Any
 
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
+from celery.exceptions import SoftTimeLimitExceeded
 from numpy.typing import NDArray
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
 
 from media_api.images.models import JobKind
+from media_api.images.validation import probe_limits
+from media_api.imaging import probe
 from media_api.imaging import variants as imaging
 from media_api.settings import Settings
 from media_api.storage import keys
@@ -25,6 +31,10 @@ from workers.context import WorkerContext
 from workers.tagging import Tagger, TagResult, preprocess, shared_tagger
 
 log = logging.getLogger(__name__)
+
+
+# The job's code when its task ran past the time limit of its kind.
+PROCESSING_TIMEOUT = "processing-timeout"
 
 
 class TransientJobError(Exception):
@@ -63,16 +73,61 @@ def presets(settings: Settings) -> list[imaging.Preset]:
     return result
 
 
-def make_variants(ctx: WorkerContext, image_id: uuid.UUID) -> str:
-    """Run the thumbnails job for one image; returns what happened, for the task log."""
+def hard_time_limit(settings: Settings, kind: JobKind) -> float:
+    """Seconds after which a task of this kind is killed (its soft limit plus the grace)."""
+    return soft_time_limit(settings, kind) + settings.task_kill_grace_seconds
+
+
+def soft_time_limit(settings: Settings, kind: JobKind) -> float:
+    """Seconds after which a task of this kind is interrupted and its job failed."""
+    if kind is JobKind.THUMBNAILS:
+        return settings.thumbnails_time_limit_seconds
+    return settings.tagging_time_limit_seconds
+
+
+def recheck(settings: Settings, data: bytes) -> None:
+    """What the API validated, checked again before decoding: the format allowlist, pixels,
+    frames and JPEG scans from the headers (no decode). Raises a ProbeError."""
+    probe.inspect(io.BytesIO(data), probe_limits(settings))
+
+
+def claim_turn(
+    session: Session, image_id: uuid.UUID, kind: JobKind, task_id: str | None, lease: float
+) -> repository.Claimed | None:
+    """A task's message is a turn of work. It runs its own image's job while that owner is
+    within its share (the job's fair slot has come); otherwise, or when its job was done by
+    another turn, the pending job with the earliest slot, so an owner's burst serves other
+    owners first. Last, its own job if a dead worker left it running past the lease."""
+    return (
+        repository.claim_if_due(session, image_id, kind, task_id=task_id)
+        or repository.claim_next(session, kind, task_id=task_id)
+        or repository.claim(session, image_id, kind, task_id=task_id, lease=lease)
+    )
+
+
+def make_variants(
+    ctx: WorkerContext, image_id: uuid.UUID, task_id: str | None = None, *, fair: bool = False
+) -> str:
+    """Run this image's thumbnails job or, with `fair`, what the task's turn of work is for
+    (`claim_turn`). Returns what happened, for the task log."""
     kind = JobKind.THUMBNAILS
     with ctx.sessions.begin() as session:
-        claimed = repository.claim(session, image_id, kind)
+        if fair:
+            lease = hard_time_limit(ctx.settings, kind)
+            claimed = claim_turn(session, image_id, kind, task_id, lease)
+        else:
+            claimed = repository.claim(session, image_id, kind, task_id=task_id)
     if claimed is None:
-        return "skipped: done already or image deleted"
+        return "skipped: done already, in hand elsewhere, or image deleted"
+    deadline = time.monotonic() + soft_time_limit(ctx.settings, kind)
+    image_id = claimed.image_id
     try:
         original = ctx.store.get_bytes(claimed.original_key)
+        recheck(ctx.settings, original)
         result = imaging.render(original, presets(ctx.settings), ctx.settings.variant_format)
+        # Celery's signal can be held off by C code or caught on its way out: check too.
+        if time.monotonic() > deadline:
+            raise SoftTimeLimitExceeded()
         records: list[dict[str, Any]] = []
         for variant in result.variants:
             key = keys.variant_key(claimed.owner_id, image_id, variant.name, variant.ext)
@@ -89,11 +144,17 @@ def make_variants(ctx: WorkerContext, image_id: uuid.UUID) -> str:
             )
     except ObjectNotFoundError:
         return _fail(ctx, image_id, kind, "original-missing")
-    except TRANSIENT as exc:
-        log.warning("thumbnails for %s: transient %s", image_id, type(exc).__name__)
-        _retry_later(ctx, image_id, kind, "storage-unavailable")
-        raise TransientJobError("storage-unavailable") from exc
-    except Exception:
+    except Exception as exc:
+        if _timed_out(exc):  # the signal may surface wrapped by a decoder's own handling
+            log.warning("thumbnails for %s: over the time limit", image_id)
+            return _fail(ctx, image_id, kind, PROCESSING_TIMEOUT)
+        if isinstance(exc, probe.ProbeError):
+            log.warning("thumbnails for %s: refused on re-check: %s", image_id, exc.detail)
+            return _fail(ctx, image_id, kind, exc.code)
+        if isinstance(exc, TRANSIENT):
+            log.warning("thumbnails for %s: transient %s", image_id, type(exc).__name__)
+            _retry_later(ctx, image_id, kind, "storage-unavailable")
+            raise TransientJobError("storage-unavailable") from exc
         # The original passed validation, so this is a decoder/encoder fault: retrying the
         # same bytes gives the same answer.
         log.exception("thumbnails for %s: render failed", image_id)
@@ -113,6 +174,15 @@ def make_variants(ctx: WorkerContext, image_id: uuid.UUID) -> str:
     return f"ready: {len(records)} variants"
 
 
+def _timed_out(exc: BaseException | None) -> bool:
+    """True when Celery's soft time limit is behind `exc`, directly or as its cause."""
+    while exc is not None:
+        if isinstance(exc, SoftTimeLimitExceeded):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _fail(ctx: WorkerContext, image_id: uuid.UUID, kind: JobKind, code: str) -> str:
     with ctx.sessions.begin() as session:
         repository.job_failed(session, image_id, kind, code, fails_image=kind is JobKind.THUMBNAILS)
@@ -128,15 +198,21 @@ def _retry_later(ctx: WorkerContext, image_id: uuid.UUID, kind: JobKind, code: s
         log.warning("could not record the retry of %s/%s", image_id, kind)
 
 
-def tag_images(ctx: WorkerContext, image_id: uuid.UUID) -> str:
-    """Run the tagging job for this image and, in the same model call, for other tagging jobs
-    waiting right now (batching what the queue holds). A failure here fails the tagging job
-    only: the image and its variants are unaffected."""
+def tag_images(
+    ctx: WorkerContext, image_id: uuid.UUID, task_id: str | None = None, *, fair: bool = False
+) -> str:
+    """Run this image's tagging job (with `fair`, what the task's turn is for: `claim_turn`)
+    and, in the same model call, other tagging jobs waiting right now
+    (batching what the queue holds). A failure here fails the tagging job only: the image and
+    its variants are unaffected."""
     kind = JobKind.TAGGING
     settings = ctx.settings
     lease = settings.tag_batch_lease_seconds
     with ctx.sessions.begin() as session:
-        first = repository.claim(session, image_id, kind, lease=lease)
+        if fair:
+            first = claim_turn(session, image_id, kind, task_id, lease)
+        else:
+            first = repository.claim(session, image_id, kind, task_id=task_id, lease=lease)
         if first is None:
             if repository.is_running(session, image_id, kind):
                 # In another worker's batch right now: running it twice would only waste a
@@ -146,12 +222,26 @@ def tag_images(ctx: WorkerContext, image_id: uuid.UUID) -> str:
             return "skipped: done already or image deleted"
         claimed = [first]
         others = repository.pending_ids(
-            session, kind, exclude=image_id, limit=settings.tag_batch_size - 1
+            session, kind, exclude=first.image_id, limit=settings.tag_batch_size - 1
         )
         for other in others:
-            extra = repository.claim(session, other, kind)
+            extra = repository.claim(session, other, kind, task_id=task_id)
             if extra is not None:
                 claimed.append(extra)
+    try:
+        return _tag_claimed(ctx, claimed)
+    except SoftTimeLimitExceeded:
+        log.warning("tagging %d images: over the time limit", len(claimed))
+        with ctx.sessions.begin() as session:
+            for job in claimed:
+                repository.job_failed_unless_done(session, job.image_id, kind, PROCESSING_TIMEOUT)
+        return f"failed: {PROCESSING_TIMEOUT} ({len(claimed)} images)"
+
+
+def _tag_claimed(ctx: WorkerContext, claimed: list[repository.Claimed]) -> str:
+    """Read, re-check, decode and tag the claimed jobs; settle each."""
+    kind = JobKind.TAGGING
+    settings = ctx.settings
 
     batch: list[repository.Claimed] = []
     originals: list[bytes] = []
@@ -170,14 +260,23 @@ def tag_images(ctx: WorkerContext, image_id: uuid.UUID) -> str:
     decoded: list[tuple[repository.Claimed, NDArray[np.uint8]]] = []
     for job, data in zip(batch, originals, strict=True):
         try:
+            recheck(settings, data)
             decoded.append((job, preprocess(data)))
-        except Exception:
+        except Exception as exc:
+            if _timed_out(exc):
+                raise SoftTimeLimitExceeded() from exc
+            if isinstance(exc, probe.ProbeError):
+                log.warning("tagging %s: refused on re-check: %s", job.image_id, exc.detail)
+                _fail(ctx, job.image_id, kind, exc.code)
+                continue
             log.exception("tagging %s: decode failed", job.image_id)
             _fail(ctx, job.image_id, kind, "tagging-failed")
     if not decoded:
         return "failed: nothing to tag"
     try:
         results = _tagger(settings).tag_pixels([pixels for _, pixels in decoded])
+    except SoftTimeLimitExceeded:
+        raise
     except Exception:
         log.exception("tagging %d images failed", len(decoded))
         for job, _ in decoded:

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 import media_api.models  # noqa: F401 - every table, so foreign keys resolve in this process
@@ -27,36 +27,91 @@ class Claimed:
 
 
 def claim(
-    session: Session, image_id: uuid.UUID, kind: JobKind, *, lease: float | None = None
+    session: Session,
+    image_id: uuid.UUID,
+    kind: JobKind,
+    *,
+    task_id: str | None = None,
+    lease: float | None = None,
 ) -> Claimed | None:
-    """Mark the job running; None when it is done already or the image is gone (a duplicate
-    delivery or a deleted image: nothing to do), or, with a `lease` in seconds, while another
-    worker started it less than that long ago."""
+    """Mark this image's job running; None when it is done already or the image is gone (a
+    duplicate delivery or a deleted image: nothing to do), or, with a `lease` in seconds,
+    while another task started it less than that long ago."""
     claimable = ImageJob.state != JobState.DONE
     if lease is not None:
         lease_over = ImageJob.started_at < func.now() - dt.timedelta(seconds=lease)
         claimable = and_(claimable, or_(ImageJob.state != JobState.RUNNING, lease_over))
-    attempts = session.scalar(
+    return _start(
+        session, and_(ImageJob.image_id == image_id, ImageJob.kind == kind, claimable), task_id
+    )
+
+
+def claim_if_due(
+    session: Session, image_id: uuid.UUID, kind: JobKind, *, task_id: str | None = None
+) -> Claimed | None:
+    """This image's job if it is pending and its fair slot has come (its owner is within its
+    share); None otherwise."""
+    due = and_(ImageJob.state == JobState.PENDING, ImageJob.fair_at <= func.now())
+    return _start(session, and_(ImageJob.image_id == image_id, ImageJob.kind == kind, due), task_id)
+
+
+def claim_next(session: Session, kind: JobKind, *, task_id: str | None = None) -> Claimed | None:
+    """The pending job of this kind with the earliest fair slot, whichever image it is for.
+    None when nothing of the kind waits."""
+    job_id = session.scalar(
+        select(ImageJob.id)
+        .where(ImageJob.kind == kind, ImageJob.state == JobState.PENDING)
+        .order_by(ImageJob.fair_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return None if job_id is None else _start(session, ImageJob.id == job_id, task_id)
+
+
+def _start(session: Session, which: ColumnElement[bool], task_id: str | None) -> Claimed | None:
+    started = session.execute(
         update(ImageJob)
-        .where(ImageJob.image_id == image_id, ImageJob.kind == kind)
-        .where(claimable)
+        .where(which)
         .values(
             state=JobState.RUNNING,
             attempts=ImageJob.attempts + 1,
+            task_id=task_id,
             started_at=func.now(),
             finished_at=None,
             updated_at=func.now(),
         )
-        .returning(ImageJob.attempts)
-    )
-    if attempts is None:
+        .returning(ImageJob.image_id, ImageJob.attempts)
+    ).one_or_none()
+    if started is None:
         return None
     row = session.execute(
-        select(Image.owner_id, Image.original_key, Image.created_at).where(Image.id == image_id)
+        select(Image.owner_id, Image.original_key, Image.created_at).where(
+            Image.id == started.image_id
+        )
     ).one_or_none()
     if row is None:
         return None
-    return Claimed(image_id, row.owner_id, row.original_key, attempts, row.created_at)
+    return Claimed(
+        started.image_id, row.owner_id, row.original_key, started.attempts, row.created_at
+    )
+
+
+def fail_jobs_of_task(session: Session, task_id: str, code: str) -> int:
+    """Fail the jobs a task still held when it was killed; returns how many."""
+    rows = session.execute(
+        update(ImageJob)
+        .where(ImageJob.task_id == task_id, ImageJob.state == JobState.RUNNING)
+        .values(state=JobState.FAILED, error_code=code, finished_at=func.now())
+        .returning(ImageJob.image_id, ImageJob.kind)
+    ).all()
+    thumbnails = [row.image_id for row in rows if row.kind is JobKind.THUMBNAILS]
+    if thumbnails:
+        session.execute(
+            update(Image)
+            .where(Image.id.in_(thumbnails))
+            .values(status=ImageStatus.FAILED, error_code=code)
+        )
+    return len(rows)
 
 
 def is_running(session: Session, image_id: uuid.UUID, kind: JobKind) -> bool:
@@ -69,7 +124,7 @@ def is_running(session: Session, image_id: uuid.UUID, kind: JobKind) -> bool:
 def pending_ids(
     session: Session, kind: JobKind, *, exclude: uuid.UUID, limit: int
 ) -> list[uuid.UUID]:
-    """Other jobs of this kind waiting right now, oldest first, skipping rows another worker
+    """Other jobs of this kind waiting right now, in the fair order, skipping rows another worker
     has locked: a worker takes them into the same model call (their own messages then find
     the job done and do nothing)."""
     if limit <= 0:
@@ -79,7 +134,7 @@ def pending_ids(
             select(ImageJob.image_id)
             .where(ImageJob.kind == kind, ImageJob.state == JobState.PENDING)
             .where(ImageJob.image_id != exclude)
-            .order_by(ImageJob.updated_at)
+            .order_by(ImageJob.fair_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -150,6 +205,23 @@ def job_failed(
     """A permanent failure: the job is failed, and the image too when it cannot be shown."""
     _finish_job(session, image_id, kind, JobState.FAILED, code)
     if fails_image:
+        session.execute(
+            update(Image)
+            .where(Image.id == image_id)
+            .values(status=ImageStatus.FAILED, error_code=code)
+        )
+
+
+def job_failed_unless_done(session: Session, image_id: uuid.UUID, kind: JobKind, code: str) -> None:
+    """Fail a job of a batch that was cut short, unless it was settled before the cut."""
+    failed = session.scalar(
+        update(ImageJob)
+        .where(ImageJob.image_id == image_id, ImageJob.kind == kind)
+        .where(ImageJob.state == JobState.RUNNING)
+        .values(state=JobState.FAILED, error_code=code, finished_at=func.now())
+        .returning(ImageJob.id)
+    )
+    if failed is not None and kind is JobKind.THUMBNAILS:
         session.execute(
             update(Image)
             .where(Image.id == image_id)

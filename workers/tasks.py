@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from typing import Any, Protocol
 
 from celery import Celery, Task
+from celery.exceptions import TimeLimitExceeded
 
+from media_api.images.models import JobKind
 from media_api.jobs import PING_TASK, TAG_TASK, VARIANTS_TASK
 from media_api.settings import Settings
-from workers import pipeline
+from workers import pipeline, repository
 from workers.context import WorkerContext, context
 
 
-def _run(
-    task: Task[[str], str],
-    settings: Settings,
-    work: Callable[[WorkerContext, uuid.UUID], str],
-    image_id: str,
-) -> str:
+class Work(Protocol):
+    def __call__(
+        self, ctx: WorkerContext, image_id: uuid.UUID, task_id: str | None, *, fair: bool
+    ) -> str: ...
+
+
+def _run(task: Task[[str], str], settings: Settings, work: Work, image_id: str) -> str:
     """Run one job; transient failures retry with exponential backoff, then the sweep."""
     try:
-        return work(context(settings), uuid.UUID(image_id))
+        return work(context(settings), uuid.UUID(image_id), task.request.id, fair=True)
     except pipeline.JobBusy as exc:
         raise task.retry(exc=exc, countdown=exc.countdown) from exc
     except pipeline.TransientJobError as exc:
@@ -33,20 +36,60 @@ def _run(
         raise task.retry(exc=exc, countdown=countdown) from exc
 
 
+def _fail_when_killed(settings: Settings) -> type[Task[[str], str]]:
+    """A task base whose hard time limit fails the jobs the killed task held: the main
+    process runs `on_failure` for it, since the pool process is gone."""
+
+    class JobTask(Task[[str], str]):
+        def on_failure(
+            self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any
+        ) -> None:
+            if isinstance(exc, TimeLimitExceeded):
+                with context(settings).sessions.begin() as session:
+                    repository.fail_jobs_of_task(session, task_id, pipeline.PROCESSING_TIMEOUT)
+
+    return JobTask
+
+
+def _limits(settings: Settings, kind: JobKind) -> dict[str, float]:
+    return {
+        "soft_time_limit": pipeline.soft_time_limit(settings, kind),
+        "time_limit": pipeline.hard_time_limit(settings, kind),
+    }
+
+
 def register(app: Celery, settings: Settings) -> None:
     """Bind every task to `app` under its stable name (the API sends by name)."""
+    base = _fail_when_killed(settings)
+    # Time limits per kind (annotations apply them to the tasks defined below).
+    app.conf.task_annotations = {
+        VARIANTS_TASK: _limits(settings, JobKind.THUMBNAILS),
+        TAG_TASK: _limits(settings, JobKind.TAGGING),
+    }
 
     @app.task(name=PING_TASK)
     def ping() -> str:
         """Round-trip check: proves a worker consumes and the result store answers."""
         return "pong"
 
-    @app.task(name=VARIANTS_TASK, bind=True, ignore_result=True, max_retries=None)
+    @app.task(
+        name=VARIANTS_TASK,
+        base=base,
+        bind=True,
+        ignore_result=True,
+        max_retries=None,
+    )
     def make_variants(self: Task[[str], str], image_id: str) -> str:
         """Thumbnails job (queue `thumbnails`)."""
         return _run(self, settings, pipeline.make_variants, image_id)
 
-    @app.task(name=TAG_TASK, bind=True, ignore_result=True, max_retries=None)
+    @app.task(
+        name=TAG_TASK,
+        base=base,
+        bind=True,
+        ignore_result=True,
+        max_retries=None,
+    )
     def tag_image(self: Task[[str], str], image_id: str) -> str:
         """Tagging job (queue `tagging`), batched with other pending tagging jobs."""
         return _run(self, settings, pipeline.tag_images, image_id)

@@ -18,7 +18,15 @@ from media_api.auth.schemas import (
     SignupIn,
     TokenOut,
 )
-from media_api.deps import CurrentOwner, SessionDep, SettingsDep, api_rate_limit
+from media_api.auth.service import EmailTaken, InvalidCredentials, SignupClosed
+from media_api.deps import (
+    ClientAddress,
+    CurrentOwner,
+    SessionDep,
+    StateDep,
+    api_rate_limit,
+)
+from media_api.errors import RateLimited, problem_responses
 
 auth_router = APIRouter(prefix="/v1/auth", tags=["auth"])
 keys_router = APIRouter(
@@ -26,22 +34,37 @@ keys_router = APIRouter(
 )
 
 
-@auth_router.post("/signup", status_code=status.HTTP_201_CREATED)
-async def signup(body: SignupIn, session: SessionDep) -> OwnerOut:
-    """Create an account (email and password)."""
-    owner = await service.signup(session, body.email, body.password)
+@auth_router.post(
+    "/signup",
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(SignupClosed, EmailTaken, RateLimited),
+)
+async def signup(
+    body: SignupIn, session: SessionDep, state: StateDep, address: ClientAddress
+) -> OwnerOut:
+    """Create an account (email and password); 403 when sign-up is closed."""
+    if state.settings.signup == "closed":
+        raise SignupClosed("accounts are created by the operator (media-api create-user)")
+    await state.auth_throttles.before_signup(address)
+    owner = await service.signup(session, state.hashing, body.email, body.password)
     return OwnerOut(id=owner.id, email=owner.email, created_at=owner.created_at)
 
 
-@auth_router.post("/token")
+@auth_router.post("/token", responses=problem_responses(InvalidCredentials, RateLimited))
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
-    settings: SettingsDep,
+    state: StateDep,
+    address: ClientAddress,
 ) -> TokenOut:
     """OAuth2 password flow: `username` is the email; returns a short-lived bearer token."""
+    settings = state.settings
     ttl = settings.access_token_ttl_seconds
-    access = await service.login(session, form.username, form.password, settings.jwt_secret, ttl)
+    await state.auth_throttles.before_login(address, form.username)
+    access = await service.login(
+        session, state.hashing, form.username, form.password, settings.jwt_secret, ttl
+    )
+    await state.auth_throttles.login_succeeded(form.username)
     return TokenOut(access_token=access, expires_in=ttl)
 
 

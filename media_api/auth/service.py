@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from concurrent.futures import Executor
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,9 +35,24 @@ class EmailTaken(MediaError):
     title = "Email already registered"
 
 
-async def signup(session: AsyncSession, email: str, password: str) -> Owner:
-    """A new account; the password is stored only as an Argon2id hash."""
-    encoded = await asyncio.to_thread(passwords.hash_password, password)
+class SignupClosed(MediaError):
+    status_code = 403
+    code = "signup-closed"
+    title = "Sign-up is closed"
+
+
+class AccountExists(MediaError):
+    status_code = 409
+    code = "account-exists"
+    title = "Account exists"
+
+
+async def signup(
+    session: AsyncSession, hashing: Executor | None, email: str, password: str
+) -> Owner:
+    """A new account; the password is stored only as an Argon2id hash (hashed on `hashing`)."""
+    loop = asyncio.get_running_loop()
+    encoded = await loop.run_in_executor(hashing, passwords.hash_password, password)
     try:
         async with session.begin_nested():
             return await repository.add_owner(session, email.lower(), encoded)
@@ -44,11 +60,16 @@ async def signup(session: AsyncSession, email: str, password: str) -> Owner:
         raise EmailTaken(f"{email} already has an account") from exc
 
 
-async def login(session: AsyncSession, email: str, password: str, secret: str, ttl: int) -> str:
-    """An access token for correct credentials; one error for every kind of wrong."""
+async def login(
+    session: AsyncSession, hashing: Executor, email: str, password: str, secret: str, ttl: int
+) -> str:
+    """An access token for correct credentials; one error for every kind of wrong, after the
+    same work: an unknown email (or one without a password) verifies against a dummy hash."""
     owner = await repository.owner_by_email(session, email.lower())
     encoded = owner.password_hash if owner else None
-    if owner is None or not await asyncio.to_thread(passwords.verify_password, password, encoded):
+    loop = asyncio.get_running_loop()
+    verified = await loop.run_in_executor(hashing, passwords.verify_password, password, encoded)
+    if owner is None or not verified:
         raise InvalidCredentials("wrong email or password")
     return tokens.issue_access_token(owner.id, secret, ttl)
 
@@ -103,11 +124,16 @@ async def create_owner_with_key(
     return owner.id, token
 
 
-async def key_for_email(session: AsyncSession, email: str, key_name: str) -> str:
-    """An API key for the owner with this email, creating the owner if needed (bootstrap)."""
+async def key_for_email(
+    session: AsyncSession, email: str, key_name: str, *, existing: bool = False
+) -> str:
+    """An API key for the owner with this email, creating the owner if new (bootstrap). An
+    account that has a password gets one only when `existing` says that is meant."""
     owner = await repository.owner_by_email(session, email.lower())
     if owner is None:
         owner = await repository.add_owner(session, email.lower())
+    elif owner.password_hash is not None and not existing:
+        raise AccountExists(f"{email} already has an account with a password")
     _, token = await issue_key(session, owner.id, key_name)
     return token
 

@@ -65,6 +65,12 @@ class VariantNotReady(MediaError):
     title = "Variant not ready"
 
 
+class ProcessingInProgress(MediaError):
+    status_code = 409
+    code = "processing-in-progress"
+    title = "Processing in progress"
+
+
 class StorageUnavailable(MediaError):
     status_code = 503
     code = "storage-unavailable"

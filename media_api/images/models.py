@@ -127,6 +127,13 @@ class ImageJob(UUIDPk, Timestamped, Base):
         UniqueConstraint("image_id", "kind"),
         # The sweep looks for stale pending/running jobs across all owners.
         Index("ix_image_jobs_state_updated", "state", "updated_at"),
+        # Workers claim the pending job with the earliest fair slot (see repository.py).
+        Index(
+            "ix_image_jobs_pending_fair",
+            "kind",
+            "fair_at",
+            postgresql_where=text("state = 'pending'"),
+        ),
         CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
     )
 
@@ -142,5 +149,9 @@ class ImageJob(UUIDPk, Timestamped, Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+    # Claim order: the owner's job clock when queued, so bursts interleave with other owners.
+    fair_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The Celery task running it (a task killed at its hard limit fails the jobs it held).
+    task_id: Mapped[str | None] = mapped_column(String(64), index=True)
 
     image: Mapped[Image] = relationship(back_populates="jobs")

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from media_api.auth.models import Owner
 from media_api.galleries.models import GalleryImage
 from media_api.images.models import Image, ImageJob, ImageStatus, JobKind, JobState
 from media_api.pagination import Position
@@ -38,24 +39,42 @@ async def get_by_sha256(session: AsyncSession, owner_id: uuid.UUID, sha256: byte
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def insert_new(
-    session: AsyncSession, values: dict[str, object], job_kinds: Iterable[JobKind]
-) -> bool:
-    """Insert the image and its pending jobs; False when the owner already has these bytes
-    (a concurrent upload of the same file won the race), in which case nothing is written."""
+async def insert_new(session: AsyncSession, values: dict[str, object]) -> bool:
+    """Insert the image; False when the owner already has these bytes (a concurrent upload
+    of the same file won the race), in which case nothing is written."""
     inserted = await session.execute(
         insert(Image)
         .values(**values)
         .on_conflict_do_nothing(index_elements=[Image.owner_id, Image.sha256])
         .returning(Image.id)
     )
-    if inserted.scalar_one_or_none() is None:
-        return False
-    image_id = values["id"]
-    await session.execute(
-        insert(ImageJob), [{"image_id": image_id, "kind": kind} for kind in job_kinds]
+    return inserted.scalar_one_or_none() is not None
+
+
+async def take_job_slot(
+    session: AsyncSession, owner_id: uuid.UUID, spacing: dt.timedelta
+) -> dt.datetime:
+    """The owner's next slot in the fair claim order: now, or `spacing` after its previous
+    jobs' slot if that is later. Workers claim the earliest slot first, so a burst of one
+    owner is spread out behind it while another owner's single upload goes ahead."""
+    slot: dt.datetime | None = await session.scalar(
+        update(Owner)
+        .where(Owner.id == owner_id)
+        .values(job_clock=func.greatest(Owner.job_clock, func.now()) + spacing)
+        .returning(Owner.job_clock - spacing)
     )
-    return True
+    assert slot is not None, "the owner row exists (its credential was just checked)"
+    return slot
+
+
+async def add_jobs(
+    session: AsyncSession, image_id: uuid.UUID, kinds: Iterable[JobKind], fair_at: dt.datetime
+) -> None:
+    """The image's pending jobs, in the claim order at `fair_at`."""
+    await session.execute(
+        insert(ImageJob),
+        [{"image_id": image_id, "kind": kind, "fair_at": fair_at} for kind in kinds],
+    )
 
 
 async def delete_image(session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID) -> bool:
@@ -133,6 +152,12 @@ async def job_counts(session: AsyncSession) -> list[tuple[str, str, int]]:
     return [(str(kind.value), str(state.value), int(n)) for kind, state, n in rows.all()]
 
 
+async def lock_job_states(session: AsyncSession, image_id: uuid.UUID) -> list[JobState]:
+    """The image's job states, locked until commit (concurrent reprocess calls queue here)."""
+    stmt = select(ImageJob.state).where(ImageJob.image_id == image_id).with_for_update()
+    return list((await session.execute(stmt)).scalars())
+
+
 # --- across owners: admin commands, and routes only after their own ownership check --------
 
 
@@ -144,15 +169,24 @@ async def ids_by_status(session: AsyncSession, status: ImageStatus | None) -> li
     return list((await session.execute(stmt)).scalars())
 
 
-async def reset_jobs_of(session: AsyncSession, image_ids: list[uuid.UUID]) -> list[uuid.UUID]:
-    """Jobs of these images back to pending (failed images back to processing); returns the
-    ids that exist."""
+async def reset_jobs_of(
+    session: AsyncSession, image_ids: list[uuid.UUID], fair_at: dt.datetime | None = None
+) -> list[uuid.UUID]:
+    """Jobs of these images back to pending (failed images back to processing), in the claim
+    order at `fair_at` (default now); returns the ids that exist."""
     found = list((await session.execute(select(Image.id).where(Image.id.in_(image_ids)))).scalars())
     if found:
         await session.execute(
             update(ImageJob)
             .where(ImageJob.image_id.in_(found))
-            .values(state=JobState.PENDING, attempts=0, error_code=None, updated_at=func.now())
+            .values(
+                state=JobState.PENDING,
+                attempts=0,
+                error_code=None,
+                task_id=None,
+                updated_at=func.now(),
+                fair_at=fair_at if fair_at is not None else func.now(),
+            )
         )
         await session.execute(
             update(Image)

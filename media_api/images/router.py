@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import RedirectResponse
@@ -20,7 +20,14 @@ from media_api.deps import (
     StoreDep,
     upload_rate_limit,
 )
-from media_api.errors import MediaError, ServiceUnavailable, is_unreachable
+from media_api.errors import (
+    MediaError,
+    RateLimited,
+    ServerBusy,
+    ServiceUnavailable,
+    is_unreachable,
+    problem_responses,
+)
 from media_api.images import service
 from media_api.images.errors import (
     CorruptImage,
@@ -30,6 +37,7 @@ from media_api.images.errors import (
     IncompleteUpload,
     InvalidMultipart,
     MissingFile,
+    ProcessingInProgress,
     QuotaExceeded,
     StorageUnavailable,
     UnsupportedMediaType,
@@ -63,20 +71,6 @@ _UPLOAD_BODY = {
 }
 
 
-def _problem_responses(*errors: type[MediaError]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries listing the stable problem codes each status can carry."""
-    codes: dict[int, list[str]] = {}
-    for error in errors:
-        codes.setdefault(error.status_code, []).append(f"`{error.code}`")
-    return {
-        status_code: {
-            "description": "problem+json: " + ", ".join(names),
-            "content": {"application/problem+json": {}},
-        }
-        for status_code, names in codes.items()
-    }
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -84,7 +78,7 @@ def _problem_responses(*errors: type[MediaError]) -> dict[int | str, dict[str, A
     dependencies=[Depends(upload_rate_limit)],
     responses={
         200: {"description": "Same bytes already uploaded: the existing image."},
-        **_problem_responses(
+        **problem_responses(
             InvalidMultipart,
             MissingFile,
             EmptyFile,
@@ -94,7 +88,9 @@ def _problem_responses(*errors: type[MediaError]) -> dict[int | str, dict[str, A
             CorruptImage,
             ImageTooLarge,
             StorageUnavailable,
+            ServerBusy,
             QuotaExceeded,
+            RateLimited,
         ),
     },
 )
@@ -126,6 +122,7 @@ async def upload_image(
                 session,
                 store,
                 effects,
+                state.validator,
                 settings,
                 owner,
                 counted(request.stream(), metrics.upload_received_bytes),
@@ -240,16 +237,24 @@ async def update_image(
     return ImageOut.of(await service.update(session, owner, image_id, changes), signer)
 
 
-@router.post("/{image_id}/reprocess", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/{image_id}/reprocess",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(upload_rate_limit)],
+    responses=problem_responses(ProcessingInProgress, RateLimited),
+)
 async def reprocess_image(
     image_id: uuid.UUID,
     owner: CurrentOwner,
     session: SessionDep,
     effects: EffectsDep,
+    settings: SettingsDep,
     signer: SignerDep,
 ) -> ImageOut:
-    """Run the image's jobs again (after a preset change, or to retry a failure)."""
-    return ImageOut.of(await service.reprocess(session, effects, owner, image_id), signer)
+    """Run the image's jobs again (after a preset change, or to retry a failure); 409 while
+    they are still pending or running."""
+    image = await service.reprocess(session, effects, settings, owner, image_id)
+    return ImageOut.of(image, signer)
 
 
 @router.delete("/{image_id}", status_code=status.HTTP_204_NO_CONTENT)

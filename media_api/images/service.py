@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,12 +23,14 @@ from media_api.images.errors import (
     PROBE_ERRORS,
     EmptyFile,
     MissingFile,
+    ProcessingInProgress,
     QuotaExceeded,
     StorageUnavailable,
     VariantNotReady,
 )
 from media_api.images.ingest import Spool, receive_upload
-from media_api.images.models import TITLE_MAX, Image, ImageStatus, JobKind
+from media_api.images.models import TITLE_MAX, Image, ImageStatus, JobKind, JobState
+from media_api.images.validation import Validator
 from media_api.imaging import probe as imaging
 from media_api.jobs import JOB_TASKS
 from media_api.pagination import Keyset
@@ -36,15 +39,6 @@ from media_api.storage import keys
 from media_api.storage.s3 import AsyncS3Store, StoredObject, StreamingUpload
 
 JOB_KINDS = [JobKind(kind) for kind in JOB_TASKS]
-
-
-def probe_limits(settings: Settings) -> imaging.ProbeLimits:
-    """The validation policy from settings."""
-    return imaging.ProbeLimits(
-        allowed_formats=settings.allowed_formats,
-        max_pixels=settings.max_pixels,
-        max_frames=settings.max_frames,
-    )
 
 
 def _accepted_mime_type(head: bytes, allowed: frozenset[str]) -> str | None:
@@ -100,20 +94,14 @@ class _Original:
         return await self._upload.complete()
 
 
-def _validate(spool_file: IO[bytes], limits: imaging.ProbeLimits) -> imaging.ImageInfo:
-    try:
-        return imaging.probe(spool_file, limits)
-    except imaging.ProbeError as exc:
-        raise PROBE_ERRORS[exc.code](exc.detail) from exc
-
-
 async def _validate_while_completing(
-    spool: Spool, original: _Original, limits: imaging.ProbeLimits
+    spool: Spool, original: _Original, validator: Validator
 ) -> imaging.ImageInfo:
-    """The full decode overlaps the end of the S3 upload. Both always finish (the spool must
-    outlive the probe's thread); a bad image outranks a storage error, since retrying won't help."""
+    """The full decode overlaps the end of the S3 upload. Both always finish; a bad image
+    outranks a storage error, since retrying won't help."""
+    await validator.precheck(spool.file)
     info, stored = await asyncio.gather(
-        asyncio.to_thread(_validate, spool.file, limits),
+        validator.validate(spool.file),
         original.complete(),
         return_exceptions=True,
     )
@@ -128,6 +116,7 @@ async def upload(
     session: AsyncSession,
     store: AsyncS3Store,
     effects: Effects,
+    validator: Validator,
     settings: Settings,
     owner_id: uuid.UUID,
     body: AsyncIterator[bytes],
@@ -169,7 +158,7 @@ async def upload(
             if quota and await owners.bytes_used(session, owner_id) + spool.size > quota:
                 raise QuotaExceeded(f"storing this would pass your quota of {quota} bytes")
 
-            info = await _validate_while_completing(spool, original, probe_limits(settings))
+            info = await _validate_while_completing(spool, original, validator)
     except (BotoCoreError, ClientError) as exc:
         raise StorageUnavailable("the image could not be stored; try again") from exc
     # The object exists from here on: a rollback of this request's transaction deletes it.
@@ -192,7 +181,6 @@ async def upload(
             "sha256": spool.sha256,
             "original_key": key,
         },
-        JOB_KINDS,
     )
     if not created:
         # An identical upload committed first: ours is redundant, keep theirs.
@@ -203,6 +191,8 @@ async def upload(
     # The atomic quota check, last, so the owner row stays locked only until the commit.
     if not await owners.reserve_bytes(session, owner_id, spool.size, settings.quota_bytes):
         raise QuotaExceeded(f"storing this would pass your quota of {settings.quota_bytes} bytes")
+    slot = await repository.take_job_slot(session, owner_id, _spacing(settings))
+    await repository.add_jobs(session, image_id, JOB_KINDS, slot)
     if gallery_id is not None:
         await galleries.add_image(session, gallery_id, image_id)
     _dispatch(effects, image_id)
@@ -232,12 +222,25 @@ def _dispatch(effects: Effects, image_id: uuid.UUID) -> None:
         effects.enqueue(task, (str(image_id),), queue)
 
 
+def _spacing(settings: Settings) -> dt.timedelta:
+    return dt.timedelta(seconds=settings.job_owner_spacing_seconds)
+
+
 async def reprocess(
-    session: AsyncSession, effects: Effects, owner_id: uuid.UUID, image_id: uuid.UUID
+    session: AsyncSession,
+    effects: Effects,
+    settings: Settings,
+    owner_id: uuid.UUID,
+    image_id: uuid.UUID,
 ) -> Image:
-    """Run every job again: rows back to pending, tasks published after commit."""
+    """Run every job again: rows back to pending, tasks published after commit; 409 while a
+    job is running (a worker has it in hand: it would be done twice, and billed twice)."""
     await get(session, owner_id, image_id)
-    await repository.reset_jobs_of(session, [image_id])  # ownership checked just above
+    states = await repository.lock_job_states(session, image_id)
+    if JobState.RUNNING in states:
+        raise ProcessingInProgress("the image's jobs are still running; retry once they end")
+    slot = await repository.take_job_slot(session, owner_id, _spacing(settings))
+    await repository.reset_jobs_of(session, [image_id], slot)  # ownership checked above
     _dispatch(effects, image_id)
     return await get(session, owner_id, image_id)
 

@@ -1,0 +1,98 @@
+"""Decode work is bounded on the upload path: scans, a time budget that really stops the work,
+and a cap on validations at once (real API, real Postgres and SeaweedFS)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+from fastapi.testclient import TestClient
+
+from media_api.main import create_app
+from media_api.settings import Settings
+from media_api.state import AppState
+from media_api.storage.s3 import S3Store
+from tests.bombs import many_scan_jpeg
+from tests.helpers import assert_nothing_left, new_caller, png, upload, wait_for
+
+BOMB = many_scan_jpeg(20_000)
+
+
+@contextmanager
+def _client(app_settings: Settings, **update: object) -> Iterator[TestClient]:
+    with TestClient(create_app(app_settings.model_copy(update=update))) as client:
+        yield client
+
+
+def _state(client: TestClient) -> AppState:
+    state: AppState = client.app.state.media  # type: ignore[attr-defined]
+    return state
+
+
+def _pool_processes() -> set[int]:
+    """The validation pool's processes (spawned children of this test process)."""
+    children = psutil.Process().children(recursive=True)
+    return {p.pid for p in children if "multiprocessing" in " ".join(p.cmdline())}
+
+
+def test_a_many_scan_jpeg_is_refused_from_its_markers_and_leaves_nothing(
+    client: TestClient, store: S3Store, upload_tmp: Path
+) -> None:
+    caller = new_caller(client)
+    status, body = upload(client, caller, BOMB, "bomb.jpg")
+    assert status == 422
+    assert body["code"] == "image-too-large"
+    # The marker walk said no, not the time budget: the decoder never started.
+    assert "scans" in str(body["detail"])
+    assert_nothing_left(client, store, caller.owner_id, upload_tmp)
+
+
+def test_a_validation_over_its_budget_is_killed_and_its_process_replaced(
+    app_settings: Settings, store: S3Store, upload_tmp: Path
+) -> None:
+    # Scans allowed, so the bomb reaches the decoder, which would take many seconds.
+    with _client(
+        app_settings,
+        max_jpeg_scans=1_000_000,
+        validation_timeout_seconds=1.0,
+        max_concurrent_validations=1,
+    ) as client:
+        caller = new_caller(client)
+        assert upload(client, caller, png(1), "warm.png")[0] == 201
+        before = _pool_processes()
+        status, body = upload(client, caller, BOMB, "bomb.jpg")
+        assert status == 422
+        assert body["code"] == "image-too-large"
+        assert "longer than 1 s" in str(body["detail"])
+        # The decode did not go on in the background: its process is gone.
+        wait_for(lambda: bool(before - _pool_processes()), "the timed-out process to exit")
+        assert upload(client, caller, png(2), "after.png")[0] == 201  # a fresh process serves
+        assert_nothing_left(client, store, caller.owner_id, upload_tmp)
+
+
+def test_validations_beyond_the_cap_wait_briefly_then_get_503(
+    app_settings: Settings, store: S3Store, upload_tmp: Path
+) -> None:
+    with _client(app_settings, max_concurrent_validations=1, validation_wait_seconds=0.3) as client:
+        caller = new_caller(client)
+        slots = _state(client).validator.slots
+        assert client.portal is not None
+        client.portal.call(slots.acquire)  # another upload is validating
+        try:
+            resp = client.post(
+                "/v1/images", headers=caller.headers, files={"file": ("a.png", png(3))}
+            )
+            assert resp.status_code == 503
+            assert resp.json()["code"] == "server-busy"
+            assert int(resp.headers["retry-after"]) >= 1
+            assert_nothing_left(client, store, caller.owner_id, upload_tmp)
+        finally:
+            client.portal.call(_release, slots)
+        assert upload(client, caller, png(3), "a.png")[0] == 201
+
+
+async def _release(slots: asyncio.Semaphore) -> None:
+    slots.release()
