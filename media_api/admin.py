@@ -79,3 +79,12 @@ async def gc(
         return report
     finally:
         store.close()
+
+
+async def check_quota(session: AsyncSession, *, repair: bool) -> list[tuple[uuid.UUID, int, int]]:
+    """Owners whose bytes_used differs from what their images add up to (before any repair);
+    with `repair`, each counter is set to the sum."""
+    drift = await repository.quota_drift(session)
+    if repair and drift:
+        await repository.repair_quota(session, [owner for owner, _, _ in drift])
+    return drift

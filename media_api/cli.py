@@ -204,10 +204,24 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
+    from media_api import admin
     from media_api.images import repository
 
-    print(json.dumps(asyncio.run(_with_session(Settings(), repository.stats)), indent=2))
-    return 0
+    if not (args.check or args.repair):
+        print(json.dumps(asyncio.run(_with_session(Settings(), repository.stats)), indent=2))
+        return 0
+
+    async def work(session: AsyncSession) -> list[tuple[uuid.UUID, int, int]]:
+        return await admin.check_quota(session, repair=args.repair)
+
+    drift = asyncio.run(_with_session(Settings(), work))
+    for owner, counted, stored in drift:
+        print(f"owner {owner}: bytes_used {counted}, images add up to {stored}")
+    if args.repair:
+        print(f"{len(drift)} owners repaired")
+        return 0
+    print(f"{len(drift)} owners drift" + ("; --repair fixes them" if drift else ""))
+    return 1 if drift else 0
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -362,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     gc.set_defaults(func=_gc)
 
     stats = sub.add_parser("stats", help="counts of images, bytes and jobs")
+    stats.add_argument(
+        "--check",
+        action="store_true",
+        help="compare each owner's quota counter with its images' sizes; exit 1 on drift",
+    )
+    stats.add_argument("--repair", action="store_true", help="set drifted counters right")
     stats.set_defaults(func=_stats)
 
     key = sub.add_parser("create-key", help="print a new API key for an owner (created if new)")

@@ -33,7 +33,9 @@ FEW = 5
 
 
 def _families(text: str) -> set[str]:
-    return {family.name for family in text_string_to_metric_families(text)}
+    """Metric families, less the `_created` gauges a labelled counter has only once used."""
+    names = {family.name for family in text_string_to_metric_families(text)}
+    return {name for name in names if not name.endswith("_created")}
 
 
 def _scrape(port: int) -> httpx.Response:

@@ -114,6 +114,13 @@ def fail_jobs_of_task(session: Session, task_id: str, code: str) -> int:
     return len(rows)
 
 
+def is_pending(session: Session, image_id: uuid.UUID, kind: JobKind) -> bool:
+    state = session.scalar(
+        select(ImageJob.state).where(ImageJob.image_id == image_id, ImageJob.kind == kind)
+    )
+    return state == JobState.PENDING
+
+
 def is_running(session: Session, image_id: uuid.UUID, kind: JobKind) -> bool:
     state = session.scalar(
         select(ImageJob.state).where(ImageJob.image_id == image_id, ImageJob.kind == kind)

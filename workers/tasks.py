@@ -6,10 +6,10 @@ import uuid
 from typing import Any, Protocol
 
 from celery import Celery, Task
-from celery.exceptions import TimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from media_api.images.models import JobKind
-from media_api.jobs import PING_TASK, TAG_TASK, VARIANTS_TASK
+from media_api.jobs import JOB_TASKS, PING_TASK, TAG_TASK, VARIANTS_TASK
 from media_api.settings import Settings
 from workers import pipeline, repository
 from workers.context import WorkerContext, context
@@ -21,10 +21,18 @@ class Work(Protocol):
     ) -> str: ...
 
 
-def _run(task: Task[[str], str], settings: Settings, work: Work, image_id: str) -> str:
-    """Run one job; transient failures retry with exponential backoff, then the sweep."""
+def _run(
+    task: Task[[str], str], settings: Settings, work: Work, kind: JobKind, image_id: str
+) -> str:
+    """Run one turn of work; transient failures retry with exponential backoff, then the
+    sweep. A turn spent on another image's job (the fair order) sends this image's message
+    again, so its own job keeps a turn in the queue."""
     try:
-        return work(context(settings), uuid.UUID(image_id), task.request.id, fair=True)
+        outcome = work(context(settings), uuid.UUID(image_id), task.request.id, fair=True)
+    except SoftTimeLimitExceeded:
+        # Out of time before a job was claimed (a cold process opening its connections):
+        # its job is still pending, and gets its turn again below.
+        outcome = "out of time before claiming a job"
     except pipeline.JobBusy as exc:
         raise task.retry(exc=exc, countdown=exc.countdown) from exc
     except pipeline.TransientJobError as exc:
@@ -34,6 +42,13 @@ def _run(task: Task[[str], str], settings: Settings, work: Work, image_id: str) 
             return f"gave up retrying ({exc.code}); left to the sweep"
         countdown = settings.job_retry_backoff_seconds * 2**retries
         raise task.retry(exc=exc, countdown=countdown) from exc
+    with context(settings).sessions.begin() as session:
+        waiting = repository.is_pending(session, uuid.UUID(image_id), kind)
+    if waiting:
+        _, queue = JOB_TASKS[kind.value]
+        task.apply_async(args=(image_id,), queue=queue)
+        return f"{outcome}; this image's turn sent again"
+    return outcome
 
 
 def _fail_when_killed(settings: Settings) -> type[Task[[str], str]]:
@@ -81,7 +96,7 @@ def register(app: Celery, settings: Settings) -> None:
     )
     def make_variants(self: Task[[str], str], image_id: str) -> str:
         """Thumbnails job (queue `thumbnails`)."""
-        return _run(self, settings, pipeline.make_variants, image_id)
+        return _run(self, settings, pipeline.make_variants, JobKind.THUMBNAILS, image_id)
 
     @app.task(
         name=TAG_TASK,
@@ -92,4 +107,4 @@ def register(app: Celery, settings: Settings) -> None:
     )
     def tag_image(self: Task[[str], str], image_id: str) -> str:
         """Tagging job (queue `tagging`), batched with other pending tagging jobs."""
-        return _run(self, settings, pipeline.tag_images, image_id)
+        return _run(self, settings, pipeline.tag_images, JobKind.TAGGING, image_id)

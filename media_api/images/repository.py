@@ -77,12 +77,27 @@ async def add_jobs(
     )
 
 
-async def delete_image(session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID) -> bool:
-    """Delete the row (jobs cascade); False when this owner has no such image."""
-    result = await session.execute(
-        delete(Image).where(Image.id == image_id, Image.owner_id == owner_id).returning(Image.id)
-    )
-    return result.scalar_one_or_none() is not None
+@dataclass(frozen=True)
+class Deleted:
+    """What a deleted row pointed at, for the quota and the storage clean-up."""
+
+    original_key: str
+    size_bytes: int
+
+
+async def delete_image(
+    session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID
+) -> Deleted | None:
+    """Delete the row (jobs cascade); None when this owner has no such image. One statement:
+    of concurrent deletes of one image, exactly one gets the row back."""
+    row = (
+        await session.execute(
+            delete(Image)
+            .where(Image.id == image_id, Image.owner_id == owner_id)
+            .returning(Image.original_key, Image.size_bytes)
+        )
+    ).one_or_none()
+    return None if row is None else Deleted(row.original_key, row.size_bytes)
 
 
 @dataclass(frozen=True)
@@ -203,6 +218,33 @@ async def stored_keys(session: AsyncSession) -> tuple[set[str], set[str]]:
     originals = {row.original_key for row in rows}
     variants = {v["key"] for row in rows for v in row.variants}
     return originals, variants
+
+
+async def quota_drift(session: AsyncSession) -> list[tuple[uuid.UUID, int, int]]:
+    """(owner, bytes_used, the sum of its images' sizes) wherever the two differ."""
+    stored = (
+        select(Image.owner_id, func.sum(Image.size_bytes).label("total"))
+        .group_by(Image.owner_id)
+        .subquery()
+    )
+    total = func.coalesce(stored.c.total, 0)
+    rows = await session.execute(
+        select(Owner.id, Owner.bytes_used, total)
+        .outerjoin(stored, stored.c.owner_id == Owner.id)
+        .where(Owner.bytes_used != total)
+        .order_by(Owner.id)
+    )
+    return [(owner, int(used), int(actual)) for owner, used, actual in rows.all()]
+
+
+async def repair_quota(session: AsyncSession, owner_ids: list[uuid.UUID]) -> None:
+    """Set these owners' bytes_used to the sum of their images' sizes (rows locked meanwhile)."""
+    actual = (
+        select(func.coalesce(func.sum(Image.size_bytes), 0))
+        .where(Image.owner_id == Owner.id)
+        .scalar_subquery()
+    )
+    await session.execute(update(Owner).where(Owner.id.in_(owner_ids)).values(bytes_used=actual))
 
 
 async def stats(session: AsyncSession) -> dict[str, object]:

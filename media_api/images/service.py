@@ -276,11 +276,14 @@ async def delete(
     owner_id: uuid.UUID,
     image_id: uuid.UUID,
 ) -> None:
-    """Delete the row, then (after commit) the original and every variant."""
-    image = await get(session, owner_id, image_id)
-    await repository.delete_image(session, owner_id, image_id)
-    await owners.release_bytes(session, owner_id, image.size_bytes)
-    effects.after_commit(functools.partial(store.delete, image.original_key))
+    """Delete the row, then (after commit) the original and every variant. The row comes
+    back from the delete itself, so of racing deletes one answers 204 and gives the bytes back
+    once; the others find nothing (404)."""
+    deleted = await repository.delete_image(session, owner_id, image_id)
+    if deleted is None:
+        raise NotFound("image not found")
+    await owners.release_bytes(session, owner_id, deleted.size_bytes)
+    effects.after_commit(functools.partial(store.delete, deleted.original_key))
     effects.after_commit(
         functools.partial(store.delete_prefix, keys.image_prefix(owner_id, image_id))
     )

@@ -120,7 +120,7 @@ def test_a_job_over_its_time_limit_fails_with_processing_timeout(
             caller = new_caller(client)
             # A small image first: the pool process opens its connections within its limit.
             warm = str(upload(client, caller, png(600))[1]["id"])
-            wait_for(lambda: _status(client, caller, warm) != "processing", "the first job")
+            wait_for(lambda: _status(client, caller, warm) != "processing", "the first job", 90)
             status, body = upload(client, caller, noise_jpeg(6000, 4000))
             assert status == 201
             failed = wait_for_status(client, caller, str(body["id"]), "failed", timeout=60)
