@@ -28,6 +28,7 @@ from media_api.settings import Settings
 from media_api.state import AppState
 from media_api.storage.s3 import AsyncS3Store, S3Store
 from media_api.throttles import create_throttle
+from media_api.web.docs import install_docs
 from media_api.web.router import install_web
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Media service",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # media_api.web.docs serves Swagger UI from a package, not a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
     install_http_policies(app, settings, in_flight)
@@ -123,4 +125,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images_router, dependencies=[Depends(api_rate_limit)])
     app.include_router(galleries_router, dependencies=[Depends(api_rate_limit)])
     install_web(app)
+    install_docs(app)
     return app
