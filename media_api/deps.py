@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from media_api import logs, throttles
 from media_api.auth.service import Unauthorized, owner_for_token
 from media_api.effects import Effects
-from media_api.errors import RateLimited
+from media_api.errors import RateLimited, ServiceUnavailable, raises
 from media_api.images.urls import Signer
+from media_api.pagination import MAX_LIMIT
 from media_api.settings import Settings
 from media_api.state import AppState
 from media_api.storage.s3 import AsyncS3Store
+from media_api.text import single_line
 
 
 def get_state(request: Request) -> AppState:
@@ -48,6 +53,7 @@ def get_effects(state: StateDep) -> Effects:
 EffectsDep = Annotated[Effects, Depends(get_effects)]
 
 
+@raises(ServiceUnavailable)  # the database is down or has no free connection
 async def get_session(state: StateDep, effects: EffectsDep) -> AsyncIterator[AsyncSession]:
     """One transaction per request: commit and publish, or roll back and compensate."""
     async with state.sessions() as session:
@@ -79,6 +85,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 _bearer = HTTPBearer(auto_error=False, description="An API key (mk_...) or an access token.")
 
 
+@raises(Unauthorized)
 async def current_owner(
     state: StateDep,
     session: SessionDep,
@@ -99,11 +106,13 @@ async def _limit(state: AppState, bucket: str, owner: uuid.UUID, per_minute: int
         raise RateLimited(f"more than {per_minute} {bucket} requests a minute", retry_after)
 
 
+@raises(RateLimited)
 async def api_rate_limit(state: StateDep, owner: CurrentOwner) -> None:
     """Every authenticated request counts against the owner's per-minute budget."""
     await _limit(state, "api", owner, state.settings.rate_limit_requests_per_minute)
 
 
+@raises(RateLimited)
 async def upload_rate_limit(state: StateDep, owner: CurrentOwner) -> None:
     """Uploads (and reprocessing, which costs as much) have their own, smaller budget."""
     await _limit(state, "upload", owner, state.settings.rate_limit_uploads_per_minute)
@@ -115,3 +124,24 @@ def client_address(request: Request) -> str:
 
 
 ClientAddress = Annotated[str, Depends(client_address)]
+
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: object) -> object:
+    """What `format: date-time` promises and no more: pydantic alone would also take `0.5` (a
+    Unix time) or a time without an offset (whose zone would be a guess)."""
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise PydanticCustomError(
+            "datetime_format",
+            "must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T12:00:00Z",
+        )
+    return value
+
+
+# Query parameters the listings share.
+DateTime = Annotated[dt.datetime, BeforeValidator(_rfc3339)]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page"), single_line]
+Tag = Annotated[str | None, Query(max_length=100, description="e.g. cat"), single_line]

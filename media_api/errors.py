@@ -1,22 +1,40 @@
-"""The MediaError hierarchy and the one handler that renders RFC 9457 problem+json."""
+"""The MediaError hierarchy, the handlers that render RFC 9457 problem+json, and how the
+OpenAPI document declares them: the `Problem` schema, and per route every status and code."""
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
+import re
 import socket
-from typing import Any, ClassVar
+import weakref
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 from fastapi import FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.dependencies.utils import get_flat_params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
+from pydantic import MISSING, BaseModel, ConfigDict, Field
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://media-service.dev/problems/"
+PROBLEM_REF = "#/components/schemas/Problem"
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_HEADER: dict[str, Any] = {
+    "description": "Seconds to wait before retrying.",
+    "schema": {"type": "integer", "minimum": 1},
+}
+# Every problem class by its code: what the document may declare (tests/test_openapi_contract.py).
+PROBLEMS: dict[str, type[MediaError]] = {}
 
 
 class MediaError(Exception):
@@ -25,12 +43,21 @@ class MediaError(Exception):
     status_code: ClassVar[int] = 400
     code: ClassVar[str] = "bad-request"
     title: ClassVar[str] = "Bad request"
+    # Headers every response of this problem carries, as OpenAPI header objects.
+    response_headers: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        PROBLEMS[cls.code] = cls
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.extra = extra
         self.headers: dict[str, str] = {}
+
+
+PROBLEMS[MediaError.code] = MediaError  # FastAPI's own 400: a body it could not read
 
 
 class NotFound(MediaError):
@@ -40,15 +67,19 @@ class NotFound(MediaError):
 
 
 class ServiceUnavailable(MediaError):
+    """A dependency is out of reach (the database, say); the handler below answers it."""
+
     status_code = 503
     code = "service-unavailable"
     title = "Service unavailable"
+    response_headers = {"Retry-After": RETRY_AFTER_HEADER}
 
 
 class RateLimited(MediaError):
     status_code = 429
     code = "rate-limited"
     title = "Too many requests"
+    response_headers = {"Retry-After": RETRY_AFTER_HEADER}
 
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail, retry_after=retry_after)
@@ -61,36 +92,186 @@ class ServerBusy(MediaError):
     status_code = 503
     code = "server-busy"
     title = "Server busy"
+    response_headers = {"Retry-After": RETRY_AFTER_HEADER}
 
     def __init__(self, detail: str, retry_after: int = 2) -> None:
         super().__init__(detail)
         self.headers["Retry-After"] = str(retry_after)
 
 
+class ValidationFailed(MediaError):
+    """The request's parameters or body do not fit the document: `errors` names each field
+    (`loc`), as for the checks FastAPI runs itself."""
+
+    status_code = 422
+    code = "validation-error"
+    title = "Invalid request"
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("The request failed validation.", errors=errors)
+
+
+class FieldError(BaseModel):
+    """One field that failed validation."""
+
+    loc: list[str | int] = Field(description="Where: `query`, `path`, `body`... then the name.")
+    msg: str
+    type: str = Field(description="A stable kind, e.g. `string_too_long`, `control_character`.")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details: the body of every error response."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description=f"A URI naming the problem: {TYPE_BASE} followed by `code`.")
+    title: str = Field(description="Short, the same for every occurrence of the problem.")
+    status: int = Field(description="The HTTP status code.")
+    detail: str = Field(description="What happened this time, for people.")
+    code: str = Field(description="Stable and machine-readable (see the README's error table).")
+    errors: list[FieldError] | MISSING = Field(
+        default=MISSING, description="`validation-error` only: every field that failed."
+    )
+    retry_after: int | MISSING = Field(
+        default=MISSING, description="`rate-limited` only: seconds until a request is allowed."
+    )
+    checks: dict[str, str] | MISSING = Field(
+        default=MISSING, description="`not-ready` only: `ok`, `timeout` or `error` per part."
+    )
+
+
 def problem_responses(*errors: type[MediaError]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries listing the stable problem codes each status can carry."""
-    codes: dict[int, list[str]] = {}
+    """OpenAPI response entries for these problems: per status, the problem+json schema with
+    the codes it can carry (an enum, so a client and schemathesis can rely on it) and the
+    headers every one of them sends."""
+    by_status: dict[int, list[type[MediaError]]] = {}
     for error in errors:
-        codes.setdefault(error.status_code, []).append(f"`{error.code}`")
-    return {
-        status_code: {
-            "description": "problem+json: " + ", ".join(names),
-            "content": {PROBLEM_JSON: {}},
-        }
-        for status_code, names in codes.items()
+        group = by_status.setdefault(error.status_code, [])
+        if error not in group:
+            group.append(error)
+    return {status: _problem_response(group) for status, group in sorted(by_status.items())}
+
+
+def _problem_response(errors: list[type[MediaError]]) -> dict[str, Any]:
+    codes = [error.code for error in errors]
+    headers = {
+        name: {**header, "required": True}
+        for name, header in errors[0].response_headers.items()
+        if all(name in error.response_headers for error in errors)
     }
+    entry: dict[str, Any] = {
+        "description": "problem+json: " + ", ".join(f"`{code}`" for code in codes),
+        "content": {
+            PROBLEM_JSON: {
+                "schema": {
+                    "allOf": [
+                        {"$ref": PROBLEM_REF},
+                        {"type": "object", "properties": {"code": {"enum": codes}}},
+                    ]
+                }
+            }
+        },
+    }
+    if headers:
+        entry["headers"] = headers
+    return entry
+
+
+def declared_codes(response: dict[str, Any]) -> list[str]:
+    """The problem codes an OpenAPI response entry built by `problem_responses` declares."""
+    schema = response.get("content", {}).get(PROBLEM_JSON, {}).get("schema", {})
+    for part in schema.get("allOf", []):
+        enum = part.get("properties", {}).get("code", {}).get("enum")
+        if enum is not None:
+            return list(enum)
+    return []
+
+
+Call = TypeVar("Call", bound=Callable[..., Any])
+# Dependencies and the problems a route answers because it depends on them (`raises`).
+_RAISED_BY: dict[Callable[..., Any], tuple[type[MediaError], ...]] = {}
+
+
+def raises(*errors: type[MediaError]) -> Callable[[Call], Call]:
+    """Mark a dependency: every route that uses it, however indirectly, declares `errors`."""
+
+    def mark(call: Call) -> Call:
+        _RAISED_BY[call] = errors
+        return call
+
+    return mark
+
+
+def _raised_by(dependant: Dependant) -> list[type[MediaError]]:
+    found = list(_RAISED_BY.get(dependant.call, ())) if dependant.call else []
+    for sub in dependant.dependencies:
+        found += _raised_by(sub)
+    return found
+
+
+def _framework_problems(route: RouteContext) -> list[type[MediaError]]:
+    """What FastAPI itself answers before the route runs: 422 for parameters or a body that do
+    not validate, 400 for a body it cannot read (not UTF-8, a broken form)."""
+    found: list[type[MediaError]] = []
+    if route.body_field is not None:
+        found.append(MediaError)
+    if route.body_field is not None or get_flat_params(route.dependant):
+        found.append(ValidationFailed)
+    return found
+
+
+def _merge_problems(responses: dict[str, Any], extra: list[type[MediaError]]) -> None:
+    """Add `extra` to an operation's responses, merging codes of a status already declared
+    (and replacing FastAPI's default 422, which is not what the API sends)."""
+    statuses = {str(error.status_code) for error in extra}
+    declared = [
+        PROBLEMS[code]
+        for status, response in responses.items()
+        if status in statuses
+        for code in declared_codes(response)
+    ]
+    for status, response in problem_responses(*declared, *extra).items():
+        responses[str(status)] = response
+
+
+_FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def install_problem_docs(app: FastAPI) -> None:
+    """The document declares every problem a route can answer (its own, its dependencies'
+    marked with `raises`, FastAPI's), and publishes `Problem`; built once, when first asked."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()  # cached by FastAPI as app.openapi_schema
+        for route in iter_route_contexts(app.routes):
+            if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
+                continue
+            extra = _raised_by(route.dependant) + _framework_problems(route)
+            operations = document["paths"][route.path_format]
+            for method in route.methods or ():
+                operation = operations[method.lower()]
+                _merge_problems(operation["responses"], extra)
+                operation["responses"] = dict(sorted(operation["responses"].items()))
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for name in _FASTAPI_VALIDATION_SCHEMAS:
+            if f'"#/components/schemas/{name}"' not in json.dumps(document["paths"]):
+                schemas.pop(name, None)
+        problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(problem_schema.pop("$defs", {}))
+        schemas["Problem"] = problem_schema
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
     """Build a problem+json response; every error the API emits goes through here."""
-    body = {
-        "type": TYPE_BASE + code,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-        **extra,
-    }
+    body = Problem(
+        type=TYPE_BASE + code, title=title, status=status, detail=detail, code=code, **extra
+    ).model_dump(mode="json")
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
@@ -112,28 +293,43 @@ async def _media_error(_: Request, exc: Exception) -> JSONResponse:
     return resp
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+# Per app: each documented path as a regular expression, with the methods it documents.
+_ALLOWED: weakref.WeakKeyDictionary[Any, list[tuple[re.Pattern[str], str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _documented_methods(request: Request) -> str | None:
+    """`Allow` for a 405: every method the document lists for the path (Starlette names only
+    those of the one route it matched, and each method is a route of its own here)."""
+    app = request.app
+    if app not in _ALLOWED:
+        _ALLOWED[app] = [
+            (compile_path(path)[0], ", ".join(sorted(method.upper() for method in operations)))
+            for path, operations in app.openapi()["paths"].items()
+        ]
+    path = request.scope["path"]
+    return next((methods for pattern, methods in _ALLOWED[app] if pattern.match(path)), None)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code, title = _HTTP_CODES.get(exc.status_code, ("http-error", "HTTP error"))
     resp = problem(exc.status_code, code, title, str(exc.detail))
     if exc.headers:
         resp.headers.update(exc.headers)
+    if exc.status_code == 405 and (allowed := _documented_methods(request)) is not None:
+        resp.headers["Allow"] = allowed
     return resp
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
     ]
-    return problem(
-        422,
-        "validation-error",
-        "Invalid request",
-        "The request failed validation.",
-        errors=errors,
-    )
+    return await _media_error(request, ValidationFailed(errors))
 
 
 # A dependency that cannot be reached (a database that is down, starting up, full or not even
@@ -182,14 +378,9 @@ async def _unreachable(request: Request, exc: Exception) -> JSONResponse:
         raise exc  # on to the 500 handler, which logs the traceback
     # One line, no traceback: during an outage every request lands here.
     log.warning("dependency unreachable on %s %s: %r", request.method, request.url.path, exc)
-    resp = problem(
-        503,
-        ServiceUnavailable.code,
-        ServiceUnavailable.title,
-        "A service this API depends on is unreachable; retry shortly.",
-    )
-    resp.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return resp
+    unavailable = ServiceUnavailable("A service this API depends on is unreachable; retry shortly.")
+    unavailable.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return await _media_error(request, unavailable)
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
@@ -199,7 +390,8 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Route every error through problem+json."""
+    """Route every error through problem+json, and declare them all in the OpenAPI document."""
+    install_problem_docs(app)
     app.add_exception_handler(MediaError, _media_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -9,10 +9,11 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from media_api.deps import StateDep
-from media_api.errors import PROBLEM_JSON, NotFound, problem
+from media_api.errors import RETRY_AFTER_HEADER, MediaError, NotFound, problem, problem_responses
 from media_api.images import repository as images_repository
 from media_api.jobs import QUEUES, check_broker, queue_depths
 from media_api.metrics import ScrapeReadings
@@ -21,6 +22,23 @@ from media_api.state import AppState
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
+
+# A probe that failed says so for this long: about the readiness timeout plus a margin.
+NOT_READY_RETRY_AFTER_SECONDS = 5
+
+
+class NotReady(MediaError):
+    """A dependency does not answer: `checks` names which."""
+
+    status_code = 503
+    code = "not-ready"
+    title = "Not ready"
+    response_headers = {"Retry-After": RETRY_AFTER_HEADER}
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="`ok`")
+    checks: dict[str, str] = Field(description="`ok` per part: database, storage, broker.")
 
 
 @router.get("/healthz")
@@ -65,17 +83,27 @@ async def _run(state: AppState, name: str, check: Callable[[AppState], Awaitable
     return "ok"
 
 
-@router.get("/readyz", response_model=None)
-async def readyz(state: StateDep) -> dict[str, object] | JSONResponse:
+@router.get(
+    "/readyz",
+    response_model=None,
+    responses={200: {"model": Readiness}, **problem_responses(NotReady)},
+)
+async def readyz(state: StateDep) -> Readiness | JSONResponse:
     """Readiness: database, storage and broker all answer; 503 names the parts that do not."""
     results = await asyncio.gather(*(_run(state, name, check) for name, check in CHECKS.items()))
     checks = dict(zip(CHECKS, results, strict=True))
     failing = [name for name, result in checks.items() if result != "ok"]
     if failing:
-        return problem(
-            503, "not-ready", "Not ready", f"unavailable: {', '.join(failing)}", checks=checks
+        resp = problem(
+            NotReady.status_code,
+            NotReady.code,
+            NotReady.title,
+            f"unavailable: {', '.join(failing)}",
+            checks=checks,
         )
-    return {"status": "ok", "checks": checks}
+        resp.headers["Retry-After"] = str(NOT_READY_RETRY_AFTER_SECONDS)
+        return resp
+    return Readiness(status="ok", checks=checks)
 
 
 async def _job_counts(state: AppState) -> list[tuple[str, str, int]] | None:
@@ -116,12 +144,7 @@ async def render_metrics(state: AppState) -> PlainTextResponse:
 @router.get(
     "/metrics",
     response_class=PlainTextResponse,
-    responses={
-        404: {
-            "description": "problem+json: `not-found` (MEDIA_METRICS_PORT serves them instead)",
-            "content": {PROBLEM_JSON: {}},
-        }
-    },
+    responses=problem_responses(NotFound),  # MEDIA_METRICS_PORT serves them instead
 )
 async def metrics(state: StateDep) -> PlainTextResponse:
     """Prometheus text format; not here when they have a port of their own (kept off the

@@ -63,16 +63,6 @@ class Throttle:
             self._failed_open(exc)
         return None
 
-    async def check(self, key: str, rates: Rates) -> int | None:
-        """Like `hit` without counting: is any window already full?"""
-        try:
-            for rate in rates:
-                if not await self.limiter.test(rate, key):
-                    return await self._retry_after(rate, key)
-        except StorageError as exc:
-            self._failed_open(exc)
-        return None
-
     async def clear(self, key: str, rates: Rates) -> None:
         """Forget the key's hits in every window."""
         try:

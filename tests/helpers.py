@@ -44,12 +44,14 @@ class Caller:
 
 
 def new_caller(client: TestClient) -> Caller:
-    """A fresh owner with an API key, created through the app's own service and database."""
+    """A fresh owner with an API key, created through the app's own service and database. Its
+    email is one sign-up accepts too (`.test` is a special-use domain it refuses), so a client
+    that sends it back, as schemathesis's stateful phase does, gets a real answer."""
 
     async def create() -> Caller:
         state: AppState = client.app.state.media  # type: ignore[attr-defined]
         async with state.sessions() as session:
-            owner_id, token = await create_owner_with_key(session, f"{uuid.uuid4()}@example.test")
+            owner_id, token = await create_owner_with_key(session, f"{uuid.uuid4()}@example.com")
             await session.commit()
         return Caller(owner_id, token)
 

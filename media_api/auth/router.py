@@ -5,8 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Depends, Form, status
 
 from media_api.auth import service
 from media_api.auth.schemas import (
@@ -16,6 +15,7 @@ from media_api.auth.schemas import (
     ApiKeyOut,
     OwnerOut,
     SignupIn,
+    TokenForm,
     TokenOut,
 )
 from media_api.auth.service import EmailTaken, InvalidCredentials, SignupClosed
@@ -26,7 +26,7 @@ from media_api.deps import (
     StateDep,
     api_rate_limit,
 )
-from media_api.errors import RateLimited, problem_responses
+from media_api.errors import NotFound, RateLimited, problem_responses
 
 auth_router = APIRouter(prefix="/v1/auth", tags=["auth"])
 keys_router = APIRouter(
@@ -52,7 +52,7 @@ async def signup(
 
 @auth_router.post("/token", responses=problem_responses(InvalidCredentials, RateLimited))
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[TokenForm, Form()],
     session: SessionDep,
     state: StateDep,
     address: ClientAddress,
@@ -68,7 +68,9 @@ async def token(
     return TokenOut(access_token=access, expires_in=ttl)
 
 
-@auth_router.get("/me", dependencies=[Depends(api_rate_limit)])
+@auth_router.get(
+    "/me", dependencies=[Depends(api_rate_limit)], responses=problem_responses(NotFound)
+)
 async def me(owner: CurrentOwner, session: SessionDep) -> OwnerOut:
     """The account the credential belongs to (the web page shows who is signed in)."""
     row = await service.whoami(session, owner)
@@ -88,7 +90,9 @@ async def list_keys(owner: CurrentOwner, session: SessionDep) -> ApiKeyList:
     return ApiKeyList(items=[ApiKeyOut.of(k) for k in await service.list_keys(session, owner)])
 
 
-@keys_router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+@keys_router.delete(
+    "/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(NotFound)
+)
 async def revoke_key(key_id: uuid.UUID, owner: CurrentOwner, session: SessionDep) -> None:
     """Revoke a key; requests using it fail from now on."""
     await service.revoke_key(session, owner, key_id)

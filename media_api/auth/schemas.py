@@ -4,15 +4,42 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Annotated
 
 from pydantic import BaseModel, EmailStr, Field
 
 from media_api.auth.models import ApiKey
+from media_api.text import CONTROLS, encodable, single_line
+
+# email-validator refuses the special-use domains (RFC 6761 and friends: `.test`, `.local`...),
+# which no mail can reach; the pattern says so in the document, which `format: email` alone
+# does not (letters as [xX] classes: the OpenAPI pattern dialect has no case-insensitive flag).
+SPECIAL_USE_DOMAINS = ("arpa", "invalid", "local", "localhost", "onion", "test")
+_ANY_CASE = "|".join("".join(f"[{c}{c.upper()}]" for c in name) for name in SPECIAL_USE_DOMAINS)
+EMAIL_PATTERN = rf"^(?!.*[@.]({_ANY_CASE})\.?$)[^{CONTROLS}]*$"
+
+Email = Annotated[
+    EmailStr,
+    single_line,
+    Field(
+        json_schema_extra={"pattern": EMAIL_PATTERN},
+        description="Special-use domains (.test, .local, .localhost...) are refused.",
+    ),
+]
+Password = Annotated[str, Field(min_length=10, max_length=256), encodable]
 
 
 class SignupIn(BaseModel):
-    email: EmailStr
-    password: str = Field(min_length=10, max_length=256)
+    email: Email
+    password: Password
+
+
+class TokenForm(BaseModel):
+    """OAuth2 password grant (RFC 6749 section 4.3.2), as a form: `username` is the email."""
+
+    grant_type: Annotated[str, Field(pattern="^password$")] = "password"  # a form has no null
+    username: Annotated[str, Field(min_length=1, max_length=320), single_line]
+    password: Annotated[str, Field(min_length=1), encodable]
 
 
 class OwnerOut(BaseModel):
@@ -30,7 +57,7 @@ class TokenOut(BaseModel):
 
 
 class ApiKeyIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: Annotated[str, Field(min_length=1, max_length=100), single_line]
 
 
 class ApiKeyOut(BaseModel):

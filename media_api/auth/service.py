@@ -18,6 +18,9 @@ class Unauthorized(MediaError):
     status_code = 401
     code = "unauthorized"
     title = "Unauthorized"
+    response_headers = {
+        "WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}
+    }
 
     def __init__(self, detail: str = "Missing or invalid credentials.") -> None:
         super().__init__(detail)

@@ -7,21 +7,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from media_api.deps import CurrentOwner, SessionDep, SettingsDep, SignerDep
+from media_api.deps import CurrentOwner, Cursor, Limit, SessionDep, SettingsDep, SignerDep, Tag
+from media_api.errors import NotFound, problem_responses
 from media_api.galleries import service
 from media_api.galleries.schemas import GalleryIn, GalleryOut, GalleryPage, GalleryPatch
 from media_api.images import service as images
 from media_api.images.models import ImageStatus
 from media_api.images.repository import ImageFilter
 from media_api.images.schemas import ImagePage
-from media_api.pagination import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-)
+from media_api.pagination import DEFAULT_LIMIT, InvalidCursor
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
 
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+NOT_FOUND = problem_responses(NotFound)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -30,13 +28,13 @@ async def create_gallery(body: GalleryIn, owner: CurrentOwner, session: SessionD
     return GalleryOut.of(await service.create(session, owner, body.name, body.description))
 
 
-@router.get("")
+@router.get("", responses=problem_responses(InvalidCursor))
 async def list_galleries(
     owner: CurrentOwner,
     session: SessionDep,
     settings: SettingsDep,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     include_total: bool = False,
 ) -> GalleryPage:
     """The caller's galleries, newest first, a keyset page at a time."""
@@ -45,7 +43,7 @@ async def list_galleries(
     return GalleryPage(items=[GalleryOut.of(g) for g in rows], next_cursor=next_cursor, total=total)
 
 
-@router.get("/{gallery_id}")
+@router.get("/{gallery_id}", responses=NOT_FOUND)
 async def get_gallery(
     gallery_id: uuid.UUID, owner: CurrentOwner, session: SessionDep
 ) -> GalleryOut:
@@ -53,7 +51,7 @@ async def get_gallery(
     return GalleryOut.of(await service.get(session, owner, gallery_id))
 
 
-@router.patch("/{gallery_id}")
+@router.patch("/{gallery_id}", responses=NOT_FOUND)
 async def update_gallery(
     gallery_id: uuid.UUID, body: GalleryPatch, owner: CurrentOwner, session: SessionDep
 ) -> GalleryOut:
@@ -62,13 +60,13 @@ async def update_gallery(
     return GalleryOut.of(await service.update(session, owner, gallery_id, changes))
 
 
-@router.delete("/{gallery_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{gallery_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
 async def delete_gallery(gallery_id: uuid.UUID, owner: CurrentOwner, session: SessionDep) -> None:
     """Delete the gallery; its images stay."""
     await service.delete(session, owner, gallery_id)
 
 
-@router.get("/{gallery_id}/images")
+@router.get("/{gallery_id}/images", responses=problem_responses(InvalidCursor, NotFound))
 async def list_gallery_images(
     gallery_id: uuid.UUID,
     owner: CurrentOwner,
@@ -76,9 +74,9 @@ async def list_gallery_images(
     settings: SettingsDep,
     signer: SignerDep,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     status_: Annotated[ImageStatus | None, Query(alias="status")] = None,
-    tag: Annotated[str | None, Query(max_length=100, description="e.g. cat")] = None,
+    tag: Tag = None,
     include_total: bool = False,
 ) -> ImagePage:
     """The gallery's images, with the same pagination and filters as /v1/images."""
@@ -94,7 +92,9 @@ async def list_gallery_images(
     return ImagePage.of(page.items, page.next_cursor, page.total, signer)
 
 
-@router.put("/{gallery_id}/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.put(
+    "/{gallery_id}/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND
+)
 async def add_image(
     gallery_id: uuid.UUID, image_id: uuid.UUID, owner: CurrentOwner, session: SessionDep
 ) -> None:
@@ -102,7 +102,9 @@ async def add_image(
     await service.add_image(session, owner, gallery_id, image_id)
 
 
-@router.delete("/{gallery_id}/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{gallery_id}/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND
+)
 async def remove_image(
     gallery_id: uuid.UUID, image_id: uuid.UUID, owner: CurrentOwner, session: SessionDep
 ) -> None:

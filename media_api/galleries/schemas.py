@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import MISSING, BaseModel, Field
 
 from media_api.galleries.models import Gallery
+from media_api.text import multi_line, single_line
+
+Name = Annotated[str, Field(min_length=1, max_length=200), single_line]
+Description = Annotated[str, Field(max_length=2000), multi_line]
 
 
 class GalleryIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=2000)
+    name: Name
+    description: Description | None = None
 
 
 class GalleryPatch(BaseModel):
-    """Only the fields sent are changed."""
+    """Only the fields sent are changed; a gallery always has a name (`null` is refused), a
+    description can be removed with `null`."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=2000)
+    name: Name | MISSING = MISSING
+    description: Description | None = None
 
 
 class GalleryOut(BaseModel):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from media_api.errors import MediaError
+from media_api.errors import RETRY_AFTER_HEADER, MediaError
+
+# S3 refused or did not answer: nothing was recorded, and the same upload may succeed shortly.
+STORAGE_RETRY_AFTER_SECONDS = 5
 
 
 class InvalidMultipart(MediaError):
@@ -75,6 +78,11 @@ class StorageUnavailable(MediaError):
     status_code = 503
     code = "storage-unavailable"
     title = "Storage unavailable"
+    response_headers = {"Retry-After": RETRY_AFTER_HEADER}
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.headers["Retry-After"] = str(STORAGE_RETRY_AFTER_SECONDS)
 
 
 # The imaging layer knows codes, not HTTP: this is the one place they meet.

@@ -17,14 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from pydantic import ValidationError
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from media_api.errors import ValidationFailed
 from media_api.images.errors import FileTooLarge, IncompleteUpload, InvalidMultipart
+from media_api.images.schemas import UploadFields
+from media_api.text import clean_filename
 
 FILE_FIELD = "file"
-TEXT_FIELDS = frozenset({"title", "gallery_id"})  # other parts are read past and dropped
+TEXT_FIELDS = frozenset(UploadFields.model_fields)  # other parts are read past and dropped
 MAX_FIELD_BYTES = 4096  # small by nature
+# A part's headers (Content-Disposition, perhaps Content-Type: a few hundred bytes each), as
+# the parser counts them; more is 400 invalid-multipart.
+MAX_HEADER_BYTES = 4096
+MAX_HEADERS = 8
 # Multipart framing around the file (boundaries, part headers, small fields) stays well under
 # this; the whole body may exceed the file limit by at most this much.
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -124,8 +132,10 @@ class _Receiver:
         if name is None:
             raise InvalidMultipart("a part has no name")
         self.part.name = name.decode("utf-8", "replace")
+        # Informational only: control characters are dropped rather than refused (media_api.text).
         filename = options.get(b"filename")
-        self.part.filename = filename.decode("utf-8", "replace") if filename else None
+        if filename:
+            self.part.filename = clean_filename(filename.decode("utf-8", "replace")) or None
         if self.part.name == FILE_FIELD:
             if self.spool is not None:
                 raise InvalidMultipart("only one file per request")
@@ -157,6 +167,7 @@ class _Receiver:
     def on_part_end(self) -> None:
         if not self.part.is_file and self.part.name in TEXT_FIELDS:
             self.fields.setdefault(self.part.name, self.part.value.decode("utf-8", "replace"))
+            check_fields(self.fields)  # refused as soon as it arrives, before the file
         elif self.spool is not None and len(self.spool.head) < self.head_bytes:
             self.check_head(self.spool.head)  # a file shorter than the sniff window
 
@@ -164,11 +175,26 @@ class _Receiver:
         self.done = True
 
 
+def check_fields(fields: dict[str, str]) -> None:
+    """The text fields as the OpenAPI document describes them, or 422 naming each bad one."""
+    try:
+        UploadFields.model_validate(fields)
+    except ValidationError as exc:
+        errors = [
+            {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False)
+        ]
+        raise ValidationFailed(errors) from None
+
+
 def boundary_of(content_type: str | None) -> bytes:
     """The multipart boundary, or a 400 for anything that is not multipart/form-data."""
     if not content_type:
         raise InvalidMultipart("Content-Type must be multipart/form-data")
-    mime, options = parse_options_header(content_type)
+    try:
+        mime, options = parse_options_header(content_type)
+    except ValueError as exc:  # not latin-1: no header a server received can be that
+        raise InvalidMultipart("Content-Type must be multipart/form-data") from exc
     boundary = options.get(b"boundary")
     if mime != b"multipart/form-data" or not boundary:
         raise InvalidMultipart("Content-Type must be multipart/form-data with a boundary")
@@ -213,17 +239,25 @@ async def receive_upload(
             "on_end",
         )
     }
-    parser = MultipartParser(boundary_of(content_type), callbacks)  # type: ignore[arg-type]
     received = 0
     try:
+        try:
+            parser = MultipartParser(
+                boundary_of(content_type),
+                callbacks,  # type: ignore[arg-type]
+                max_header_count=MAX_HEADERS,
+                max_header_size=MAX_HEADER_BYTES,
+            )
+        except FormParserError as exc:  # a boundary over 256 bytes (RFC 2046 says 70)
+            raise InvalidMultipart(f"invalid multipart boundary: {exc}") from exc
         async for chunk in body:
             received += len(chunk)
             if received > max_bytes + FORM_OVERHEAD_BYTES:
                 raise FileTooLarge(f"the request body is over the limit of {max_bytes} bytes")
             try:
                 parser.write(chunk)
-            except FormParserError as exc:
-                raise InvalidMultipart("malformed multipart body") from exc
+            except FormParserError as exc:  # the parser's message names the defect
+                raise InvalidMultipart(f"malformed multipart body: {exc}") from exc
             if receiver.spool is not None and len(receiver.pending) >= FLUSH_BYTES:
                 await _flush(receiver.spool, receiver.pending, sink)
         if not receiver.done:

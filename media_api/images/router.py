@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated
 
@@ -12,19 +11,24 @@ from starlette.requests import ClientDisconnect
 
 from media_api.deps import (
     CurrentOwner,
+    Cursor,
+    DateTime,
     EffectsDep,
+    Limit,
     SessionDep,
     SettingsDep,
     SignerDep,
     StateDep,
     StoreDep,
+    Tag,
     upload_rate_limit,
 )
 from media_api.errors import (
     MediaError,
-    RateLimited,
+    NotFound,
     ServerBusy,
     ServiceUnavailable,
+    ValidationFailed,
     is_unreachable,
     problem_responses,
 )
@@ -41,15 +45,22 @@ from media_api.images.errors import (
     QuotaExceeded,
     StorageUnavailable,
     UnsupportedMediaType,
+    VariantNotReady,
 )
 from media_api.images.ingest import FORM_OVERHEAD_BYTES
 from media_api.images.models import TITLE_MAX, ImageStatus
 from media_api.images.repository import ImageFilter
 from media_api.images.schemas import ImageOut, ImagePage, ImagePatch
 from media_api.metrics import counted
-from media_api.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from media_api.pagination import DEFAULT_LIMIT, InvalidCursor
+from media_api.text import SINGLE_LINE_PATTERN, SingleLine
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
+
+REDIRECT = {
+    "description": "To a fresh signed URL (a presigned S3 GET).",
+    "headers": {"Location": {"description": "The signed URL.", "schema": {"type": "string"}}},
+}
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -61,7 +72,11 @@ _UPLOAD_BODY = {
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        "title": {"type": "string", "maxLength": TITLE_MAX},
+                        "title": {
+                            "type": "string",
+                            "maxLength": TITLE_MAX,
+                            "pattern": SINGLE_LINE_PATTERN,
+                        },
                         "gallery_id": {"type": "string", "format": "uuid"},
                     },
                 }
@@ -77,20 +92,21 @@ _UPLOAD_BODY = {
     openapi_extra=_UPLOAD_BODY,
     dependencies=[Depends(upload_rate_limit)],
     responses={
-        200: {"description": "Same bytes already uploaded: the existing image."},
+        200: {"description": "Same bytes already uploaded: the existing image.", "model": ImageOut},
         **problem_responses(
             InvalidMultipart,
             MissingFile,
             EmptyFile,
             IncompleteUpload,
+            NotFound,  # gallery_id names no gallery of the caller's
             FileTooLarge,
+            QuotaExceeded,
             UnsupportedMediaType,
+            ValidationFailed,  # a text field: control characters, too long, not a UUID
             CorruptImage,
             ImageTooLarge,
             StorageUnavailable,
             ServerBusy,
-            QuotaExceeded,
-            RateLimited,
         ),
     },
 )
@@ -146,19 +162,19 @@ async def upload_image(
     return ImageOut.of(image, signer)
 
 
-@router.get("")
+@router.get("", responses=problem_responses(InvalidCursor, NotFound))
 async def list_images(
     owner: CurrentOwner,
     session: SessionDep,
     settings: SettingsDep,
     signer: SignerDep,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
     status_: Annotated[ImageStatus | None, Query(alias="status")] = None,
-    tag: Annotated[str | None, Query(max_length=100, description="e.g. cat")] = None,
+    tag: Tag = None,
     gallery_id: uuid.UUID | None = None,
-    created_before: dt.datetime | None = None,
-    created_after: dt.datetime | None = None,
+    created_before: DateTime | None = None,
+    created_after: DateTime | None = None,
     include_total: bool = False,
 ) -> ImagePage:
     """The caller's images, newest first, a keyset page at a time."""
@@ -181,7 +197,7 @@ async def list_images(
     return ImagePage.of(page.items, page.next_cursor, page.total, signer)
 
 
-@router.get("/{image_id}")
+@router.get("/{image_id}", responses=problem_responses(NotFound))
 async def get_image(
     image_id: uuid.UUID, owner: CurrentOwner, session: SessionDep, signer: SignerDep
 ) -> ImageOut:
@@ -193,6 +209,7 @@ async def get_image(
     "/{image_id}/original",
     status_code=status.HTTP_307_TEMPORARY_REDIRECT,
     response_class=RedirectResponse,
+    responses={307: REDIRECT, **problem_responses(NotFound)},
 )
 async def get_original(
     image_id: uuid.UUID, owner: CurrentOwner, session: SessionDep, signer: SignerDep
@@ -207,10 +224,11 @@ async def get_original(
     "/{image_id}/variants/{name}",
     status_code=status.HTTP_307_TEMPORARY_REDIRECT,
     response_class=RedirectResponse,
+    responses={307: REDIRECT, **problem_responses(NotFound, VariantNotReady)},
 )
 async def get_variant(
     image_id: uuid.UUID,
-    name: str,
+    name: SingleLine,
     owner: CurrentOwner,
     session: SessionDep,
     settings: SettingsDep,
@@ -224,7 +242,7 @@ async def get_variant(
     return RedirectResponse(signed.url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
 
 
-@router.patch("/{image_id}")
+@router.patch("/{image_id}", responses=problem_responses(NotFound))
 async def update_image(
     image_id: uuid.UUID,
     body: ImagePatch,
@@ -241,7 +259,7 @@ async def update_image(
     "/{image_id}/reprocess",
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[Depends(upload_rate_limit)],
-    responses=problem_responses(ProcessingInProgress, RateLimited),
+    responses=problem_responses(NotFound, ProcessingInProgress),
 )
 async def reprocess_image(
     image_id: uuid.UUID,
@@ -257,7 +275,9 @@ async def reprocess_image(
     return ImageOut.of(image, signer)
 
 
-@router.delete("/{image_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{image_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(NotFound)
+)
 async def delete_image(
     image_id: uuid.UUID,
     owner: CurrentOwner,

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
 from media_api.images.models import TITLE_MAX, Image, ImageJob, ImageStatus, JobKind, JobState
 from media_api.images.urls import Signer
+from media_api.text import single_line
+
+Title = Annotated[str, Field(max_length=TITLE_MAX), single_line]
 
 
 class ImagePatch(BaseModel):
     """Only the fields sent are changed."""
 
-    title: str | None = Field(default=None, max_length=TITLE_MAX)
+    title: Title | None = None
+
+
+class UploadFields(BaseModel):
+    """The text fields of an upload's multipart body (the file is streamed, not modelled)."""
+
+    title: Title | None = None
+    gallery_id: uuid.UUID | None = None
 
 
 class JobOut(BaseModel):

@@ -310,7 +310,10 @@ def test_database_failure_after_storing_removes_the_object(
         CREATE TRIGGER refuse_explode BEFORE INSERT ON images
           FOR EACH ROW EXECUTE FUNCTION refuse_explode()""",
     )
+    session_state = client.app.state.media  # type: ignore[attr-defined]
     try:
+        # A second lifespan on the same app: it replaces app.state.media and closes its own on
+        # the way out, so the session's state is put back in `finally`.
         with TestClient(client.app, raise_server_exceptions=False) as same_app:
             resp = same_app.post(
                 "/v1/images",
@@ -322,6 +325,7 @@ def test_database_failure_after_storing_removes_the_object(
         assert resp.json()["code"] == "internal-error"
         assert "refused by test trigger" not in resp.text
     finally:
+        client.app.state.media = session_state  # type: ignore[attr-defined]
         client.portal.call(trigger, "DROP TRIGGER refuse_explode ON images")
     assert_nothing_left(client, store, caller.owner_id, upload_tmp)
 
