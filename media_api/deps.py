@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -119,8 +120,17 @@ async def upload_rate_limit(state: StateDep, owner: CurrentOwner) -> None:
 
 
 def client_address(request: Request) -> str:
-    """The caller's address (uvicorn resolves X-Forwarded-For from trusted proxies only)."""
-    return request.client.host if request.client else "unknown"
+    """The caller's address, the unit of the per-address limits: IPv6 by its /64 (one host
+    gets a whole /64), IPv4 as is. uvicorn reads X-Forwarded-For from trusted proxies only
+    (FORWARDED_ALLOW_IPS)."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return host
 
 
 ClientAddress = Annotated[str, Depends(client_address)]

@@ -124,11 +124,11 @@ class Settings(BaseSettings):
     tag_batch_size: int = Field(default=8, ge=1, le=64)
     # A job another worker took into its batch is left to it this long: its own message waits
     # and looks again (done by then), or takes it over (that worker died mid-batch).
-    tag_batch_lease_seconds: float = Field(default=60.0, gt=0)
+    tag_batch_lease_seconds: float = Field(default=180.0, gt=0)
 
     # Fairness: each owner's jobs take slots at least this far apart in the order workers
     # claim them, so one owner's burst queues behind other owners' uploads, not ahead.
-    job_owner_spacing_seconds: float = Field(default=0.5, ge=0)
+    job_owner_spacing_seconds: float = Field(default=2.0, ge=0)
 
     # Job delivery: retries with backoff, then the sweep; a job is failed after max attempts.
     job_max_attempts: int = Field(default=5, ge=1)
@@ -226,6 +226,17 @@ class Settings(BaseSettings):
                 "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
             )
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_batch(self) -> Settings:
+        """A batch still within its time limit must not be taken over (it would run twice)."""
+        longest = self.tagging_time_limit_seconds + self.task_kill_grace_seconds
+        if self.tag_batch_lease_seconds < longest:
+            raise ValueError(
+                f"MEDIA_TAG_BATCH_LEASE_SECONDS ({self.tag_batch_lease_seconds:g}) must be at "
+                f"least the tagging time limit plus the kill grace ({longest:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _no_wildcard_with_credentials(self) -> Settings:

@@ -65,4 +65,4 @@ def test_uploads_succeed_while_the_limits_redis_is_out(
         assert job_states(body) == {"thumbnails": "pending", "tagging": "pending"}  # swept later
         listing = client.get("/v1/images", headers=caller.headers)
         assert listing.status_code == 200
-        assert _ratelimit_errors(client) >= 2  # the upload's two limits and the listing's
+        assert _ratelimit_errors(client) >= 3  # the upload's two limits and the listing's

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from media_api.settings import Settings
 
@@ -58,3 +59,12 @@ def test_unknown_format_is_refused_at_startup(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("MEDIA_ALLOWED_FORMATS", "JPEG,SVG")
     with pytest.raises(ValueError, match="SVG"):
         Settings()
+
+
+def test_a_tagging_lease_shorter_than_a_batch_may_run_is_refused() -> None:
+    with pytest.raises(ValidationError, match="MEDIA_TAG_BATCH_LEASE_SECONDS"):
+        Settings(tag_batch_lease_seconds=60, tagging_time_limit_seconds=120)
+    assert (
+        Settings(tag_batch_lease_seconds=60, tagging_time_limit_seconds=20).tag_batch_lease_seconds
+        == 60
+    )

@@ -97,11 +97,12 @@ def claim_turn(
     """A task's message is a turn of work. It runs its own image's job while that owner is
     within its share (the job's fair slot has come); otherwise, or when its job was done by
     another turn, the pending job with the earliest slot, so an owner's burst serves other
-    owners first. Last, its own job if a dead worker left it running past the lease."""
+    owners first. Last, its own job if a dead worker left it running past the lease (a failed
+    job is not run again by a leftover message: only reprocess does that)."""
     return (
         repository.claim_if_due(session, image_id, kind, task_id=task_id)
         or repository.claim_next(session, kind, task_id=task_id)
-        or repository.claim(session, image_id, kind, task_id=task_id, lease=lease)
+        or repository.claim_stalled(session, image_id, kind, task_id=task_id, lease=lease)
     )
 
 
@@ -207,7 +208,7 @@ def tag_images(
     its variants are unaffected."""
     kind = JobKind.TAGGING
     settings = ctx.settings
-    lease = settings.tag_batch_lease_seconds
+    lease = settings.tag_batch_lease_seconds  # past the hard time limit (Settings checks)
     with ctx.sessions.begin() as session:
         if fair:
             first = claim_turn(session, image_id, kind, task_id, lease)

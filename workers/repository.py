@@ -55,6 +55,20 @@ def claim_if_due(
     return _start(session, and_(ImageJob.image_id == image_id, ImageJob.kind == kind, due), task_id)
 
 
+def claim_stalled(
+    session: Session, image_id: uuid.UUID, kind: JobKind, *, task_id: str | None, lease: float
+) -> Claimed | None:
+    """This image's job if it is running but was started more than `lease` seconds ago (its
+    worker died); failed and finished jobs stay as they are."""
+    stalled = and_(
+        ImageJob.state == JobState.RUNNING,
+        ImageJob.started_at < func.now() - dt.timedelta(seconds=lease),
+    )
+    return _start(
+        session, and_(ImageJob.image_id == image_id, ImageJob.kind == kind, stalled), task_id
+    )
+
+
 def claim_next(session: Session, kind: JobKind, *, task_id: str | None = None) -> Claimed | None:
     """The pending job of this kind with the earliest fair slot, whichever image it is for.
     None when nothing of the kind waits."""

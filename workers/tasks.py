@@ -30,9 +30,13 @@ def _run(
     try:
         outcome = work(context(settings), uuid.UUID(image_id), task.request.id, fair=True)
     except SoftTimeLimitExceeded:
-        # Out of time before a job was claimed (a cold process opening its connections):
-        # its job is still pending, and gets its turn again below.
-        outcome = "out of time before claiming a job"
+        # Out of time outside the pipeline's own handling (opening connections, recording the
+        # result): whatever this task holds fails; an unclaimed job gets its turn again below.
+        with context(settings).sessions.begin() as session:
+            held = repository.fail_jobs_of_task(
+                session, str(task.request.id), pipeline.PROCESSING_TIMEOUT
+            )
+        outcome = f"out of time ({held} jobs failed {pipeline.PROCESSING_TIMEOUT})"
     except pipeline.JobBusy as exc:
         raise task.retry(exc=exc, countdown=exc.countdown) from exc
     except pipeline.TransientJobError as exc:
@@ -42,13 +46,21 @@ def _run(
             return f"gave up retrying ({exc.code}); left to the sweep"
         countdown = settings.job_retry_backoff_seconds * 2**retries
         raise task.retry(exc=exc, countdown=countdown) from exc
+    if _send_turn_again(task, settings, kind, image_id):
+        return f"{outcome}; this image's turn sent again"
+    return outcome
+
+
+def _send_turn_again(
+    task: Task[[str], str], settings: Settings, kind: JobKind, image_id: str
+) -> bool:
+    """Publish this image's message again if its job still waits (the turn went elsewhere)."""
     with context(settings).sessions.begin() as session:
         waiting = repository.is_pending(session, uuid.UUID(image_id), kind)
     if waiting:
         _, queue = JOB_TASKS[kind.value]
         task.apply_async(args=(image_id,), queue=queue)
-        return f"{outcome}; this image's turn sent again"
-    return outcome
+    return waiting
 
 
 def _fail_when_killed(settings: Settings) -> type[Task[[str], str]]:
@@ -62,6 +74,9 @@ def _fail_when_killed(settings: Settings) -> type[Task[[str], str]]:
             if isinstance(exc, TimeLimitExceeded):
                 with context(settings).sessions.begin() as session:
                     repository.fail_jobs_of_task(session, task_id, pipeline.PROCESSING_TIMEOUT)
+                kind = JobKind.THUMBNAILS if self.name == VARIANTS_TASK else JobKind.TAGGING
+                if args:
+                    _send_turn_again(self, settings, kind, str(args[0]))  # its turn was lost
 
     return JobTask
 

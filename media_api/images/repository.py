@@ -238,7 +238,9 @@ async def quota_drift(session: AsyncSession) -> list[tuple[uuid.UUID, int, int]]
 
 
 async def repair_quota(session: AsyncSession, owner_ids: list[uuid.UUID]) -> None:
-    """Set these owners' bytes_used to the sum of their images' sizes (rows locked meanwhile)."""
+    """Set these owners' bytes_used to the sum of their images' sizes. The rows are locked
+    first, so an upload that reserved bytes commits before the sum is taken."""
+    await session.execute(select(Owner.id).where(Owner.id.in_(owner_ids)).with_for_update())
     actual = (
         select(func.coalesce(func.sum(Image.size_bytes), 0))
         .where(Image.owner_id == Owner.id)

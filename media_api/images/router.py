@@ -270,7 +270,7 @@ async def reprocess_image(
     signer: SignerDep,
 ) -> ImageOut:
     """Run the image's jobs again (after a preset change, or to retry a failure); 409 while
-    they are still pending or running."""
+    one of them is running."""
     image = await service.reprocess(session, effects, settings, owner, image_id)
     return ImageOut.of(image, signer)
 

@@ -71,7 +71,8 @@ class Validator:
         try:
             path = f"/proc/{os.getpid()}/fd/{spool.fileno()}"
             if not self.pool.active:  # broken, or closed by an earlier lifespan: start anew
-                self.pool = self._new_pool()
+                broken, self.pool = self.pool, self._new_pool()
+                asyncio.get_running_loop().run_in_executor(None, _stop, broken)
             future = self.pool.schedule(
                 imaging.probe, args=(path, self.limits), timeout=self.timeout
             )
@@ -92,5 +93,9 @@ class Validator:
 
     def close(self) -> None:
         """Stop the pool processes (blocking; the lifespan calls it in a thread)."""
-        self.pool.stop()  # type: ignore[no-untyped-call]
-        self.pool.join(timeout=10)
+        _stop(self.pool)
+
+
+def _stop(pool: ProcessPool) -> None:
+    pool.stop()  # type: ignore[no-untyped-call]
+    pool.join(timeout=10)

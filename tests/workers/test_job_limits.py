@@ -195,3 +195,21 @@ def test_reprocess_waits_for_running_jobs_and_counts_as_an_upload(own: Settings)
         limited = client.post(f"/v1/images/{image_id}/reprocess", headers=caller.headers)
         assert limited.status_code == 429
         assert limited.json()["code"] == "rate-limited"
+
+
+def test_a_leftover_turn_does_not_run_a_failed_job_again(own: Settings) -> None:
+    settings = _offline(own)
+    with TestClient(create_app(settings)) as client:
+        caller = new_caller(client)
+        image_id = uuid.UUID(str(upload(client, caller, png(900))[1]["id"]))
+        ctx = context(settings)
+        with ctx.sessions() as session:
+            key = session.scalar(select(Image.original_key).where(Image.id == image_id))
+        assert key is not None
+        ctx.store.delete(key)
+        assert pipeline.make_variants(ctx, image_id) == "failed: original-missing"
+        # A message still in the queue for it (a turn sent again, a duplicate) finds no job.
+        outcome = pipeline.make_variants(ctx, image_id, "leftover", fair=True)
+        job = _jobs(client, caller, str(image_id))["thumbnails"]
+    assert outcome.startswith("skipped")
+    assert (job["state"], job["error_code"], job["attempts"]) == ("failed", "original-missing", 1)
