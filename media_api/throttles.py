@@ -1,4 +1,4 @@
-"""Rate limits on the `limits` library: sliding-window counters in Redis, shared by every API
+"""Rate limits on the `limits` library: moving windows in Redis (exact), shared by every API
 process (per-process memory without Redis). A Redis error or hang lets the request through:
 an outage of the counters must not take the API down with it."""
 
@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from limits import RateLimitItem, RateLimitItemPerMinute, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from redis.asyncio import ConnectionPool
 
@@ -49,7 +49,7 @@ class Throttle:
     ) -> None:
         self.storage = storage
         self.pool = pool
-        self.limiter = SlidingWindowCounterRateLimiter(storage)
+        self.limiter = MovingWindowRateLimiter(storage)
         self.on_error = on_error
         self._last_error_log = 0.0
 

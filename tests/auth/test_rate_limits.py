@@ -50,7 +50,7 @@ def test_limiter_counts_exactly_to_the_limit(settings: Settings, kind: str) -> N
 
     results = asyncio.run(run())
     allowed = [r for r in results if r is None]
-    # A fresh key: exactly 5 allowed, then refused (the sliding window has no earlier count).
+    # A moving window is exact: 5 allowed, then refused, wherever the minute boundary falls.
     assert len(allowed) == 5
     assert all(r is None or 1 <= r <= 61 for r in results)
 
