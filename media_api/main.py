@@ -71,7 +71,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async_store = AsyncS3Store(store)
         producer = create_producer(settings)
         metrics = ApiMetrics()
-        throttle = create_throttle(settings.rate_limit_redis_url, metrics.ratelimit_errors.inc)
+        throttle = create_throttle(
+            settings.rate_limit_redis_url,
+            metrics.ratelimit_errors.inc,
+            settings.rate_limit_timeout_seconds,
+        )
         hashing = ThreadPoolExecutor(settings.password_hash_workers, "password-hash")
         validator = Validator(settings)
         app.state.media = AppState(

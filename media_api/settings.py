@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     rate_limit_requests_per_minute: int = Field(default=1200, ge=0)
     rate_limit_uploads_per_minute: int = Field(default=120, ge=0)
     redis_url: str | None = None  # defaults to the broker when that is Redis
+    # A limit whose Redis does not answer in this long lets the request through (fails open).
+    rate_limit_timeout_seconds: float = Field(default=0.5, gt=0)
     # Sign-in and sign-up, throttled before any password work (limits' notation, `;` between
     # windows; empty = off): per client address, per account, and failed sign-ins per account
     # (the longer windows make repeated failures back off).

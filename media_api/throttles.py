@@ -17,8 +17,6 @@ from redis.asyncio import ConnectionPool
 log = logging.getLogger(__name__)
 
 Rates = Sequence[RateLimitItem]
-# Short: a hung Redis costs each request at most this, then the request goes through.
-SOCKET_TIMEOUT_SECONDS = 0.25
 # One warning per burst of errors, not one per request.
 ERROR_LOG_INTERVAL_SECONDS = 30.0
 
@@ -88,14 +86,17 @@ class Throttle:
             await self.pool.aclose()
 
 
-def create_throttle(redis_url: str | None, on_error: Callable[[], None]) -> Throttle:
-    """Redis when one is configured, else per-process memory."""
+def create_throttle(
+    redis_url: str | None, on_error: Callable[[], None], timeout: float = 0.5
+) -> Throttle:
+    """Redis when one is configured, else per-process memory. A hung Redis costs a request at
+    most `timeout` per limit, then the request goes through."""
     if not redis_url:
         return Throttle(MemoryStorage(), on_error)
     pool = ConnectionPool.from_url(
         redis_url,
-        socket_timeout=SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
     )
     storage = RedisStorage(
         f"async+{redis_url}",
