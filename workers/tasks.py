@@ -32,7 +32,9 @@ def _run(
     except SoftTimeLimitExceeded:
         # Out of time outside the pipeline's own handling (opening connections, recording the
         # result): whatever this task holds fails; an unclaimed job gets its turn again below.
-        with context(settings).sessions.begin() as session:
+        ctx = context(settings)
+        ctx.engine.dispose()  # a connection cut mid-statement is not fit for reuse
+        with ctx.sessions.begin() as session:
             held = repository.fail_jobs_of_task(
                 session, str(task.request.id), pipeline.PROCESSING_TIMEOUT
             )

@@ -111,7 +111,12 @@ def test_another_owners_upload_goes_ahead_of_a_burst(own: Settings) -> None:
 def test_a_job_over_its_time_limit_fails_with_processing_timeout(
     own: Settings, tmp_path: Path
 ) -> None:
-    env = {**settings_env(own), "MEDIA_THUMBNAILS_TIME_LIMIT_SECONDS": "0.5"}
+    # Big presets make a large image take several seconds; a small one stays well inside.
+    env = {
+        **settings_env(own),
+        "MEDIA_THUMBNAILS_TIME_LIMIT_SECONDS": "2",
+        "MEDIA_VARIANT_PRESETS": "a:4000,b:3900,c:3800",
+    }
     log = tmp_path / "worker.log"
     worker = start_worker(env, log, "-Q", "thumbnails", "--no-sweep", "--concurrency", "1")
     try:
