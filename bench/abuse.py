@@ -28,7 +28,7 @@ Phases, --seconds each except the burst, round-robin --repeats times:
   from 127.0.0.1, its default; the addresses are from 198.18.0.0/15, the benchmarking range), so
   the per-address limit stops each client and the per-account limits stop the flood as a whole;
 - decode bombs: 4 clients (4 owners) upload, back to back, a progressive 4000x4000 JPEG whose
-  first AC scan is repeated 20 000 times (tests.bombs.many_scan_jpeg), distinct bytes each;
+  first AC scan is repeated 20 000 times (tests.support.bombs.many_scan_jpeg), distinct bytes each;
 - burst: owner A (a new one each round) uploads --burst small photos with 8 clients, back to
   back; the phase lasts until none of A's images is still processing.
 The load runs in a child process of this one (`--load-child`), so the flood's own client work
@@ -87,9 +87,9 @@ from bench.e2e import (
     with_comment,
 )
 from bench.stack import bench_stack
-from media_api import devstack
-from media_api.auth.service import key_for_email
+from media_api.accounts.service import key_for_email
 from media_api.db import create_engine, session_factory
+from media_api.dev import stack as devstack
 from media_api.settings import Settings
 
 TARGET_RATIO = 2.0
@@ -138,9 +138,9 @@ def small_jpeg() -> bytes:
 
 def bomb_jpeg() -> tuple[bytes, str]:
     """The decode bomb, and where it came from."""
-    from tests.bombs import many_scan_jpeg
+    from tests.support.bombs import many_scan_jpeg
 
-    return many_scan_jpeg(BOMB_SCANS), f"tests.bombs.many_scan_jpeg({BOMB_SCANS})"
+    return many_scan_jpeg(BOMB_SCANS), f"tests.support.bombs.many_scan_jpeg({BOMB_SCANS})"
 
 
 def address(n: int) -> str:

@@ -58,9 +58,9 @@ import psutil  # type: ignore[import-untyped]
 from PIL import Image
 
 from bench.stack import BenchStack, bench_stack
-from media_api import devstack
-from media_api.auth.service import key_for_email
+from media_api.accounts.service import key_for_email
 from media_api.db import create_engine, session_factory
+from media_api.dev import stack as devstack
 from media_api.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

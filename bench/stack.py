@@ -16,10 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from media_api import devstack
-from media_api.auth.service import key_for_email
-from media_api.db import create_engine, session_factory
-from media_api.migrate import upgrade
+from media_api.accounts.service import key_for_email
+from media_api.db import create_engine, session_factory, upgrade
+from media_api.dev import stack as devstack
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
 

@@ -98,7 +98,7 @@ async def _with_session(settings: Settings, work: Callable[[AsyncSession], Await
 
 
 def _create_key(args: argparse.Namespace) -> int:
-    from media_api.auth.service import AccountExists, key_for_email
+    from media_api.accounts.service import AccountExists, key_for_email
 
     async def work(session: AsyncSession) -> str:
         return await key_for_email(session, args.email, args.name, existing=args.existing)
@@ -115,8 +115,8 @@ def _create_key(args: argparse.Namespace) -> int:
 def _create_user(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from media_api.auth.schemas import SignupIn
-    from media_api.auth.service import EmailTaken, signup
+    from media_api.accounts.schemas import SignupIn
+    from media_api.accounts.service import EmailTaken, signup
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -155,7 +155,7 @@ def _dev_secret(data_dir: Path) -> str:
 
 def _dev_key(settings: Settings) -> str:
     """The dev user's API key: the saved one while it still works, else a new one (saved 0600)."""
-    from media_api.auth.service import is_valid_key, key_for_email
+    from media_api.accounts.service import is_valid_key, key_for_email
 
     path = settings.data_dir / "dev-api-key"
     saved = path.read_text().strip() if path.exists() else ""
@@ -173,21 +173,21 @@ def _dev_key(settings: Settings) -> str:
 
 
 def _reprocess(args: argparse.Namespace) -> int:
-    from media_api import admin
+    from media_api import ops
 
     async def work(session: AsyncSession) -> int:
-        return await admin.reprocess(session, Settings(), all_=args.all, ids=args.ids)
+        return await ops.reprocess(session, Settings(), all_=args.all, ids=args.ids)
 
     print(f"reprocessing {asyncio.run(_with_session(Settings(), work))} images")
     return 0
 
 
 def _gc(args: argparse.Namespace) -> int:
-    from media_api import admin
+    from media_api import ops
 
-    async def work(session: AsyncSession) -> admin.GcReport:
+    async def work(session: AsyncSession) -> ops.GcReport:
         grace = datetime.timedelta(seconds=args.grace_seconds)
-        return await admin.gc(session, Settings(), apply=args.apply, grace=grace)
+        return await ops.gc(session, Settings(), apply=args.apply, grace=grace)
 
     report = asyncio.run(_with_session(Settings(), work))
     for key in report.orphan_objects:
@@ -204,7 +204,7 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from media_api import admin
+    from media_api import ops
     from media_api.images import repository
 
     if not (args.check or args.repair):
@@ -212,7 +212,7 @@ def _stats(args: argparse.Namespace) -> int:
         return 0
 
     async def work(session: AsyncSession) -> list[tuple[uuid.UUID, int, int]]:
-        return await admin.check_quota(session, repair=args.repair)
+        return await ops.check_quota(session, repair=args.repair)
 
     drift = asyncio.run(_with_session(Settings(), work))
     for owner, counted, stored in drift:
@@ -225,7 +225,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from media_api.migrate import upgrade
+    from media_api.db import upgrade
 
     upgrade(Settings(), args.revision)
     return 0
@@ -258,8 +258,8 @@ def _wait_ready(url: str, timeout: float) -> bool:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from media_api import devstack
-    from media_api.migrate import upgrade
+    from media_api.db import upgrade
+    from media_api.dev import stack as devstack
     from media_api.storage.s3 import S3Store
 
     stop = _Stop()
@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument(
         "--grace-seconds",
         type=float,
-        default=3600.0,  # admin.GC_GRACE: a fresh object may be an upload in flight
+        default=3600.0,  # ops.GC_GRACE: a fresh object may be an upload in flight
         help="leave younger objects alone: their upload may not have committed yet",
     )
     gc.set_defaults(func=_gc)

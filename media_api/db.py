@@ -1,10 +1,13 @@
-"""Declarative base, engine construction and the per-request session."""
+"""Declarative base, engines, sessions and migrations (Alembic from code, no alembic.ini)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import DateTime, MetaData, func
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -14,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+import migrations
 from media_api.settings import Settings
 
 # Stable constraint names, so Alembic autogenerate and hand-written migrations agree.
@@ -59,3 +63,16 @@ def create_engine(settings: Settings) -> AsyncEngine:
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded attributes after commit (responses are built after it)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(settings: Settings) -> Config:
+    """An Alembic config pointing at the packaged scripts and the configured database."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.attributes["url"] = settings.sync_database_url
+    return cfg
+
+
+def upgrade(settings: Settings, revision: str = "head") -> None:
+    """Bring the schema to `revision` (idempotent)."""
+    command.upgrade(alembic_config(settings), revision)

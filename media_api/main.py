@@ -11,25 +11,25 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from media_api import health, logs
-from media_api.auth.router import auth_router, keys_router
-from media_api.auth.throttling import AuthThrottles
+from media_api import logs
+from media_api.accounts.throttles import AuthThrottles, create_throttle
+from media_api.api import health
+from media_api.api.accounts import auth_router, keys_router
+from media_api.api.deps import api_rate_limit
+from media_api.api.galleries import router as galleries_router
+from media_api.api.images import router as images_router
+from media_api.api.metrics_server import serving_metrics
+from media_api.api.middleware import InFlight, install_http_policies
+from media_api.api.web.docs import install_docs
+from media_api.api.web.router import install_web
 from media_api.db import create_engine, session_factory
-from media_api.deps import api_rate_limit
 from media_api.errors import install_error_handlers
-from media_api.galleries.router import router as galleries_router
-from media_api.http import InFlight, install_http_policies
-from media_api.images.router import router as images_router
 from media_api.images.validation import Validator
-from media_api.jobs import create_producer
+from media_api.jobs.producer import create_producer
 from media_api.metrics import ApiMetrics
-from media_api.metrics_server import serving_metrics
+from media_api.resources import AppState
 from media_api.settings import Settings
-from media_api.state import AppState
 from media_api.storage.s3 import AsyncS3Store, S3Store
-from media_api.throttles import create_throttle
-from media_api.web.docs import install_docs
-from media_api.web.router import install_web
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Media service",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url=None,  # media_api.web.docs serves Swagger UI from a package, not a CDN
+        docs_url=None,  # media_api.api.web.docs serves Swagger UI from a package, not a CDN
         redoc_url=None,
     )
     install_error_handlers(app)

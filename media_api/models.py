@@ -1,8 +1,7 @@
 """Imports every mapped class, so `Base.metadata` is complete for Alembic and tests."""
 
-from media_api.auth.models import ApiKey, Owner
+from media_api.accounts.models import ApiKey, Owner
 from media_api.galleries.models import Gallery, GalleryImage
-from media_api.images.models import Image, ImageJob
-from media_api.tags.models import ImageTag
+from media_api.images.models import Image, ImageJob, ImageTag
 
 __all__ = ["ApiKey", "Gallery", "GalleryImage", "Image", "ImageJob", "ImageTag", "Owner"]

@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
+from limits import RateLimitItem, parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from media_api.imaging.probe import KNOWN_FORMATS
-from media_api.throttles import parse_rates
 
 
 def _with_driver(url: str, driver: str) -> str:
@@ -291,3 +291,13 @@ class Settings(BaseSettings):
             env = f"MEDIA_{name.upper()}"
             raise RuntimeError(f"{env} is not set (run `media-api dev` for a local stack)")
         return str(value)
+
+
+def parse_rates(text: str) -> list[RateLimitItem]:
+    """`10/minute;100/hour` as rate items; empty text is no limit."""
+    if not text.strip():
+        return []
+    try:
+        return list(parse_many(text))
+    except ValueError as exc:
+        raise ValueError(f"not a rate limit: {text!r} (write e.g. 10/minute;100/hour)") from exc

@@ -1,4 +1,4 @@
-"""Alembic environment: runs against the URL media_api.migrate hands over (psycopg, sync)."""
+"""Alembic environment: runs against the URL media_api.db hands over (psycopg, sync)."""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ from media_api.db import create_engine
 from media_api.main import create_app
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
-from tests.helpers import serve, start_worker, wait_for_worker
-from tests.stack import running_stack, settings_env
+from tests.support.helpers import serve, start_worker, wait_for_worker
+from tests.support.stack import running_stack, settings_env
 
 # Queues the session worker consumes; `thumbnails` is read by tests that check dispatch.
 WORKER_QUEUES = "maintenance"

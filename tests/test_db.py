@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from media_api.auth.models import Owner
+from media_api.accounts.models import Owner
 from media_api.images.models import Image, ImageJob, ImageStatus, JobKind, JobState
 
 EMAIL = "rollback-probe@example.test"

@@ -36,13 +36,13 @@ from fastapi.testclient import TestClient
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from media_api import devstack
 from media_api.cli import build_parser
-from media_api.jobs import JOB_TASKS
+from media_api.dev import stack as devstack
+from media_api.jobs.producer import JOB_TASKS
 from media_api.main import CLEANUP_GRACE_SECONDS
 from media_api.settings import Settings
-from tests.helpers import start_worker, wait_for_worker
-from tests.stack import settings_env
+from tests.support.helpers import start_worker, wait_for_worker
+from tests.support.stack import settings_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"

@@ -20,9 +20,9 @@ from sqlalchemy import text
 
 from media_api import main
 from media_api.main import create_app
+from media_api.resources import AppState
 from media_api.settings import Settings
-from media_api.state import AppState
-from tests.helpers import serve
+from tests.support.helpers import serve
 
 
 class Recorded:

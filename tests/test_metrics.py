@@ -9,12 +9,12 @@ import uuid
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from media_api.devstack import free_port
-from media_api.images.ingest import FORM_OVERHEAD_BYTES
-from media_api.jobs import QUEUES, create_producer, queue_depths
+from media_api.dev.stack import free_port
+from media_api.images.multipart import FORM_OVERHEAD_BYTES
+from media_api.jobs.producer import QUEUES, create_producer, queue_depths
 from media_api.main import create_app
 from media_api.settings import Settings
-from tests.helpers import Caller, Samples, metric_samples, new_caller, upload
+from tests.support.helpers import Caller, Samples, metric_samples, new_caller, upload
 
 # A task name no worker knows: the messages only have to sit in the queue.
 PROBE_TASK = "media.metrics-probe"

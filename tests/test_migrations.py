@@ -8,9 +8,9 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect
 
-from media_api.migrate import alembic_config
+from media_api.db import alembic_config
 from media_api.settings import Settings
-from tests.stack import scratch_database
+from tests.support.stack import scratch_database
 
 
 @pytest.fixture

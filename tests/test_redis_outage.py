@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from media_api import devstack
+from media_api.dev import stack as devstack
 from media_api.main import create_app
 from media_api.settings import Settings
-from tests.helpers import job_states, metric_samples, new_caller, png, upload
+from tests.support.helpers import job_states, metric_samples, new_caller, png, upload
 
 
 @pytest.fixture

@@ -26,13 +26,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from media_api import devstack
+from media_api.dev import stack as devstack
 from media_api.main import create_app
 from media_api.settings import Settings
 from media_api.storage import keys
 from media_api.storage.s3 import S3Store
-from tests import streaming
-from tests.helpers import (
+from tests.support import streaming
+from tests.support.helpers import (
     Caller,
     assert_nothing_left,
     job_states,
@@ -44,10 +44,10 @@ from tests.helpers import (
     wait_for_status,
     wait_for_worker,
 )
-from tests.serving import ServeProcess as Server
-from tests.serving import serve_process
-from tests.stack import settings_env
-from tests.streaming import PART, TWO_PARTS_AND_SOME, RawUpload, parts_stored
+from tests.support.serving import ServeProcess as Server
+from tests.support.serving import serve_process
+from tests.support.stack import settings_env
+from tests.support.streaming import PART, TWO_PARTS_AND_SOME, RawUpload, parts_stored
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
-from media_api.auth.schemas import EMAIL_PATTERN, SPECIAL_USE_DOMAINS
+from media_api.accounts.schemas import EMAIL_PATTERN, SPECIAL_USE_DOMAINS
 from media_api.images.errors import StorageUnavailable
-from media_api.images.ingest import MAX_HEADER_BYTES, MAX_HEADERS
+from media_api.images.multipart import MAX_HEADER_BYTES, MAX_HEADERS
 from media_api.storage.s3 import S3Store
 from media_api.text import (
     MULTI_LINE_PATTERN,
@@ -28,7 +28,7 @@ from media_api.text import (
     multi_line,
     single_line,
 )
-from tests.helpers import Caller, assert_nothing_left, new_caller, png, upload
+from tests.support.helpers import Caller, assert_nothing_left, new_caller, png, upload
 
 CONTROLS = [*map(chr, range(0x20)), "\x7f", *map(chr, range(0x80, 0xA0))]
 

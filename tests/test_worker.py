@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from media_api.jobs import PING_TASK, create_producer
+from media_api.jobs.producer import PING_TASK, create_producer
 from media_api.settings import Settings
 
 

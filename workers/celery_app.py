@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from media_api.jobs import QUEUES
+from media_api.jobs.producer import QUEUES
 from media_api.settings import Settings
 
 __all__ = ["QUEUES", "create_celery"]

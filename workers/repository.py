@@ -11,8 +11,7 @@ from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, t
 from sqlalchemy.orm import Session
 
 import media_api.models  # noqa: F401 - every table, so foreign keys resolve in this process
-from media_api.images.models import Image, ImageJob, ImageStatus, JobKind, JobState
-from media_api.tags.models import ImageTag
+from media_api.images.models import Image, ImageJob, ImageStatus, ImageTag, JobKind, JobState
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 
 from media_api.images.models import JobKind
-from media_api.jobs import JOB_TASKS
+from media_api.jobs.producer import JOB_TASKS
 from workers import repository
 from workers.context import WorkerContext
 

@@ -9,7 +9,7 @@ from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from media_api.images.models import JobKind
-from media_api.jobs import JOB_TASKS, PING_TASK, TAG_TASK, VARIANTS_TASK
+from media_api.jobs.producer import JOB_TASKS, PING_TASK, TAG_TASK, VARIANTS_TASK
 from media_api.settings import Settings
 from workers import pipeline, repository
 from workers.context import WorkerContext, context

@@ -12,11 +12,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from media_api.auth.models import Owner
+from media_api.accounts.models import Owner
 from media_api.galleries.models import GalleryImage
-from media_api.images.models import Image, ImageJob, ImageStatus, JobKind, JobState
+from media_api.images.models import Image, ImageJob, ImageStatus, ImageTag, JobKind, JobState
 from media_api.pagination import Position
-from media_api.tags.models import ImageTag
 
 
 async def get(session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID) -> Image | None:

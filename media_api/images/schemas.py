@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from media_api.images.models import TITLE_MAX, Image, ImageJob, ImageStatus, JobKind, JobState
-from media_api.images.urls import Signer
+from media_api.storage.signing import Signer
 from media_api.text import single_line
 
 Title = Annotated[str, Field(max_length=TITLE_MAX), single_line]

@@ -14,8 +14,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from media_api.auth import repository as owners
-from media_api.effects import Effects
+from media_api.accounts import repository as owners
 from media_api.errors import NotFound
 from media_api.galleries import repository as galleries
 from media_api.images import repository
@@ -28,15 +27,16 @@ from media_api.images.errors import (
     StorageUnavailable,
     VariantNotReady,
 )
-from media_api.images.ingest import Spool, receive_upload
 from media_api.images.models import TITLE_MAX, Image, ImageStatus, JobKind, JobState
+from media_api.images.multipart import Spool, receive_upload
 from media_api.images.validation import Validator
 from media_api.imaging import probe as imaging
-from media_api.jobs import JOB_TASKS
+from media_api.jobs.producer import JOB_TASKS
 from media_api.pagination import Keyset
 from media_api.settings import Settings
 from media_api.storage import keys
 from media_api.storage.s3 import AsyncS3Store, StoredObject, StreamingUpload
+from media_api.unit_of_work import Effects
 
 JOB_KINDS = [JobKind(kind) for kind in JOB_TASKS]
 

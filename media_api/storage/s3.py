@@ -18,7 +18,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from media_api.aio import run_to_the_end
+from media_api.cleanup import run_to_the_end
 from media_api.settings import Settings
 from media_api.storage import sigv4
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from media_api.storage.s3 import S3Store
-from tests.helpers import Caller, assert_nothing_left, new_caller
+from tests.support.helpers import Caller, assert_nothing_left, new_caller
 
 
 @pytest.fixture

@@ -15,13 +15,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import event
 
-from media_api.devstack import free_port
+from media_api.dev.stack import free_port
 from media_api.images.models import Image as ImageRow
+from media_api.images.models import ImageTag
 from media_api.main import create_app
+from media_api.resources import AppState
 from media_api.settings import Settings
-from media_api.state import AppState
-from media_api.tags.models import ImageTag
-from tests.helpers import Caller, new_caller, upload, without_urls
+from tests.support.helpers import Caller, new_caller, upload, without_urls
 from workers import pipeline
 from workers.context import context
 

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
-from tests.helpers import assert_nothing_left, new_caller, png, upload
-from tests.stack import settings_env
+from tests.support.helpers import assert_nothing_left, new_caller, png, upload
+from tests.support.stack import settings_env
 
 
 def _bytes_used(settings: Settings, owner_id: uuid.UUID) -> tuple[int, int]:

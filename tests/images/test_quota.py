@@ -13,7 +13,7 @@ from PIL import Image
 from media_api.main import create_app
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
-from tests.helpers import assert_nothing_left, new_caller, serve, upload
+from tests.support.helpers import assert_nothing_left, new_caller, serve, upload
 
 
 def _png(seed: int) -> bytes:

@@ -17,15 +17,15 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import text
 
-from media_api.devstack import free_port
+from media_api.dev.stack import free_port
 from media_api.errors import PROBLEM_JSON
-from media_api.jobs import create_producer
+from media_api.jobs.producer import create_producer
 from media_api.main import create_app
+from media_api.resources import AppState
 from media_api.settings import Settings
-from media_api.state import AppState
 from media_api.storage.s3 import S3Store
-from tests.corpus import CORPUS
-from tests.helpers import (
+from tests.support.corpus import CORPUS
+from tests.support.helpers import (
     Caller,
     assert_nothing_left,
     job_states,

@@ -14,8 +14,8 @@ from media_api.imaging.probe import KNOWN_FORMATS
 from media_api.main import create_app
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
-from tests.corpus import MIME_TYPES, POLICY_FORMAT, ROWS, Row, acceptable_codes, params
-from tests.helpers import (
+from tests.support.corpus import MIME_TYPES, POLICY_FORMAT, ROWS, Row, acceptable_codes, params
+from tests.support.helpers import (
     Caller,
     assert_nothing_left,
     job_states,

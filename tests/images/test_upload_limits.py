@@ -12,11 +12,11 @@ import psutil
 from fastapi.testclient import TestClient
 
 from media_api.main import create_app
+from media_api.resources import AppState
 from media_api.settings import Settings
-from media_api.state import AppState
 from media_api.storage.s3 import S3Store
-from tests.bombs import many_scan_jpeg
-from tests.helpers import assert_nothing_left, new_caller, png, upload, wait_for
+from tests.support.bombs import many_scan_jpeg
+from tests.support.helpers import assert_nothing_left, new_caller, png, upload, wait_for
 
 BOMB = many_scan_jpeg(20_000)
 

@@ -18,14 +18,14 @@ from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from media_api.devstack import free_port
+from media_api.dev.stack import free_port
 from media_api.main import create_app
+from media_api.resources import AppState
 from media_api.settings import Settings
-from media_api.state import AppState
 from media_api.storage.s3 import S3Store
-from tests import streaming
-from tests.helpers import Caller, assert_nothing_left, new_caller, serve, upload, wait_for
-from tests.streaming import PART, TWO_PARTS_AND_SOME, RawUpload, parts_stored
+from tests.support import streaming
+from tests.support.helpers import Caller, assert_nothing_left, new_caller, serve, upload, wait_for
+from tests.support.streaming import PART, TWO_PARTS_AND_SOME, RawUpload, parts_stored
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,8 @@ from media_api.imaging.probe import (
     inspect,
     probe,
 )
-from tests.bombs import many_scan_jpeg
-from tests.corpus import ACCEPTED, CORPUS, MIME_TYPES, ROWS, Row, acceptable_codes, params
+from tests.support.bombs import many_scan_jpeg
+from tests.support.corpus import ACCEPTED, CORPUS, MIME_TYPES, ROWS, Row, acceptable_codes, params
 
 JPEG_ROWS = [r for r in ROWS if r.path.read_bytes()[:3] == b"\xff\xd8\xff"]
 ALL_FORMATS = ProbeLimits(allowed_formats=KNOWN_FORMATS)

@@ -32,7 +32,7 @@ from media_api.imaging.probe import (
     probe,
     sniff,
 )
-from tests.corpus import (
+from tests.support.corpus import (
     ACCEPTED,
     CORE_ROWS,
     CORPUS,
@@ -42,8 +42,8 @@ from tests.corpus import (
     SNIFFED_AS,
     Row,
 )
-from tests.corpus import acceptable_codes as _acceptable_codes
-from tests.corpus import params as _params
+from tests.support.corpus import acceptable_codes as _acceptable_codes
+from tests.support.corpus import params as _params
 
 
 def _all_formats_limits() -> ProbeLimits:

@@ -26,7 +26,7 @@ from media_api.imaging.variants import (
     render,
     webp_effort,
 )
-from tests.corpus import ACCEPTED, CORPUS, Row, params
+from tests.support.corpus import ACCEPTED, CORPUS, Row, params
 
 BASE83 = re.compile(r"[0-9A-Za-z#$%*+,\-.:;=?@\[\]^_{|}~]+")
 # RIFF chunks a WebP needs for pixels; anything else (EXIF, XMP , ICCP) would be metadata.

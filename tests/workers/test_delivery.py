@@ -17,10 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from media_api import devstack
+from media_api.dev import stack as devstack
 from media_api.main import create_app
 from media_api.settings import Settings
-from tests.helpers import (
+from tests.support.helpers import (
     job_states,
     new_caller,
     start_worker,
@@ -28,7 +28,7 @@ from tests.helpers import (
     wait_for_status,
     wait_for_worker,
 )
-from tests.stack import settings_env
+from tests.support.stack import settings_env
 
 QUICK = {
     "sweep_interval_seconds": 0.5,

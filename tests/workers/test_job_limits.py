@@ -16,15 +16,15 @@ from celery.exceptions import TimeLimitExceeded
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from media_api import devstack
-from media_api.devstack import free_port
+from media_api.db import upgrade
+from media_api.dev import stack as devstack
+from media_api.dev.stack import free_port
 from media_api.images.models import Image, ImageJob, JobKind
-from media_api.jobs import VARIANTS_TASK
+from media_api.jobs.producer import VARIANTS_TASK
 from media_api.main import create_app
-from media_api.migrate import upgrade
 from media_api.settings import Settings
-from tests.bombs import many_scan_jpeg
-from tests.helpers import (
+from tests.support.bombs import many_scan_jpeg
+from tests.support.helpers import (
     Caller,
     new_caller,
     noise_jpeg,
@@ -35,7 +35,7 @@ from tests.helpers import (
     wait_for_status,
     wait_for_worker,
 )
-from tests.stack import scratch_database, settings_env
+from tests.support.stack import scratch_database, settings_env
 from workers import pipeline, repository
 from workers.celery_app import create_celery
 from workers.context import context

@@ -10,12 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from media_api.devstack import free_port
+from media_api.dev.stack import free_port
 from media_api.main import create_app
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
-from tests.corpus import CORPUS
-from tests.helpers import Caller, new_caller, upload
+from tests.support.corpus import CORPUS
+from tests.support.helpers import Caller, new_caller, upload
 from workers import pipeline
 from workers.context import WorkerContext, context
 from workers.sweep import sweep

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.corpus import CORPUS
+from tests.support.corpus import CORPUS
 from workers import tagging
 from workers.tagging import Label, Tagger, TaggingError, TagResult, preprocess
 

@@ -16,13 +16,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from skimage import data as samples
 
-from media_api.devstack import free_port
+from media_api.dev.stack import free_port
 from media_api.images.models import JobKind
-from media_api.jobs import create_producer
+from media_api.jobs.producer import create_producer
 from media_api.main import create_app
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
-from tests.helpers import (
+from tests.support.helpers import (
     Caller,
     new_caller,
     start_worker,
@@ -30,7 +30,7 @@ from tests.helpers import (
     wait_for_status,
     wait_for_worker,
 )
-from tests.stack import settings_env
+from tests.support.stack import settings_env
 from workers import pipeline, repository
 from workers.context import context
 

@@ -21,12 +21,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import values as prometheus_values
 from prometheus_client.values import MultiProcessValue
 
-from media_api import devstack
-from media_api.devstack import free_port
-from media_api.jobs import VARIANTS_TASK, create_producer
+from media_api.dev import stack as devstack
+from media_api.dev.stack import free_port
+from media_api.jobs.producer import VARIANTS_TASK, create_producer
 from media_api.main import create_app
 from media_api.settings import Settings
-from tests.helpers import (
+from tests.support.helpers import (
     Samples,
     job_states,
     metric_samples,
@@ -36,7 +36,7 @@ from tests.helpers import (
     wait_for,
     wait_for_status,
 )
-from tests.stack import settings_env
+from tests.support.stack import settings_env
 from workers.metrics import PoolCollector, TaskMetrics
 
 SUCCESS = (("outcome", "success"), ("task", VARIANTS_TASK))

@@ -1,0 +1,90 @@
+"""Operator commands behind `media-api reprocess | gc | stats` (every owner, no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from media_api.images import repository
+from media_api.images.models import ImageStatus
+from media_api.jobs.producer import JOB_TASKS, create_producer
+from media_api.settings import Settings
+from media_api.storage.s3 import S3Store
+
+# Objects younger than this may belong to an upload whose row is not committed yet.
+GC_GRACE = dt.timedelta(hours=1)
+
+
+async def reprocess(
+    session: AsyncSession, settings: Settings, *, all_: bool, ids: list[uuid.UUID]
+) -> int:
+    """Reset the jobs of the given images, of all images, or (default) of the failed ones,
+    and publish them; returns how many images."""
+    if ids:
+        chosen = ids
+    else:
+        chosen = await repository.ids_by_status(session, None if all_ else ImageStatus.FAILED)
+    found = await repository.reset_jobs_of(session, chosen)
+    await session.commit()  # the jobs are pending before any worker sees a message
+    producer = create_producer(settings)
+    try:
+        for image_id in found:
+            for task, queue in JOB_TASKS.values():
+                await asyncio.to_thread(
+                    producer.send_task, task, args=(str(image_id),), queue=queue
+                )
+    finally:
+        producer.close()
+    return len(found)
+
+
+@dataclass
+class GcReport:
+    """What gc found (and deleted, with --apply)."""
+
+    orphan_objects: list[str] = field(default_factory=list)
+    missing_originals: list[str] = field(default_factory=list)
+    young_skipped: int = 0
+    deleted: int = 0
+
+
+async def gc(
+    session: AsyncSession, settings: Settings, *, apply: bool, grace: dt.timedelta = GC_GRACE
+) -> GcReport:
+    """Objects no row points at (deleted with `apply`), and rows whose original is gone."""
+    originals, variants = await repository.stored_keys(session)
+    store = S3Store(settings)
+    try:
+        listed = await asyncio.to_thread(store.list_objects, "originals/")
+        listed += await asyncio.to_thread(store.list_objects, "variants/")
+        report = GcReport()
+        now = dt.datetime.now(dt.UTC)
+        present = {key for key, _ in listed}
+        for key, modified in listed:
+            if key in originals or key in variants:
+                continue
+            if now - modified < grace:
+                report.young_skipped += 1
+                continue
+            report.orphan_objects.append(key)
+        report.missing_originals = sorted(originals - present)
+        if apply:
+            for key in report.orphan_objects:
+                await asyncio.to_thread(store.delete, key)
+                report.deleted += 1
+        return report
+    finally:
+        store.close()
+
+
+async def check_quota(session: AsyncSession, *, repair: bool) -> list[tuple[uuid.UUID, int, int]]:
+    """Owners whose bytes_used differs from what their images add up to (before any repair);
+    with `repair`, each counter is set to the sum."""
+    drift = await repository.quota_drift(session)
+    if repair and drift:
+        await repository.repair_quota(session, [owner for owner, _, _ in drift])
+    return drift

@@ -1,1 +1,0 @@
-"""Tags the tagging worker attaches to images (labels, coarse categories)."""

@@ -1,0 +1,126 @@
+"""Every /v1 route needs credentials, and never shows one owner's things to another.
+
+The route table is read from the app's OpenAPI document, so a new route is covered without
+editing this file; a new path parameter fails the test until it has a fixture below.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+from media_api.main import create_app
+from media_api.settings import Settings
+from tests.support.corpus import CORPUS
+from tests.support.helpers import Caller, new_caller, upload
+
+PUBLIC = {("POST", "/v1/auth/signup"), ("POST", "/v1/auth/token")}
+JPEG = (CORPUS / "valid/jpeg_baseline_testorig.jpg").read_bytes()
+
+
+def _routes(settings: Settings) -> list[tuple[str, str]]:
+    """(METHOD, path) of every /v1 operation, from the app's own OpenAPI document."""
+    paths = create_app(settings).openapi()["paths"]
+    return [
+        (method.upper(), path)
+        for path, operations in paths.items()
+        if path.startswith("/v1")
+        for method in operations
+    ]
+
+
+def _fill(path: str, values: dict[str, str]) -> str:
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        assert name in values, f"add an isolation fixture for path parameter {{{name}}}"
+        return values[name]
+
+    return re.sub(r"\{(\w+)\}", one, path)
+
+
+def test_the_route_table_is_not_empty(app_settings: Settings) -> None:
+    routes = _routes(app_settings)
+    assert ("POST", "/v1/images") in routes
+    assert ("DELETE", "/v1/api-keys/{key_id}") in routes
+
+
+def test_every_private_route_needs_credentials(client: TestClient, app_settings: Settings) -> None:
+    random_ids = {
+        "image_id": str(uuid.uuid4()),
+        "key_id": str(uuid.uuid4()),
+        "gallery_id": str(uuid.uuid4()),
+        "name": "thumb",
+    }
+    checked = 0
+    for method, path in _routes(app_settings):
+        if (method, path) in PUBLIC:
+            continue
+        resp = client.request(method, _fill(path, random_ids))
+        assert resp.status_code == 401, (method, path, resp.text)
+        assert resp.headers["www-authenticate"] == "Bearer"
+        checked += 1
+    assert checked >= 5
+
+
+@pytest.fixture
+def victim(client: TestClient) -> tuple[Caller, dict[str, str]]:
+    """An owner with one of everything a path can name."""
+    owner = new_caller(client)
+    status, image = upload(client, owner, JPEG)
+    assert status == 201
+    key = client.post("/v1/api-keys", headers=owner.headers, json={"name": "victim"}).json()
+    gallery = client.post("/v1/galleries", headers=owner.headers, json={"name": "v"}).json()
+    added = client.put(f"/v1/galleries/{gallery['id']}/images/{image['id']}", headers=owner.headers)
+    assert added.status_code == 204
+    return owner, {
+        "image_id": str(image["id"]),
+        "key_id": str(key["id"]),
+        "gallery_id": str(gallery["id"]),
+        "name": "thumb",
+    }
+
+
+def test_another_owners_resources_are_404_on_every_route(
+    client: TestClient, app_settings: Settings, victim: tuple[Caller, dict[str, str]]
+) -> None:
+    owner, ids = victim
+    attacker = new_caller(client)
+    checked = 0
+    for method, path in _routes(app_settings):
+        if "{" not in path:
+            continue
+        resp = client.request(method, _fill(path, ids), headers=attacker.headers, json={})
+        assert resp.status_code == 404, (method, path, resp.status_code, resp.text)
+        assert resp.json()["code"] == "not-found"
+        assert ids["image_id"] not in resp.text
+        checked += 1
+    assert checked >= 3
+    # ... and nothing of the victim's changed.
+    assert client.get(f"/v1/images/{ids['image_id']}", headers=owner.headers).status_code == 200
+    keys = client.get("/v1/api-keys", headers=owner.headers).json()["items"]
+    assert ids["key_id"] in {k["id"] for k in keys}
+    in_gallery = client.get(f"/v1/galleries/{ids['gallery_id']}/images", headers=owner.headers)
+    assert [i["id"] for i in in_gallery.json()["items"]] == [ids["image_id"]]
+
+
+def test_listings_show_only_the_callers_images_and_galleries(
+    client: TestClient, victim: tuple[Caller, dict[str, str]]
+) -> None:
+    _, ids = victim
+    attacker = new_caller(client)
+    images = client.get("/v1/images?include_total=true", headers=attacker.headers).json()
+    assert (images["items"], images["total"]) == ([], 0)
+    galleries = client.get("/v1/galleries", headers=attacker.headers).json()
+    assert galleries["items"] == []
+    filtered = client.get(f"/v1/images?gallery_id={ids['gallery_id']}", headers=attacker.headers)
+    assert filtered.status_code == 404
+
+
+def test_listings_show_only_the_callers_keys(client: TestClient) -> None:
+    one, two = new_caller(client), new_caller(client)
+    made = client.post("/v1/api-keys", headers=one.headers, json={"name": "mine"}).json()
+    theirs = client.get("/v1/api-keys", headers=two.headers).json()["items"]
+    assert made["id"] not in {k["id"] for k in theirs}
