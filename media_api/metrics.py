@@ -1,23 +1,7 @@
-"""Prometheus metrics of the API: counters and histograms kept by the processes that handle the
-requests, and gauges read at scrape time by the process that answers.
-
-Under `media-api serve --workers N` a scrape reaches one of N processes. `shared_across`
-then points prometheus_client's multiprocess mode at a private directory before uvicorn spawns
-them: each process writes its counters to files there, and whichever answers a scrape renders
-the sum of every process's files. Without PROMETHEUS_MULTIPROC_DIR (one process, and the tests'
-in-process apps) each app keeps its counters on a registry of its own, so several apps in one
-process never share them.
-
-Job counts come from Postgres and queue depths from the broker at scrape time: fleet-wide
-numbers that every API process reports alike. They are never stored in a metric, only yielded
-for the scrape that read them (`ScrapeReadings`), so under multiprocess mode they appear once,
-not summed per process, and a series that vanished (queue depths during a broker outage)
-cannot linger in another process's file.
-
-No metric here is a gauge kept in a file, so a server process that dies leaves nothing to bury
-(prometheus_client's `mark_process_dead` only deletes live-gauge files): its counters stay in
-the sum, as Prometheus expects of counters, and a replacement that happens to get its pid
-carries on from its file rather than counting again.
+"""Prometheus metrics of the API: counters and histograms kept by the request-handling
+processes (summed across `serve --workers N` through a private multiprocess directory), and
+job counts and queue depths read at scrape time, never stored. Why it is built this way:
+docs/architecture.md, "Metrics across processes".
 """
 
 from __future__ import annotations

@@ -1,21 +1,7 @@
-"""What a client may write into a text field, a query parameter or a path segment: one rule, in
-one place, used by every request model and route through the `Annotated` markers below
-(`single_line`, `multi_line`, `encodable`; `SingleLine` for a plain string).
-
-- No control characters (C0 U+0000-U+001F, DEL U+007F, C1 U+0080-U+009F): NUL cannot be stored
-  by Postgres at all, and the others are never meant in a name, a title or a tag (they garble
-  logs, terminals and the web page). Multi-line text (a description) may hold tab and line
-  breaks. A refusal is `422 validation-error` naming the field.
-- No lone surrogates (U+D800-U+DFFF on their own, which JSON escapes can spell): they cannot be
-  encoded as UTF-8, so nothing could store or compare them (pydantic's own string validation
-  refuses most of them first; this is the backstop). Passwords are checked for this only: they
-  are hashed, never shown, and refusing a character would lock its owner out.
-- The rule is published in the OpenAPI document as a `pattern`, so generated clients (and
-  schemathesis) know it; the check itself runs in Python with a message that says what is wrong.
-
-A client's file name is the one text the service cleans instead of refusing (`clean_filename`):
-it is informational, comes from the client's file system rather than from a person typing it,
-and refusing an image over it would fail a good upload for a cosmetic field.
+"""What a client may write into a text field, a query parameter or a path segment: one rule,
+used by every request model and route through the `Annotated` markers below (`single_line`,
+`multi_line`, `encodable`; `SingleLine` for a plain string). No control characters, no lone
+surrogates; file names are cleaned instead of refused. The reasons: docs/architecture.md, "Text".
 """
 
 from __future__ import annotations

@@ -5,15 +5,12 @@ Revises:
 Create Date: 2026-11-25 12:35:39.792581
 """
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0001"
-down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+from migrations.columns import timestamp_column
+
+revision, down_revision = "0001", None
 
 
 def upgrade() -> None:
@@ -23,12 +20,7 @@ def upgrade() -> None:
         sa.Column("email", sa.String(length=320), nullable=False),
         sa.Column("password_hash", sa.String(length=255), nullable=True),
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
+        timestamp_column("created_at"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_owners")),
         sa.UniqueConstraint("email", name=op.f("uq_owners_email")),
     )
@@ -58,19 +50,9 @@ def upgrade() -> None:
         sa.Column("frames", sa.Integer(), nullable=False),
         sa.Column("sha256", sa.LargeBinary(length=32), nullable=False),
         sa.Column("original_key", sa.String(length=512), nullable=False),
-        sa.Column(
-            "updated_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
+        timestamp_column("updated_at"),
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
+        timestamp_column("created_at"),
         sa.CheckConstraint("size_bytes >= 0", name=op.f("ck_images_size_nonnegative")),
         sa.ForeignKeyConstraint(
             ["owner_id"], ["owners.id"], name=op.f("fk_images_owner_id_owners"), ondelete="CASCADE"
@@ -114,19 +96,9 @@ def upgrade() -> None:
         sa.Column("error_code", sa.String(length=64), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column(
-            "updated_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
+        timestamp_column("updated_at"),
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
+        timestamp_column("created_at"),
         sa.CheckConstraint("attempts >= 0", name=op.f("ck_image_jobs_attempts_nonnegative")),
         sa.ForeignKeyConstraint(
             ["image_id"],

@@ -1,19 +1,11 @@
-"""api keys
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-25 12:44:02.039702
-"""
-
-from collections.abc import Sequence
+"""api keys"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002"
-down_revision: str | None = "0001"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+from migrations.columns import timestamp_column
+
+revision, down_revision = "0002", "0001"
 
 
 def upgrade() -> None:
@@ -27,12 +19,7 @@ def upgrade() -> None:
         sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
+        timestamp_column("created_at"),
         sa.ForeignKeyConstraint(
             ["owner_id"],
             ["owners.id"],

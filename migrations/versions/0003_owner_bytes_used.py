@@ -1,19 +1,9 @@
-"""owner bytes used
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-25 13:02:17.325778
-"""
-
-from collections.abc import Sequence
+"""owner bytes used"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | None = "0002"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision, down_revision = "0003", "0002"
 
 
 def upgrade() -> None:

@@ -1,20 +1,10 @@
-"""image variants and placeholder
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-25 13:04:59.722740
-"""
-
-from collections.abc import Sequence
+"""image variants and placeholder"""
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0004"
-down_revision: str | None = "0003"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision, down_revision = "0004", "0003"
 
 
 def upgrade() -> None:

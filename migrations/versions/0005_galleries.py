@@ -1,19 +1,11 @@
-"""galleries
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-11-25 13:28:42.943745
-"""
-
-from collections.abc import Sequence
+"""galleries"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0004"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+from migrations.columns import timestamp_column
+
+revision, down_revision = "0005", "0004"
 
 
 def upgrade() -> None:
@@ -23,19 +15,9 @@ def upgrade() -> None:
         sa.Column("owner_id", sa.Uuid(), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("description", sa.String(length=2000), nullable=True),
-        sa.Column(
-            "updated_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
+        timestamp_column("updated_at"),
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
+        timestamp_column("created_at"),
         sa.ForeignKeyConstraint(
             ["owner_id"],
             ["owners.id"],

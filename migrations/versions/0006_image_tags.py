@@ -1,19 +1,9 @@
-"""image tags
-
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-11-25 13:47:15.732858
-"""
-
-from collections.abc import Sequence
+"""image tags"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision, down_revision = "0006", "0005"
 
 
 def upgrade() -> None:

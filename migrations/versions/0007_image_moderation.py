@@ -1,19 +1,9 @@
-"""image moderation
-
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-11-25 13:53:08.262570
-"""
-
-from collections.abc import Sequence
+"""image moderation"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0006"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision, down_revision = "0007", "0006"
 
 
 def upgrade() -> None:

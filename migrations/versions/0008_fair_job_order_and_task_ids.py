@@ -3,21 +3,12 @@
 Each owner's job clock spaces its jobs in the claim order (`image_jobs.fair_at`), so one
 owner's burst queues behind other owners' work; `task_id` names the task running a job, so a
 task killed at its hard time limit fails exactly the jobs it held.
-
-Revision ID: 0008
-Revises: 0007
-Create Date: 2026-12-01 12:45:00
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
-down_revision: str | None = "0007"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision, down_revision = "0008", "0007"
 
 
 def upgrade() -> None:
