@@ -46,8 +46,8 @@ test: lint typecheck browser
 pins: $(STAMP)
 	$(BIN)/python scripts/pin_requirements.py
 
-# Rebuild workers/models/efficientnet_lite0.onnx in a venv of its own (torch stays out of
-# .venv) and check it is bit-for-bit the committed file.
+# Rebuild media_api/imaging/models/efficientnet_lite0.onnx in a venv of its own (torch stays
+# out of .venv) and check it is bit-for-bit the committed file.
 model:
 	$(PYTHON) -m venv .venv-export
 	.venv-export/bin/pip install --quiet -r scripts/requirements-export.txt

@@ -2,48 +2,9 @@
 
 Run: .venv/bin/python -m bench.abuse [--seconds 20] [--burst 200] [--repeats 2]
 
-Starts the service as bench.e2e does, every part its own process on this machine: embedded
-Postgres, Redis and SeaweedFS (bench.stack), `media-api serve`, `media-api worker -Q thumbnails`
-and `media-api worker -Q tagging --concurrency 1`. The service runs with its defaults except two
-per-owner limits, raised so the measurement itself is never throttled:
-MEDIA_RATE_LIMIT_UPLOADS_PER_MINUTE (default 120; the burst owner sends --burst uploads in well
-under a minute) and MEDIA_RATE_LIMIT_REQUESTS_PER_MINUTE (default 1200; the probes and owner B's
-polling). The sign-in throttles, password hashing, JPEG scan limit and validation budget are the
-defaults being judged.
-
-Probes, from this process, in every phase, all at once (httpx, asyncio):
-- listing: `GET /v1/images?limit=1` with an API key, 10 a second, open loop (a slow answer
-  does not delay the next request);
-- upload: `POST /v1/images` of a 1 MB JPEG (512x512 noise, quality 100, 4:4:4), 1 a second,
-  open loop, distinct bytes each time (a JPEG comment segment); its jobs cost the workers about
-  what a small photo's do (thumbnails 0.12 CPU-s against 0.08, the same tagging);
-- owner B: upload a small photo (scikit-image's coffee, 600x400, 57 kB), poll its detail every
-  50 ms until the thumbnails job is finished, wait 0.25 s, again. ready = the job's
-  `finished_at` (the API's JSON, Postgres `now()`) minus the wall-clock time the POST started.
-
-Phases, --seconds each except the burst, round-robin --repeats times:
-- idle: the probes alone;
-- login flood: 20 clients `POST /v1/auth/token` for one existing account with a wrong password,
-  back to back. Each client claims its own address through X-Forwarded-For (uvicorn trusts it
-  from 127.0.0.1, its default; the addresses are from 198.18.0.0/15, the benchmarking range), so
-  the per-address limit stops each client and the per-account limits stop the flood as a whole;
-- decode bombs: 4 clients (4 owners) upload, back to back, a progressive 4000x4000 JPEG whose
-  first AC scan is repeated 20 000 times (tests.support.bombs.many_scan_jpeg), distinct bytes each;
-- burst: owner A (a new one each round) uploads --burst small photos with 8 clients, back to
-  back; the phase lasts until none of A's images is still processing.
-The load runs in a child process of this one (`--load-child`), so the flood's own client work
-does not delay this process's event loop and so the probes' timings. Between phases the bench
-waits until the stack is quiet (its processes under a quarter of a core, at most 90 s).
-
-Before the phases, quiet: the time to answer a sign-in with a wrong password for an existing
-account and for an email that has none (each from its own address, interleaved): the answers
-must cost the same work, or timing tells which emails have accounts.
-
-Targets (issue 13): each loaded p50 within 2x of idle (the listing and upload probes under the
-flood and under the bombs, owner B's ready under the burst; the other loaded rows are shown for
-information); every bomb refused (a 4xx or 5xx answer) in under 2 s.
-Only 127.0.0.1 traffic; every request has a timeout; every process started is stopped on exit,
-Ctrl-C or SIGTERM.
+The service as bench.e2e starts it; probes (listing, 1 MB uploads, owner B's ready time) run in
+every phase (idle, login flood, decode bombs, burst), round-robin. Method, phases and targets:
+docs/benchmarks.md ("Abuse"). Only 127.0.0.1 traffic; every process started is stopped on exit.
 """
 
 from __future__ import annotations
@@ -86,9 +47,7 @@ from bench.e2e import (
     versions,
     with_comment,
 )
-from bench.stack import bench_stack
-from media_api.accounts.service import key_for_email
-from media_api.db import create_engine, session_factory
+from bench.stack import api_keys, bench_stack, run_bench
 from media_api.dev import stack as devstack
 from media_api.settings import Settings
 
@@ -544,15 +503,9 @@ def settle(roots: dict[str, psutil.Process]) -> float:
 # --- accounts and the quiet measurements -----------------------------------------------------
 
 
-async def _keys(settings: Settings, names: list[str]) -> dict[str, str]:
-    engine = create_engine(settings)
-    try:
-        async with session_factory(engine)() as session:
-            keys = {n: await key_for_email(session, f"{n}@{DOMAIN}", "bench.abuse") for n in names}
-            await session.commit()
-            return keys
-    finally:
-        await engine.dispose()
+def _keys(settings: Settings, names: list[str]) -> dict[str, str]:
+    emails = [f"{n}@{DOMAIN}" for n in names]
+    return dict(zip(names, asyncio.run(api_keys(settings, emails, "bench.abuse")), strict=True))
 
 
 @dataclass
@@ -881,7 +834,7 @@ def main() -> None:
         names = ["probe", "owner-b"]
         names += [f"bomber-{i}" for i in range(BOMB_CLIENTS)]
         names += [f"burst-{r}" for r in range(args.repeats)]
-        keys = asyncio.run(_keys(stack.settings, names))
+        keys = _keys(stack.settings, names)
         roots = own_processes(svc)
         target = f"target@{DOMAIN}"
         asyncio.run(warm_up(svc.base, keys, images))
@@ -954,8 +907,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("interrupted: every process this bench started is stopped", file=sys.stderr)
-        sys.exit(130)
+    run_bench(main)

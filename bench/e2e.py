@@ -2,34 +2,9 @@
 
 Run: .venv/bin/python -m bench.e2e [--levels 1,4,16] [--burst 16] [--images 96] [--repeats 3]
 
-Starts the whole service the way compose deploys it, every part a separate process on this
-machine: embedded Postgres, Redis and SeaweedFS (bench.stack), `media-api serve`, one
-`media-api worker -Q thumbnails` (Celery's default concurrency: one pool process per core) and
-one `media-api worker -Q tagging --concurrency 1`, both with `--no-sweep`.
-
-The photos: four real photos made into 12 MP quality-90 JPEGs in memory (the iPhone AVIF of
-the test corpus turned landscape and resampled to 4000x3000, as bench.variants does; the
-corpus's iPhone HEIC cropped to 3:4 and upscaled 1.2x to 3000x4000; scikit-image's chelsea
-(cat) and coffee upscaled to 4000x3000, softer and so smaller files), cycled to --images files.
-Each copy differs only by a JPEG comment (COM segment): distinct bytes, so no upload is a
-duplicate, and identical pixels, so every run does the same work. Each run uses a fresh owner,
-so the same set goes up in every run.
-
-A run is one load level. `clients` = N concurrent clients in a closed loop: each uploads the
-next photo of the set, waits until both its jobs (thumbnails and tagging) are finished, then
-takes the next, until the set is done; so at most N images are in the system. `burst` = N
-clients upload the whole set back to back without waiting, then everything drains (what a
-gallery import does). Runs are interleaved round-robin across the levels, --repeats times.
-
-Per image: upload = client time of the POST (response received); ready = the thumbnails job's
-`finished_at` minus the wall-clock time the POST started; tagged = the same for the tagging
-job. Both timestamps come from the API's response (Postgres `now()` on this machine's clock),
-so the poll interval does not enter the latencies. One poller per run asks
-`GET /v1/images?status=processing` every --poll seconds and fetches the detail of an image once
-it has left that list (then every --poll until its tagging job is done too): the observer's load
-stays about ten requests a second whatever the concurrency. images/min = images / (last job
-finished - first upload started). CPU seconds of every process of the stack (children
-included) and of the whole machine are read from /proc before and after each run.
+The whole service as compose deploys it, each part its own process (bench.stack, `serve`, a
+thumbnails and a tagging worker); 12 MP photos through closed-loop clients and bursts, runs
+interleaved across the levels. Method and what each figure means: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -57,9 +32,7 @@ import httpx
 import psutil  # type: ignore[import-untyped]
 from PIL import Image
 
-from bench.stack import BenchStack, bench_stack
-from media_api.accounts.service import key_for_email
-from media_api.db import create_engine, session_factory
+from bench.stack import BenchStack, api_keys, bench_stack, run_bench
 from media_api.dev import stack as devstack
 from media_api.settings import Settings
 
@@ -552,17 +525,6 @@ def machine() -> str:
     )
 
 
-async def _keys(settings: Settings, emails: list[str]) -> list[str]:
-    engine = create_engine(settings)
-    try:
-        async with session_factory(engine)() as session:
-            tokens = [await key_for_email(session, email, "bench.e2e") for email in emails]
-            await session.commit()
-            return tokens
-    finally:
-        await engine.dispose()
-
-
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt  # unwinds the context managers: every process started is stopped
 
@@ -604,7 +566,7 @@ def main() -> None:
         service(stack, args.thumb_concurrency) as svc,
     ):
         emails = [f"e2e-{i}@localhost" for i in range(len(schedule) + 1)]
-        tokens = asyncio.run(_keys(stack.settings, emails))
+        tokens = asyncio.run(api_keys(stack.settings, emails, "bench.e2e"))
         roots = own_processes(svc)
         # Warm-up: the workers' first tasks (imports, model load) and the API's first uploads.
         warm = photo_set(sources, 4)
@@ -648,8 +610,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("interrupted: every process this bench started is stopped", file=sys.stderr)
-        sys.exit(130)
+    run_bench(main)

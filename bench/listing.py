@@ -21,6 +21,7 @@ import psycopg
 
 from bench.stack import api_process, bench_stack
 from media_api.pagination import Position, encode_cursor
+from media_api.storage import keys
 
 PAGE = 24
 DEEP_PAGE = 10_000
@@ -35,11 +36,11 @@ def seed(database_url: str, owner_id: uuid.UUID, rows: int) -> None:
                                 frames, sha256, original_key, created_at, updated_at, variants)
             SELECT gen_random_uuid(), %(owner)s, 'ready', 'image/jpeg', 1000 + g, 640, 480, 1,
                    decode(md5(g::text) || md5((-g)::text), 'hex'),
-                   'originals/' || %(owner)s || '/' || g,
+                   %(originals)s::text || g,
                    now() - g * interval '1 second', now(), '[]'::jsonb
             FROM generate_series(1, %(rows)s) AS g
             """,
-            {"owner": owner_id, "rows": rows},
+            {"owner": owner_id, "rows": rows, "originals": keys.originals_prefix(owner_id)},
         )
         conn.execute("ANALYZE images")
 

@@ -9,18 +9,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from media_api.accounts.service import key_for_email
-from media_api.db import create_engine, session_factory, upgrade
+from media_api.db import create_engine, session_factory
 from media_api.dev import stack as devstack
+from media_api.dev.bootstrap import ready_stack, stack_env
 from media_api.settings import Settings
-from media_api.storage.s3 import S3Store
 
 
 @dataclass
@@ -31,52 +32,48 @@ class BenchStack:
     data_dir: Path
 
 
-async def _token(settings: Settings) -> str:
+async def api_keys(settings: Settings, emails: list[str], key_name: str) -> list[str]:
+    """An API key for each email (owners created as needed), in one transaction."""
     engine = create_engine(settings)
     try:
         async with session_factory(engine)() as session:
-            token = await key_for_email(session, "bench@localhost", "bench")
+            tokens = [await key_for_email(session, email, key_name) for email in emails]
             await session.commit()
-            return token
+            return tokens
     finally:
         await engine.dispose()
 
 
 @contextmanager
 def bench_stack(**overrides: str) -> Iterator[BenchStack]:
-    """Embedded Postgres, Redis and SeaweedFS on free ports in a temp folder."""
+    """Embedded Postgres, Redis and SeaweedFS on free ports in a temp folder, whatever the
+    environment configures; `overrides` are MEDIA_* variables for this process and its children."""
     data_dir = Path(tempfile.mkdtemp(prefix="media-bench-"))
-    access, secret = "bench-access", "bench-secret"
-    stack = devstack.start_stack(
-        data_dir=data_dir,
-        database_url=None,
-        broker_url=None,
-        s3_endpoint_url=None,
-        ports=devstack.scratch_ports(),
-        bucket="media",
-        access_key=access,
-        secret_key=secret,
-        durable=False,
+    os.environ.update(overrides)
+    wanted = Settings().model_copy(
+        update={
+            "database_url": None,
+            "broker_url": None,
+            "s3_endpoint_url": None,
+            "s3_access_key": "bench-access",
+            "s3_secret_key": SecretStr("bench-secret"),
+            # The API refuses to start without a token-signing key.
+            "secret_key": SecretStr(secrets.token_urlsafe(48)),
+            "data_dir": data_dir,
+        }
     )
     try:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("MEDIA_")},
-            **stack.urls,
-            "MEDIA_S3_ACCESS_KEY": access,
-            "MEDIA_S3_SECRET_KEY": secret,
-            # The API refuses to start without a token-signing key.
-            "MEDIA_SECRET_KEY": secrets.token_urlsafe(48),
-            **overrides,
-        }
-        os.environ.update({k: v for k, v in env.items() if k.startswith("MEDIA_")})
-        settings = Settings()
-        upgrade(settings)
-        store = S3Store(settings)
-        store.ensure_bucket()
-        store.close()
-        yield BenchStack(settings, env, asyncio.run(_token(settings)), data_dir)
+        with ready_stack(wanted, durable=False) as stack:
+            media = {
+                **stack_env(stack.settings),
+                "MEDIA_SECRET_KEY": stack.settings.jwt_secret,
+                **overrides,
+            }
+            os.environ.update(media)
+            env = {**{k: v for k, v in os.environ.items() if not k.startswith("MEDIA_")}, **media}
+            token = asyncio.run(api_keys(stack.settings, ["bench@localhost"], "bench"))[0]
+            yield BenchStack(stack.settings, env, token, data_dir)
     finally:
-        stack.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -84,24 +81,25 @@ def bench_stack(**overrides: str) -> Iterator[BenchStack]:
 def api_process(stack: BenchStack, *extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`media-api serve` in its own process (so its RSS is measured alone)."""
     port = devstack.free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "media_api.cli", "serve", "--port", str(port), *extra],
-        env=stack.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    argv = [sys.executable, "-m", "media_api.cli", "serve", "--port", str(port), *extra]
+    child = devstack.spawn("api", argv, stack.data_dir / "logs", env=stack.env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=1):  # noqa: S310
-                break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("API did not start") from None
-            time.sleep(0.2)
+
+    def healthy() -> bool:
+        with urllib.request.urlopen(f"{base}/healthz", timeout=1) as resp:  # noqa: S310
+            return bool(resp.status == 200)
+
     try:
-        yield base, proc
+        devstack.wait_until(healthy, 30, "the API", child)
+        yield base, child.popen
     finally:
-        proc.terminate()
-        proc.wait(20)
+        child.stop(20)
+
+
+def run_bench(main: Callable[[], None]) -> None:
+    """Run a bench's main; Ctrl-C ends it quietly once every process it started is stopped."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted: every process this bench started is stopped", file=sys.stderr)
+        sys.exit(130)

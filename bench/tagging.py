@@ -2,29 +2,9 @@
 
 Run: .venv/bin/python -m bench.tagging [--repeats 5] [--images 32]
 
-Each run is a fresh subprocess that does what a tagging worker does: import workers.tagging,
-build one Tagger (both ONNX sessions, one thread each), tag one untimed image, then tag --images
-encoded images and exit. Runs are interleaved round-robin across the rows, so background load
-on this shared machine hits all of them alike; the median of --repeats runs is reported.
-Per-core rate = images / CPU seconds of the process (all threads, libvips's included); peak RSS
-is the child's VmHWM at the end, interpreter, imports and both models included (RSS after the
-imports and after loading the models in brackets).
-
-Image sets (each cycled to --images images):
-  photos  real photos at their own size: the photos scikit-image ships in its wheel (chelsea,
-          coffee, astronaut, motorcycle, rocket) and the corpus's JPEG, HEIC and AVIF photos
-          (8x8 px up to a 12 MP iPhone AVIF)
-  12 MP   a 4000x3000 quality-90 JPEG made from the corpus's iPhone photo, as bench.variants does
-
-Modes:
-  single       Tagger.tag([image]) one image at a time (a task per image)
-  batch8       Tagger.tag(images[i:i+8]): one call of each model per 8 images
-  full-decode  the baseline shrink-on-load replaces: Pillow open, full load(), exif_transpose,
-               convert("RGB"), then the same models one image at a time (Tagger.tag_pixels)
-
-Then one child splits the single-image cost into decode, classifier and NSFW model, and one
-fresh child per file and decoder measures the decode alone (ms and VmHWM growth) on the largest
-files: what dominates a worker's peak RSS is the decode of a large AVIF or HEIC, not the models.
+Each run is a fresh subprocess doing what a tagging worker does (single, batch8 and full-decode
+modes over real photos and a 12 MP JPEG), interleaved round-robin, medians of --repeats; then
+the single-image cost split into decode and models. Method: docs/benchmarks.md ("Tagging").
 """
 
 from __future__ import annotations
@@ -112,7 +92,7 @@ def child(mode: str, files: list[Path], count: int) -> None:
     """One worker-like process: load once, warm up, tag `count` images, report as JSON."""
     sources = [p.read_bytes() for p in files]
     images = [sources[i % len(sources)] for i in range(count)]
-    from workers import tagging
+    from media_api.imaging import tagging
 
     idle_kb = _status_kb("VmRSS")
     started = time.perf_counter()
@@ -153,7 +133,7 @@ def split_child(files: list[Path], count: int) -> None:
     """Median ms per image of each stage, single images, after a warm-up."""
     import numpy as np
 
-    from workers import tagging
+    from media_api.imaging import tagging
 
     sources = [p.read_bytes() for p in files]
     images = [sources[i % len(sources)] for i in range(count)]
@@ -179,7 +159,7 @@ def split_child(files: list[Path], count: int) -> None:
 
 def decode_child(decoder: str, path: Path) -> None:
     """Decode one file once in a fresh process: time and peak RSS growth."""
-    from workers import tagging
+    from media_api.imaging import tagging
 
     data = path.read_bytes()
     before = _status_kb("VmHWM")

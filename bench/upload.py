@@ -2,13 +2,9 @@
 
 Run: .venv/bin/python -m bench.upload [--sizes 1,20,100,200] [--repeat 3]
 
-For each size, the same bytes go three ways, side by side in one run:
-  loopback  raw TCP copy to a socket that discards (the ceiling of this machine's loopback)
-  s3 put    boto3 multipart PUT straight to the same SeaweedFS (the storage ceiling)
-  api       POST /v1/images through the real API (stream, hash, validate, store, record)
-and the API server's peak RSS is sampled every 5 ms during its upload. Each path gets one untimed
-warm-up transfer first, and the S3 and HTTP clients are reused, so no timing includes a first
-connection, a cold connection pool or the API's first request.
+For each size the same bytes go three ways: loopback (a discarding socket), s3 put (boto3
+multipart to the same SeaweedFS) and api (POST /v1/images), with the API's peak RSS sampled
+every 5 ms; each path has an untimed warm-up. Method: docs/benchmarks.md ("Upload throughput").
 """
 
 from __future__ import annotations

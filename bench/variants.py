@@ -2,31 +2,9 @@
 
 Run: .venv/bin/python -m bench.variants [--repeats 7] [--thumbor-venv /tmp/thumbor-venv]
 
-Images: made at run time in a temp folder from the largest real photo among the corpus's accepted
-valid/ and orientation/ rows, orientation/avif_irot_orientation6.avif (a 3024x4032 iPhone photo),
-turned to landscape and Lanczos-resampled to exactly 4000x3000 (12 MP, a 0.8 % downscale) and,
-centre-cropped to 3:2, to 6000x4000 (24 MP, a 1.49x upscale: softer, so a smaller file than a
-native 24 MP photo, which makes its entropy decoding a little cheaper); both saved as quality-90
-JPEGs with no metadata.
-
-Method: every path runs in its own fresh subprocess, single-threaded (VIPS_CONCURRENCY=1; Pillow
-and libwebp use one thread anyway), with one untimed warm-up. Runs are interleaved round-robin
-across the paths, so background load on this shared 2-core machine hits all of them alike, and the
-median of --repeats runs is reported. Per-core rate = 3 variants / median CPU seconds of the
-process (all threads); peak RSS is the child's VmHWM after its runs, interpreter and imports
-included (the "idle" column is VmRSS right after imports).
-
-Paths:
-  naive          open, full decode, exif_transpose, convert("RGB"), resize every preset from the
-                 full image with LANCZOS (thumb: ImageOps.fit centre crop), WebP with Pillow's
-                 defaults (quality 80, method 4)
-  render         media_api.imaging.variants.render(): libvips shrink-on-load, cascade, WebP
-                 with libwebp method 4 / 2 / 0 for thumb / medium / large
-  render/method2 the same with method 2 for every variant (the alternative not shipped)
-  render/pillow  the same cascade and encoders after the Pillow fallback decode (draft, reduce)
-  thumbor        thumbor 7 server from a throwaway venv (PIL engine, file loader, no storage,
-                 RESPECT_ORIENTATION): three URLs per image, each decoding the original, as it
-                 serves them; server CPU read from /proc. Skipped if that venv does not exist.
+12 MP and 24 MP JPEGs made from the corpus's iPhone photo; every path (naive, render,
+render/method2, render/pillow, thumbor if its venv exists) in a fresh single-threaded
+subprocess, interleaved round-robin, medians of --repeats. Method: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -105,6 +83,7 @@ def _runner(name: str) -> Callable[[Path], list[int]]:
     if name == "naive":
         return naive
     from media_api.imaging import variants
+    from media_api.imaging.presets import DEFAULT_PRESETS
 
     if name == "render/method2":
         # The alternative not shipped: libwebp method 2 for every variant (see the sweep).
@@ -115,7 +94,7 @@ def _runner(name: str) -> Callable[[Path], list[int]]:
 
     def pillow_path(path: Path) -> list[int]:
         data = path.read_bytes()
-        presets = variants.DEFAULT_PRESETS
+        presets = DEFAULT_PRESETS
         stage0 = variants._decode_pillow(data, "JPEG", presets)
         return [len(v.data) for v in variants._cascade(stage0, presets, "webp").variants]
 

@@ -20,7 +20,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
 
+from pydantic import SecretStr
+
 from media_api import logs
+from media_api.jobs.contract import QUEUES
 from media_api.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("media_api.cli")
 
-DEFAULT_QUEUES = "thumbnails,tagging,maintenance"
 DEV_EMAIL = "dev@localhost"
 T = TypeVar("T")
 
@@ -258,56 +260,42 @@ def _wait_ready(url: str, timeout: float) -> bool:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from media_api.db import upgrade
     from media_api.dev import stack as devstack
-    from media_api.storage.s3 import S3Store
+    from media_api.dev.bootstrap import ready_stack, stack_env
 
     stop = _Stop()
+    os.environ.setdefault("MEDIA_LOG_FORMAT", "text")  # people read these logs
+    os.environ.setdefault("MEDIA_WEB_KEY_LINKS", "true")  # the link printed below
+    # Ctrl-C should not wait long: this grace plus the lifespan's cleanup bound (10 s) must
+    # end before devstack kills the API (15 s).
+    os.environ.setdefault("MEDIA_SHUTDOWN_GRACE_SECONDS", "3")
     settings = Settings()
     if args.data_dir:
         settings.data_dir = args.data_dir
-    stack = devstack.start_stack(
-        data_dir=settings.data_dir,
-        database_url=settings.database_url,
-        broker_url=settings.broker_url,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        ports={
-            "postgres": settings.dev_postgres_port,
-            "redis": settings.dev_redis_port,
-            "s3": settings.dev_s3_port,
-        },
-        bucket=settings.s3_bucket,
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key.get_secret_value(),
-    )
-    try:
-        os.environ.update(stack.urls)
-        os.environ.setdefault("MEDIA_LOG_FORMAT", "text")  # people read these logs
-        os.environ.setdefault("MEDIA_WEB_KEY_LINKS", "true")  # the link printed below
-        # Ctrl-C should not wait long: this grace plus the lifespan's cleanup bound (10 s) must
-        # end before devstack kills the API (15 s).
-        os.environ.setdefault("MEDIA_SHUTDOWN_GRACE_SECONDS", "3")
-        if settings.secret_key is None:
-            os.environ["MEDIA_SECRET_KEY"] = _dev_secret(settings.data_dir)
-        settings = Settings()
-        upgrade(settings)
-        store = S3Store(settings)
-        store.ensure_bucket()
-        store.close()
+    if settings.secret_key is None:
+        secret = _dev_secret(settings.data_dir)
+        os.environ["MEDIA_SECRET_KEY"] = secret  # for the API and worker processes
+        settings = settings.model_copy(update={"secret_key": SecretStr(secret)})
+    ports = {
+        "postgres": settings.dev_postgres_port,
+        "redis": settings.dev_redis_port,
+        "s3": settings.dev_s3_port,
+    }
+    with ready_stack(settings, ports=ports) as stack:
+        settings = stack.settings
+        children = stack.services.children
+        env = stack_env(settings)
         logs = settings.data_dir.resolve() / "logs"
         me = [sys.executable, "-m", "media_api.cli"]
-        stack.children.append(
-            devstack.spawn(
-                "worker", [*me, "worker", "--concurrency", "2"], logs, inherit_output=True
-            )
-        )
-        stack.children.append(devstack.spawn("api", [*me, "serve"], logs, inherit_output=True))
+        worker = [*me, "worker", "--concurrency", "2"]
+        children.append(devstack.spawn("worker", worker, logs, env=env, inherit_output=True))
+        children.append(devstack.spawn("api", [*me, "serve"], logs, env=env, inherit_output=True))
         token = _dev_key(settings)
         base = f"http://{settings.host}:{settings.port}"
         if not _wait_ready(f"{base}/readyz", timeout=60):
             log.error("the API did not become ready; see %s", logs)
             return 1
-        for name, url in stack.urls.items():
+        for name, url in stack.services.urls.items():
             print(f"  {name}={url}")
         print(
             f"\nMedia service ready: {base}  (API docs: {base}/docs)\n"
@@ -319,13 +307,11 @@ def _dev(args: argparse.Namespace) -> int:
         )
         sys.stdout.flush()
         while not stop.event.wait(0.5):
-            dead = [c for c in stack.children if c.popen.poll() is not None]
+            dead = [c for c in children if c.popen.poll() is not None]
             if dead:
                 log.error("%s exited unexpectedly (%s); stopping", dead[0].name, dead[0].tail(5))
                 return 1
         return 0
-    finally:
-        stack.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -340,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     worker = sub.add_parser("worker", help="run a Celery worker")
-    worker.add_argument("--queues", "-Q", default=DEFAULT_QUEUES)
+    worker.add_argument("--queues", "-Q", default=",".join(QUEUES))
     worker.add_argument("--concurrency", "-c", type=int)
     worker.add_argument("--hostname", "-n")
     worker.add_argument("--loglevel", default="INFO")

@@ -10,7 +10,8 @@ import re
 import socket
 import weakref
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
@@ -23,6 +24,14 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from media_api.imaging.probe import (
+    CorruptImage,
+    EmptyFile,
+    ImageTooLarge,
+    ProbeError,
+    UnsupportedMediaType,
+)
+
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://media-service.dev/problems/"
 PROBLEM_REF = "#/components/schemas/Problem"
@@ -33,8 +42,23 @@ RETRY_AFTER_HEADER: dict[str, Any] = {
     "description": "Seconds to wait before retrying.",
     "schema": {"type": "integer", "minimum": 1},
 }
-# Every problem class by its code: what the document may declare (tests/test_openapi_contract.py).
-PROBLEMS: dict[str, type[MediaError]] = {}
+
+
+class ProblemType(Protocol):
+    """What the document declares of a problem: a MediaError class, or an imaging refusal."""
+
+    @property
+    def code(self) -> str: ...
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def response_headers(self) -> dict[str, dict[str, Any]]: ...
+
+
+# Every problem by its code: what the document may declare (tests/test_openapi_contract.py).
+PROBLEMS: dict[str, ProblemType] = {}
 
 
 class MediaError(Exception):
@@ -111,6 +135,41 @@ class ValidationFailed(MediaError):
         super().__init__("The request failed validation.", errors=errors)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """An imaging refusal as the API answers it. imaging is pure (no HTTP; the workers record
+    the same codes), so its errors are defined there once and get their status here."""
+
+    error: type[ProbeError]
+    status_code: int
+    title: str
+    response_headers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def code(self) -> str:
+        return self.error.code
+
+
+REFUSALS: dict[type[ProbeError], Refusal] = {
+    refusal.error: refusal
+    for refusal in (
+        Refusal(EmptyFile, 400, "The file is empty"),
+        Refusal(UnsupportedMediaType, 415, "Unsupported media type"),
+        Refusal(CorruptImage, 422, "Corrupt image"),
+        Refusal(ImageTooLarge, 422, "Image too large"),
+    )
+}
+PROBLEMS.update((refusal.code, refusal) for refusal in REFUSALS.values())
+
+Declared = type[MediaError] | type[ProbeError] | ProblemType
+
+
+def _problem_type(error: Declared) -> ProblemType:
+    if isinstance(error, type) and issubclass(error, ProbeError):
+        return REFUSALS[error]
+    return error
+
+
 class FieldError(BaseModel):
     """One field that failed validation."""
 
@@ -140,19 +199,19 @@ class Problem(BaseModel):
     )
 
 
-def problem_responses(*errors: type[MediaError]) -> dict[int | str, dict[str, Any]]:
+def problem_responses(*errors: Declared) -> dict[int | str, dict[str, Any]]:
     """OpenAPI response entries for these problems: per status, the problem+json schema with
     the codes it can carry (an enum, so a client and schemathesis can rely on it) and the
     headers every one of them sends."""
-    by_status: dict[int, list[type[MediaError]]] = {}
-    for error in errors:
+    by_status: dict[int, list[ProblemType]] = {}
+    for error in map(_problem_type, errors):
         group = by_status.setdefault(error.status_code, [])
         if error not in group:
             group.append(error)
     return {status: _problem_response(group) for status, group in sorted(by_status.items())}
 
 
-def _problem_response(errors: list[type[MediaError]]) -> dict[str, Any]:
+def _problem_response(errors: list[ProblemType]) -> dict[str, Any]:
     codes = [error.code for error in errors]
     headers = {
         name: {**header, "required": True}
@@ -293,6 +352,14 @@ async def _media_error(_: Request, exc: Exception) -> JSONResponse:
     return resp
 
 
+async def _refused(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProbeError)
+    refusal = next((r for error, r in REFUSALS.items() if isinstance(exc, error)), None)
+    if refusal is None:
+        raise exc  # a code without a status is a bug: on to the 500 handler
+    return problem(refusal.status_code, refusal.code, refusal.title, exc.detail)
+
+
 # Per app: each documented path as a regular expression, with the methods it documents.
 _ALLOWED: weakref.WeakKeyDictionary[Any, list[tuple[re.Pattern[str], str]]] = (
     weakref.WeakKeyDictionary()
@@ -393,6 +460,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Route every error through problem+json, and declare them all in the OpenAPI document."""
     install_problem_docs(app)
     app.add_exception_handler(MediaError, _media_error)
+    app.add_exception_handler(ProbeError, _refused)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for caught in CAUGHT:

@@ -2,6 +2,7 @@
 
 from media_api.accounts.models import ApiKey, Owner
 from media_api.galleries.models import Gallery, GalleryImage
-from media_api.images.models import Image, ImageJob, ImageTag
+from media_api.images.models import Image, ImageTag
+from media_api.jobs.models import ImageJob
 
 __all__ = ["ApiKey", "Gallery", "GalleryImage", "Image", "ImageJob", "ImageTag", "Owner"]

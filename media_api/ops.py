@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from media_api.images import repository
 from media_api.images.models import ImageStatus
-from media_api.jobs.producer import JOB_TASKS, create_producer
+from media_api.jobs.producer import JobProducer, create_producer
 from media_api.settings import Settings
+from media_api.storage import keys
 from media_api.storage.s3 import S3Store
 
 # Objects younger than this may belong to an upload whose row is not committed yet.
@@ -32,11 +33,9 @@ async def reprocess(
     await session.commit()  # the jobs are pending before any worker sees a message
     producer = create_producer(settings)
     try:
+        jobs = JobProducer(producer)
         for image_id in found:
-            for task, queue in JOB_TASKS.values():
-                await asyncio.to_thread(
-                    producer.send_task, task, args=(str(image_id),), queue=queue
-                )
+            await asyncio.to_thread(jobs.send_jobs, image_id)
     finally:
         producer.close()
     return len(found)
@@ -59,8 +58,9 @@ async def gc(
     originals, variants = await repository.stored_keys(session)
     store = S3Store(settings)
     try:
-        listed = await asyncio.to_thread(store.list_objects, "originals/")
-        listed += await asyncio.to_thread(store.list_objects, "variants/")
+        listed: list[tuple[str, dt.datetime]] = []
+        for root in keys.ROOTS:
+            listed += await asyncio.to_thread(store.list_objects, root)
         report = GcReport()
         now = dt.datetime.now(dt.UTC)
         present = {key for key, _ in listed}

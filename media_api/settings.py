@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -11,7 +10,9 @@ from limits import RateLimitItem, parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from media_api.imaging.probe import KNOWN_FORMATS
+from media_api.imaging.formats import CORE_FORMATS, KNOWN_FORMATS, OutputFormat
+from media_api.imaging.presets import DEFAULT_PRESETS, Preset, parse_presets
+from media_api.imaging.probe import ProbeLimits
 
 
 def _with_driver(url: str, driver: str) -> str:
@@ -65,7 +66,7 @@ class Settings(BaseSettings):
     max_pixels: int = Field(default=50_000_000, gt=0)
     max_frames: int = Field(default=1000, gt=0)
     # Formats accepted by default; add TIFF, BMP, AVIF or HEIF to widen it.
-    allowed_formats: Annotated[frozenset[str], NoDecode] = frozenset({"JPEG", "PNG", "GIF", "WEBP"})
+    allowed_formats: Annotated[frozenset[str], NoDecode] = CORE_FORMATS
     # Uploads are spooled here while they are hashed and validated, then deleted.
     upload_tmp_dir: Path | None = None
     # Decode work, bounded before and during the decode: a JPEG with more scans is refused
@@ -109,12 +110,8 @@ class Settings(BaseSettings):
 
     # Variants (made by the `thumbnails` workers). Presets: name:size[:crop], comma separated;
     # crop = square cover crop, otherwise the longest side is fitted (never upscaled).
-    variant_presets: Annotated[list[str], NoDecode] = [
-        "thumb:256:crop",
-        "medium:1024",
-        "large:2048",
-    ]
-    variant_format: Literal["webp", "jpeg", "avif"] = "webp"
+    variant_presets: Annotated[tuple[Preset, ...], NoDecode] = DEFAULT_PRESETS
+    variant_format: OutputFormat = "webp"
 
     # Tagging (the `tagging` workers): labels above min confidence, at most top_k of them;
     # an image is flagged for moderation when its NSFW score reaches the threshold.
@@ -184,16 +181,10 @@ class Settings(BaseSettings):
 
     @field_validator("variant_presets", mode="before")
     @classmethod
-    def _split_presets(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, list):
-            for spec in value:
-                name, _, rest = str(spec).partition(":")
-                size, _, mode = rest.partition(":")
-                valid_name = re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name) is not None
-                if not valid_name or not size.isdigit() or mode not in ("", "crop"):
-                    raise ValueError(f"bad preset {spec!r}: use name:size or name:size:crop")
+    def _parse_presets(cls, value: object) -> object:
+        """`MEDIA_VARIANT_PRESETS=thumb:256:crop,medium:1024`, parsed here once for everyone."""
+        if isinstance(value, (str, list, tuple)):
+            return parse_presets(value)
         return value
 
     @field_validator(
@@ -245,6 +236,16 @@ class Settings(BaseSettings):
         if self.cors_allow_credentials and "*" in self.cors_origins:
             raise ValueError("MEDIA_CORS_ORIGINS=* cannot be combined with credentials")
         return self
+
+    @property
+    def probe_limits(self) -> ProbeLimits:
+        """The validation policy: what the API probes uploads against and workers re-check."""
+        return ProbeLimits(
+            allowed_formats=self.allowed_formats,
+            max_pixels=self.max_pixels,
+            max_frames=self.max_frames,
+            max_jpeg_scans=self.max_jpeg_scans,
+        )
 
     @property
     def jwt_secret(self) -> str:

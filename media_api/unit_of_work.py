@@ -1,4 +1,4 @@
-"""Side effects tied to a request's transaction.
+"""The unit of work: what a request's transaction does outside the database.
 
 Tasks are published only after the commit (a worker must never see an id whose row is not
 visible), and compensations (deleting an object already written to S3) run if the transaction
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from celery import Celery
 
 from media_api.cleanup import run_to_the_end
+from media_api.jobs.contract import JOBS, JobKind
+from media_api.jobs.producer import JobProducer
 
 log = logging.getLogger(__name__)
 
@@ -23,18 +23,18 @@ Action = Callable[[], Awaitable[object]]
 
 
 @dataclass
-class Effects:
+class UnitOfWork:
     """Collected during one request; `get_session` settles them once the outcome is known."""
 
-    producer: Celery
+    producer: JobProducer
     request_id: str | None = None
-    sends: list[tuple[str, tuple[Any, ...], str]] = field(default_factory=list)
+    sends: list[tuple[JobKind, uuid.UUID]] = field(default_factory=list)
     on_commit: list[Action] = field(default_factory=list)
     on_rollback: list[Action] = field(default_factory=list)
 
-    def enqueue(self, task: str, args: tuple[Any, ...], queue: str) -> None:
-        """Publish `task` by name once the transaction has committed."""
-        self.sends.append((task, args, queue))
+    def send_jobs(self, image_id: uuid.UUID) -> None:
+        """Publish every job of the image once the transaction has committed."""
+        self.sends.extend((kind, image_id) for kind in JOBS)
 
     def after_commit(self, action: Action) -> None:
         """Run `action` once the transaction has committed (e.g. delete objects of a row)."""
@@ -48,14 +48,13 @@ class Effects:
         """Send queued tasks (blocking: call from a thread). A broker outage is logged, not
         raised: the job rows stay pending and the workers' sweep dispatches them later."""
         sends, self.sends = self.sends, []
-        for task, args, queue in sends:
+        for kind, image_id in sends:
             try:
-                # The request id travels in the message headers into the task's logs.
-                self.producer.send_task(
-                    task, args=args, queue=queue, headers={"request_id": self.request_id}
-                )
+                self.producer.send(kind, image_id, self.request_id)
             except Exception:
-                log.warning("could not publish %s%r; the sweep will retry", task, args)
+                log.warning(
+                    "could not publish the %s job of %s; the sweep will retry", kind, image_id
+                )
 
     async def committed(self) -> None:
         """The transaction is durable: publish, then run the post-commit actions."""

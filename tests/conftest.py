@@ -10,11 +10,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from media_api.db import create_engine
-from media_api.main import create_app
+from media_api.dev.stack import free_port, start_redis
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
-from tests.support.helpers import serve, start_worker, wait_for_worker
-from tests.support.stack import running_stack, settings_env
+from tests.support.serving import api_client, api_server
+from tests.support.stack import running_stack
+from tests.support.workers import running_worker
 
 # Queues the session worker consumes; `thumbnails` is read by tests that check dispatch.
 WORKER_QUEUES = "maintenance"
@@ -62,13 +63,19 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """A real Celery worker process, for the whole session."""
     log_path: Path = tmp_path_factory.mktemp("worker") / "worker.log"
     # tests/workers drive the sweep themselves, so this worker does not sweep.
-    proc = start_worker(settings_env(settings), log_path, "--queues", WORKER_QUEUES, "--no-sweep")
-    try:
-        wait_for_worker(settings, proc, log_path)
+    with running_worker(settings, log_path, "--queues", WORKER_QUEUES, "--no-sweep"):
         yield
+
+
+@pytest.fixture
+def own_broker(app_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """The API's settings on a Redis of this test's own, so no other worker takes its tasks
+    (and a task a test kills stays its own)."""
+    child, url = start_redis(tmp_path / "redis", free_port(), tmp_path / "logs")
+    try:
+        yield app_settings.model_copy(update={"broker_url": url})
     finally:
-        proc.terminate()
-        proc.wait(30)
+        child.stop()
 
 
 @pytest.fixture(scope="session")
@@ -97,12 +104,10 @@ def app_settings(settings: Settings, upload_tmp: Path) -> Settings:
 @pytest.fixture(scope="session")
 def client(app_settings: Settings) -> Iterator[TestClient]:
     """The API with its lifespan running (in-process transport)."""
-    with TestClient(create_app(app_settings)) as client:
-        yield client
+    yield from api_client(app_settings)
 
 
 @pytest.fixture(scope="session")
 def live_server(app_settings: Settings) -> Iterator[str]:
     """The same API served by uvicorn on a real socket (disconnects, raw HTTP, concurrency)."""
-    with serve(create_app(app_settings)) as url:
-        yield url
+    yield from api_server(app_settings)

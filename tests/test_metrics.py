@@ -3,27 +3,22 @@ format."""
 
 from __future__ import annotations
 
-import io
 import uuid
 
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from media_api.dev.stack import free_port
 from media_api.images.multipart import FORM_OVERHEAD_BYTES
-from media_api.jobs.producer import QUEUES, create_producer, queue_depths
+from media_api.jobs.contract import QUEUES
+from media_api.jobs.producer import create_producer, queue_depths
 from media_api.main import create_app
 from media_api.settings import Settings
-from tests.support.helpers import Caller, Samples, metric_samples, new_caller, upload
+from tests.support.callers import Caller, new_caller, upload
+from tests.support.images import png
+from tests.support.metrics import Samples, metric_samples
 
 # A task name no worker knows: the messages only have to sit in the queue.
 PROBE_TASK = "media.metrics-probe"
-
-
-def _png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (40, 30), (1, 2, 3)).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def _post(client: TestClient, caller: Caller, data: bytes) -> tuple[int, int]:
@@ -58,9 +53,9 @@ def test_metrics_count_what_happened(app_settings: Settings) -> None:
     limit = 256 * 1024
     with TestClient(create_app(app_settings.model_copy(update={"max_upload_bytes": limit}))) as c:
         caller = new_caller(c)
-        png = _png()
-        created, created_size = _post(c, caller, png)
-        duplicate, duplicate_size = _post(c, caller, png)
+        image = png(size=(40, 30))
+        created, created_size = _post(c, caller, image)
+        duplicate, duplicate_size = _post(c, caller, image)
         rejected, rejected_size = _post(c, caller, b"%PDF-1.7 not an image" * 1000)
         # Refused on its declared length alone: counted as an upload, its body never read.
         too_large, _ = _post(c, caller, b"\0" * (limit + FORM_OVERHEAD_BYTES + 1))
@@ -74,7 +69,7 @@ def test_metrics_count_what_happened(app_settings: Settings) -> None:
         for code in ("unsupported-media-type", "file-too-large")
     }
     assert rejections == {"unsupported-media-type": 1, "file-too-large": 1}
-    assert _value(samples, "media_upload_bytes_total") == len(png)  # stored originals only
+    assert _value(samples, "media_upload_bytes_total") == len(image)  # stored originals only
     received = _value(samples, "media_upload_received_bytes_total")
     assert received == created_size + duplicate_size + rejected_size
     assert _value(samples, "media_upload_seconds_count") == 3
@@ -124,7 +119,9 @@ def test_a_broker_outage_leaves_the_rest_of_the_metrics(app_settings: Settings) 
     dead = app_settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
     with TestClient(create_app(dead)) as client:
         caller = new_caller(client)
-        assert upload(client, caller, _png())[0] == 201  # accepted; its jobs wait in Postgres
+        assert (
+            upload(client, caller, png(size=(40, 30)))[0] == 201
+        )  # accepted; its jobs wait in Postgres
         samples = _scrape(client)
     assert _value(samples, "media_broker_up") == 0
     assert not [key for key in samples if key[0] == "media_queue_depth"]  # no stale numbers

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
 import uuid
 
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from media_api.settings import Settings
+from media_api.storage import keys
 from media_api.storage.s3 import S3Store
-from tests.support.helpers import new_caller, upload
+from tests.support.callers import new_caller, upload
+from tests.support.images import png
+from tests.support.jobs import run_variants
 from tests.support.stack import settings_env
-from workers import pipeline
 from workers.context import context
 
 
@@ -32,22 +32,16 @@ def _cli(settings: Settings, *args: str) -> str:
     return done.stdout
 
 
-def _png(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (50, 40), (seed, 7, 99)).save(buf, "PNG")
-    return buf.getvalue()
-
-
 def test_gc_reports_then_deletes_orphans_only(
     client: TestClient, app_settings: Settings, store: S3Store
 ) -> None:
     caller = new_caller(client)
-    _, kept = upload(client, caller, _png(1))
-    _, lost = upload(client, caller, _png(2))
-    kept_key = f"originals/{caller.owner_id}/{kept['id']}"
-    lost_key = f"originals/{caller.owner_id}/{lost['id']}"
+    _, kept = upload(client, caller, png(1, (50, 40)))
+    _, lost = upload(client, caller, png(2, (50, 40)))
+    kept_key = keys.original_key(caller.owner_id, uuid.UUID(kept["id"]))
+    lost_key = keys.original_key(caller.owner_id, uuid.UUID(lost["id"]))
     store.delete(lost_key)
-    orphan = f"originals/{caller.owner_id}/{uuid.uuid4()}"
+    orphan = keys.original_key(caller.owner_id, uuid.uuid4())
     store.put_bytes(orphan, b"left behind", "image/png")
 
     careful = _cli(app_settings, "gc")  # default grace: a fresh object may be an upload in flight
@@ -66,12 +60,12 @@ def test_reprocess_failed_images_and_stats(
     client: TestClient, app_settings: Settings, settings: Settings, store: S3Store
 ) -> None:
     caller = new_caller(client)
-    _, body = upload(client, caller, _png(3))
+    _, body = upload(client, caller, png(3, (50, 40)))
     image_id = str(body["id"])
-    key = f"originals/{caller.owner_id}/{image_id}"
+    key = keys.original_key(caller.owner_id, uuid.UUID(image_id))
     data = store.get_bytes(key)
     store.delete(key)
-    pipeline.make_variants(context(settings), uuid.UUID(image_id))
+    run_variants(context(settings), uuid.UUID(image_id))
     assert client.get(f"/v1/images/{image_id}", headers=caller.headers).json()["status"] == "failed"
     store.put_bytes(key, data, "image/png")
 

@@ -14,7 +14,9 @@ from fastapi.testclient import TestClient
 from media_api.dev import stack as devstack
 from media_api.main import create_app
 from media_api.settings import Settings
-from tests.support.helpers import job_states, metric_samples, new_caller, png, upload
+from tests.support.callers import job_states, new_caller, upload
+from tests.support.images import png
+from tests.support.metrics import metric_samples
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from media_api.imaging.presets import Preset
 from media_api.settings import Settings
 
 
@@ -68,3 +69,24 @@ def test_a_tagging_lease_shorter_than_a_batch_may_run_is_refused() -> None:
         Settings(tag_batch_lease_seconds=60, tagging_time_limit_seconds=20).tag_batch_lease_seconds
         == 60
     )
+
+
+def test_variant_presets_are_parsed_once_into_presets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDIA_VARIANT_PRESETS", "thumb:128:crop, poster:4000")
+    assert Settings().variant_presets == (Preset("thumb", 128, True), Preset("poster", 4000, False))
+
+
+@pytest.mark.parametrize(
+    "spec", ["", "thumb", "thumb:big", "thumb:0", "-x:10", "a:1,a:2", "a:1:fit"]
+)
+def test_a_bad_preset_is_refused_at_startup(spec: str) -> None:
+    with pytest.raises(ValidationError, match="preset"):
+        Settings(variant_presets=spec)
+
+
+def test_probe_limits_follow_the_settings() -> None:
+    settings = Settings(allowed_formats="jpeg,heif", max_pixels=1000, max_jpeg_scans=7)
+    limits = settings.probe_limits
+    assert limits.allowed_formats == frozenset({"JPEG", "HEIF"})
+    assert (limits.max_pixels, limits.max_frames, limits.max_jpeg_scans) == (1000, 1000, 7)
+    assert settings.model_copy(update={"max_pixels": 5}).probe_limits.max_pixels == 5

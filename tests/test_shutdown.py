@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import http.client
 import io
-import os
 import signal
 import socket
 import threading
@@ -26,28 +25,20 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from media_api.dev import stack as devstack
 from media_api.main import create_app
 from media_api.settings import Settings
 from media_api.storage import keys
 from media_api.storage.s3 import S3Store
 from tests.support import streaming
-from tests.support.helpers import (
-    Caller,
-    assert_nothing_left,
-    job_states,
-    new_caller,
-    original_keys_in_db,
-    start_worker,
-    upload,
-    wait_for,
-    wait_for_status,
-    wait_for_worker,
-)
+from tests.support.callers import Caller, job_states, new_caller, upload
+from tests.support.images import png
+from tests.support.leftovers import assert_nothing_left, original_keys_in_db
 from tests.support.serving import ServeProcess as Server
 from tests.support.serving import serve_process
 from tests.support.stack import settings_env
 from tests.support.streaming import PART, TWO_PARTS_AND_SOME, RawUpload, parts_stored
+from tests.support.waiting import job_leaves, wait_for, wait_for_status
+from tests.support.workers import SLOW_PRESETS, start_worker, upload_slow, wait_for_worker
 
 pytestmark = pytest.mark.slow
 
@@ -171,8 +162,6 @@ def test_an_upload_cut_while_it_commits_is_rolled_back_and_its_object_deleted(
     upload_dir: Path,
 ) -> None:
     caller = new_caller(client)
-    png = io.BytesIO()
-    Image.new("RGB", (64, 48), (200, 40, 40)).save(png, "PNG")
     # Another transaction holds the owner's row: the upload stores its object, inserts its row,
     # then waits for that lock to count its bytes, which is where the grace ends.
     url = settings.require("database_url")
@@ -186,12 +175,12 @@ def test_an_upload_cut_while_it_commits_is_rolled_back_and_its_object_deleted(
             ).fetchone()
             return row is not None and row[0] == 1
 
-        upload_ = RawUpload(hasty_server.url, caller, png.getvalue(), "small.png", "image/png")
+        upload_ = RawUpload(hasty_server.url, caller, png(200, (64, 48)), "small.png", "image/png")
         statuses: list[int] = []
         answered = threading.Thread(target=_send_all, args=(upload_, statuses), daemon=True)
         answered.start()
         wait_for(stuck_on_the_lock, "the upload to wait for the owner's row")
-        assert len(store.list_keys(f"originals/{caller.owner_id}/")) == 1
+        assert len(store.list_keys(keys.originals_prefix(caller.owner_id))) == 1
 
         hasty_server.proc.send_signal(signal.SIGTERM)
         # The lock is still held: the cut request rolls back without it.
@@ -219,30 +208,12 @@ def _send_all(upload_: RawUpload, statuses: list[int]) -> None:
 # --- workers -----------------------------------------------------------------------------
 
 
-def _noise_png(side: int) -> bytes:
-    """Gray noise: incompressible, so making big variants of it takes seconds."""
-    buf = io.BytesIO()
-    Image.frombytes("L", (side, side), os.urandom(side * side)).save(buf, "PNG", compress_level=1)
-    return buf.getvalue()
-
-
-@pytest.fixture
-def own_broker(app_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
-    """The API's settings on a Redis of this test's own, so no other worker takes its tasks."""
-    port = devstack.free_port()
-    child, url = devstack.start_redis(tmp_path / "redis", port, tmp_path / "logs")
-    try:
-        yield app_settings.model_copy(update={"broker_url": url})
-    finally:
-        child.stop()
-
-
 def test_sigterm_lets_a_worker_finish_its_task_and_leaves_the_rest_queued(
     own_broker: Settings, tmp_path: Path
 ) -> None:
     settings = own_broker
     # Big presets make the first task take seconds, so the signal lands in the middle of it.
-    env = {**settings_env(settings), "MEDIA_VARIANT_PRESETS": "a:4000,b:3900,c:3800"}
+    env = {**settings_env(settings), **SLOW_PRESETS}
     log = tmp_path / "worker.log"
     worker = start_worker(env, log, "-Q", "thumbnails", "--no-sweep", "--concurrency", "1")
     successor = None
@@ -250,9 +221,7 @@ def test_sigterm_lets_a_worker_finish_its_task_and_leaves_the_rest_queued(
         wait_for_worker(settings, worker, log)
         with TestClient(create_app(settings)) as client:
             caller = new_caller(client)
-            status, first = upload(client, caller, _noise_png(5000), filename="big.png")
-            assert status == 201
-            first_id = str(first["id"])
+            first_id = upload_slow(client, caller)
             small = io.BytesIO()
             Image.new("RGB", (640, 480), (20, 90, 200)).save(small, "JPEG")
             status, second = upload(client, caller, small.getvalue())
@@ -263,9 +232,7 @@ def test_sigterm_lets_a_worker_finish_its_task_and_leaves_the_rest_queued(
                 got = client.get(f"/v1/images/{image_id}", headers=caller.headers).json()
                 return job_states(got)["thumbnails"]
 
-            deadline = time.monotonic() + 60
-            while thumbnails(first_id) == "pending" and time.monotonic() < deadline:
-                time.sleep(0.02)
+            job_leaves(client, caller, first_id, "thumbnails", "pending")
             assert thumbnails(first_id) == "running", "the task ended before the signal"
 
             worker.send_signal(signal.SIGTERM)  # what `docker stop` sends

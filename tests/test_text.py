@@ -28,7 +28,9 @@ from media_api.text import (
     multi_line,
     single_line,
 )
-from tests.support.helpers import Caller, assert_nothing_left, new_caller, png, upload
+from tests.support.callers import Caller, new_caller, upload
+from tests.support.images import png
+from tests.support.leftovers import assert_nothing_left
 
 CONTROLS = [*map(chr, range(0x20)), "\x7f", *map(chr, range(0x80, 0xA0))]
 

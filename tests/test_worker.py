@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from media_api.jobs.producer import PING_TASK, create_producer
+from media_api.jobs.contract import PING_TASK
+from media_api.jobs.producer import create_producer
 from media_api.settings import Settings
 
 

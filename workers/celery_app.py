@@ -7,10 +7,9 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from media_api.jobs.producer import QUEUES
+from media_api.jobs.contract import JOBS, MAINTENANCE_QUEUE, QUEUES
+from media_api.jobs.producer import JobProducer
 from media_api.settings import Settings
-
-__all__ = ["QUEUES", "create_celery"]
 
 
 def create_celery(settings: Settings, *, sweep: bool = True) -> Celery:
@@ -32,7 +31,8 @@ def create_celery(settings: Settings, *, sweep: bool = True) -> Celery:
         # A pool process that grew past this (a huge decode) is replaced after its task.
         worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,
         task_queues=[Queue(name) for name in QUEUES],
-        task_default_queue="maintenance",
+        task_routes={job.task: {"queue": job.queue} for job in JOBS.values()},
+        task_default_queue=MAINTENANCE_QUEUE,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )
@@ -57,10 +57,8 @@ def _run_sweeper_with_worker(app: Celery, settings: Settings) -> None:
     from workers.context import context
     from workers.sweep import Sweeper
 
-    def send(task: str, args: tuple[str, ...], queue: str) -> object:
-        return app.send_task(task, args=args, queue=queue)
-
-    sweeper = Sweeper(lambda: context(settings), send, settings.sweep_interval_seconds)
+    producer = JobProducer(app)
+    sweeper = Sweeper(lambda: context(settings), producer, settings.sweep_interval_seconds)
     worker_ready.connect(lambda **_: sweeper.start(), weak=False)
     worker_shutdown.connect(lambda **_: sweeper.stop(), weak=False)
 

@@ -10,6 +10,7 @@ import io
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,16 +20,16 @@ from numpy.typing import NDArray
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from media_api.images.models import JobKind
-from media_api.images.validation import probe_limits
 from media_api.imaging import probe
 from media_api.imaging import variants as imaging
+from media_api.imaging.tagging import Tagger, TagPolicy, TagResult, preprocess, shared_tagger
+from media_api.jobs.contract import THUMBNAILS, JobKind
+from media_api.jobs.models import JobState
 from media_api.settings import Settings
 from media_api.storage import keys
 from media_api.storage.s3 import ObjectNotFoundError
 from workers import repository
 from workers.context import WorkerContext
-from workers.tagging import Tagger, TagResult, preprocess, shared_tagger
 
 log = logging.getLogger(__name__)
 
@@ -64,31 +65,10 @@ TRANSIENT = (
 )
 
 
-def presets(settings: Settings) -> list[imaging.Preset]:
-    """`name:size[:crop]` strings from settings as imaging presets."""
-    result = []
-    for spec in settings.variant_presets:
-        name, size, *mode = spec.split(":")
-        result.append(imaging.Preset(name=name, size=int(size), crop=mode == ["crop"]))
-    return result
-
-
-def hard_time_limit(settings: Settings, kind: JobKind) -> float:
-    """Seconds after which a task of this kind is killed (its soft limit plus the grace)."""
-    return soft_time_limit(settings, kind) + settings.task_kill_grace_seconds
-
-
-def soft_time_limit(settings: Settings, kind: JobKind) -> float:
-    """Seconds after which a task of this kind is interrupted and its job failed."""
-    if kind is JobKind.THUMBNAILS:
-        return settings.thumbnails_time_limit_seconds
-    return settings.tagging_time_limit_seconds
-
-
 def recheck(settings: Settings, data: bytes) -> None:
     """What the API validated, checked again before decoding: the format allowlist, pixels,
     frames and JPEG scans from the headers (no decode). Raises a ProbeError."""
-    probe.inspect(io.BytesIO(data), probe_limits(settings))
+    probe.inspect(io.BytesIO(data), settings.probe_limits)
 
 
 def claim_turn(
@@ -106,26 +86,27 @@ def claim_turn(
     )
 
 
+# How a job run picks its job: `claim_turn` for every task; a test passes its own to run
+# one image's job whatever the fair order.
+Claim = Callable[[Session, uuid.UUID, JobKind, str | None, float], repository.Claimed | None]
+
+
 def make_variants(
-    ctx: WorkerContext, image_id: uuid.UUID, task_id: str | None = None, *, fair: bool = False
+    ctx: WorkerContext, image_id: uuid.UUID, task_id: str | None, *, claim: Claim = claim_turn
 ) -> str:
-    """Run this image's thumbnails job or, with `fair`, what the task's turn of work is for
-    (`claim_turn`). Returns what happened, for the task log."""
+    """Run the thumbnails job this task's turn of work is for. Returns what happened, for the
+    task log."""
     kind = JobKind.THUMBNAILS
     with ctx.sessions.begin() as session:
-        if fair:
-            lease = hard_time_limit(ctx.settings, kind)
-            claimed = claim_turn(session, image_id, kind, task_id, lease)
-        else:
-            claimed = repository.claim(session, image_id, kind, task_id=task_id)
+        claimed = claim(session, image_id, kind, task_id, THUMBNAILS.hard_time_limit(ctx.settings))
     if claimed is None:
         return "skipped: done already, in hand elsewhere, or image deleted"
-    deadline = time.monotonic() + soft_time_limit(ctx.settings, kind)
+    deadline = time.monotonic() + THUMBNAILS.soft_time_limit(ctx.settings)
     image_id = claimed.image_id
     try:
         original = ctx.store.get_bytes(claimed.original_key)
         recheck(ctx.settings, original)
-        result = imaging.render(original, presets(ctx.settings), ctx.settings.variant_format)
+        result = imaging.render(original, ctx.settings.variant_presets, ctx.settings.variant_format)
         # Celery's signal can be held off by C code or caught on its way out: check too.
         if time.monotonic() > deadline:
             raise SoftTimeLimitExceeded()
@@ -163,7 +144,7 @@ def make_variants(
 
     with ctx.sessions.begin() as session:
         recorded = repository.variants_ready(session, image_id, records, result.placeholder)
-    prefix = keys.image_prefix(claimed.owner_id, image_id)
+    prefix = keys.variants_prefix(claimed.owner_id, image_id)
     if not recorded:
         ctx.store.delete_prefix(prefix)  # the image was deleted while we worked
         return "discarded: image deleted meanwhile"
@@ -186,7 +167,7 @@ def _timed_out(exc: BaseException | None) -> bool:
 
 def _fail(ctx: WorkerContext, image_id: uuid.UUID, kind: JobKind, code: str) -> str:
     with ctx.sessions.begin() as session:
-        repository.job_failed(session, image_id, kind, code, fails_image=kind is JobKind.THUMBNAILS)
+        repository.job_failed(session, image_id, kind, code)
     return f"failed: {code}"
 
 
@@ -200,22 +181,18 @@ def _retry_later(ctx: WorkerContext, image_id: uuid.UUID, kind: JobKind, code: s
 
 
 def tag_images(
-    ctx: WorkerContext, image_id: uuid.UUID, task_id: str | None = None, *, fair: bool = False
+    ctx: WorkerContext, image_id: uuid.UUID, task_id: str | None, *, claim: Claim = claim_turn
 ) -> str:
-    """Run this image's tagging job (with `fair`, what the task's turn is for: `claim_turn`)
-    and, in the same model call, other tagging jobs waiting right now
-    (batching what the queue holds). A failure here fails the tagging job only: the image and
-    its variants are unaffected."""
+    """Run the tagging job this task's turn is for and, in the same model call, other tagging
+    jobs waiting right now (batching what the queue holds). A failure here fails the tagging
+    job only: the image and its variants are unaffected."""
     kind = JobKind.TAGGING
     settings = ctx.settings
     lease = settings.tag_batch_lease_seconds  # past the hard time limit (Settings checks)
     with ctx.sessions.begin() as session:
-        if fair:
-            first = claim_turn(session, image_id, kind, task_id, lease)
-        else:
-            first = repository.claim(session, image_id, kind, task_id=task_id, lease=lease)
+        first = claim(session, image_id, kind, task_id, lease)
         if first is None:
-            if repository.is_running(session, image_id, kind):
+            if repository.state_of(session, image_id, kind) is JobState.RUNNING:
                 # In another worker's batch right now: running it twice would only waste a
                 # model call. Look again later: done by then, or that worker died.
                 raise JobBusy(lease)
@@ -234,8 +211,8 @@ def tag_images(
     except SoftTimeLimitExceeded:
         log.warning("tagging %d images: over the time limit", len(claimed))
         with ctx.sessions.begin() as session:
-            for job in claimed:
-                repository.job_failed_unless_done(session, job.image_id, kind, PROCESSING_TIMEOUT)
+            held = [job.image_id for job in claimed]
+            repository.fail_running_jobs(session, kind, held, PROCESSING_TIMEOUT)
         return f"failed: {PROCESSING_TIMEOUT} ({len(claimed)} images)"
 
 
@@ -298,13 +275,14 @@ def _tag_claimed(ctx: WorkerContext, claimed: list[repository.Claimed]) -> str:
 def _tagger(settings: Settings) -> Tagger:
     """The models, loaded once per process on first use (a thumbnails-only worker never pays
     for them), each with one inference thread: processes give the parallelism."""
-    return shared_tagger(
+    policy = TagPolicy(
         top_k=settings.tag_top_k,
         label_threshold=settings.tag_min_confidence,
         category_threshold=settings.tag_category_min_confidence,
         moderation_threshold=settings.nsfw_threshold,
         max_batch=settings.tag_batch_size,
     )
+    return shared_tagger(policy)
 
 
 def _tag_rows(result: TagResult) -> list[dict[str, Any]]:

@@ -14,18 +14,17 @@ import threading
 import uuid
 from collections.abc import Callable
 
-from media_api.images.models import JobKind
-from media_api.jobs.producer import JOB_TASKS
+from media_api.jobs.contract import JobKind
+from media_api.jobs.producer import JobProducer
 from workers import repository
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[str, tuple[str, ...], str], object]
 BATCH = 500
 
 
-def sweep(ctx: WorkerContext, send: Send) -> int:
+def sweep(ctx: WorkerContext, producer: JobProducer) -> int:
     """One pass; returns how many jobs were published again."""
     s = ctx.settings
     with ctx.sessions.begin() as session:
@@ -40,18 +39,11 @@ def sweep(ctx: WorkerContext, send: Send) -> int:
         retry: list[tuple[uuid.UUID, JobKind]] = []
         for image_id, kind, attempts in stale:
             if attempts >= s.job_max_attempts:
-                repository.job_failed(
-                    session,
-                    image_id,
-                    kind,
-                    "too-many-attempts",
-                    fails_image=kind is JobKind.THUMBNAILS,
-                )
+                repository.job_failed(session, image_id, kind, "too-many-attempts")
             else:
                 retry.append((image_id, kind))
     for image_id, kind in retry:
-        task, queue = JOB_TASKS[kind.value]
-        send(task, (str(image_id),), queue)
+        producer.send(kind, image_id)
     if stale:
         log.info("sweep: re-dispatched %d, failed %d", len(retry), len(stale) - len(retry))
     return len(retry)
@@ -60,17 +52,19 @@ def sweep(ctx: WorkerContext, send: Send) -> int:
 class Sweeper(threading.Thread):
     """Runs `sweep` every interval in the worker's main process until stopped."""
 
-    def __init__(self, ctx_factory: Callable[[], WorkerContext], send: Send, every: float) -> None:
+    def __init__(
+        self, ctx_factory: Callable[[], WorkerContext], producer: JobProducer, every: float
+    ) -> None:
         super().__init__(name="media-sweeper", daemon=True)
         self.ctx_factory = ctx_factory
-        self.send = send
+        self.producer = producer
         self.every = every
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.every):
             try:
-                sweep(self.ctx_factory(), self.send)
+                sweep(self.ctx_factory(), self.producer)
             except Exception:
                 # Database or broker down: try again next interval.
                 log.warning("sweep failed; retrying in %.0fs", self.every, exc_info=True)

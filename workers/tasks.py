@@ -3,32 +3,32 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
-from media_api.images.models import JobKind
-from media_api.jobs.producer import JOB_TASKS, PING_TASK, TAG_TASK, VARIANTS_TASK
+from media_api.jobs.contract import BY_TASK, JOBS, PING_TASK, JobKind, JobType
+from media_api.jobs.models import JobState
+from media_api.jobs.producer import JobProducer
 from media_api.settings import Settings
 from workers import pipeline, repository
 from workers.context import WorkerContext, context
 
+# The work behind each kind's task (its name, queue and limits come from the contract).
+WORK: dict[JobKind, Callable[[WorkerContext, uuid.UUID, str | None], str]] = {
+    JobKind.THUMBNAILS: pipeline.make_variants,
+    JobKind.TAGGING: pipeline.tag_images,
+}
 
-class Work(Protocol):
-    def __call__(
-        self, ctx: WorkerContext, image_id: uuid.UUID, task_id: str | None, *, fair: bool
-    ) -> str: ...
 
-
-def _run(
-    task: Task[[str], str], settings: Settings, work: Work, kind: JobKind, image_id: str
-) -> str:
+def _run(task: Task[[str], str], settings: Settings, kind: JobKind, image_id: str) -> str:
     """Run one turn of work; transient failures retry with exponential backoff, then the
     sweep. A turn spent on another image's job (the fair order) sends this image's message
     again, so its own job keeps a turn in the queue."""
     try:
-        outcome = work(context(settings), uuid.UUID(image_id), task.request.id, fair=True)
+        outcome = WORK[kind](context(settings), uuid.UUID(image_id), task.request.id)
     except SoftTimeLimitExceeded:
         # Out of time outside the pipeline's own handling (opening connections, recording the
         # result): whatever this task holds fails; an unclaimed job gets its turn again below.
@@ -58,10 +58,11 @@ def _send_turn_again(
 ) -> bool:
     """Publish this image's message again if its job still waits (the turn went elsewhere)."""
     with context(settings).sessions.begin() as session:
-        waiting = repository.is_pending(session, uuid.UUID(image_id), kind)
+        state = repository.state_of(session, uuid.UUID(image_id), kind)
+    waiting = state is JobState.PENDING
     if waiting:
-        _, queue = JOB_TASKS[kind.value]
-        task.apply_async(args=(image_id,), queue=queue)
+        request_id = getattr(task.request, "request_id", None)
+        JobProducer(task.app).send(kind, image_id, request_id)
     return waiting
 
 
@@ -76,17 +77,16 @@ def _fail_when_killed(settings: Settings) -> type[Task[[str], str]]:
             if isinstance(exc, TimeLimitExceeded):
                 with context(settings).sessions.begin() as session:
                     repository.fail_jobs_of_task(session, task_id, pipeline.PROCESSING_TIMEOUT)
-                kind = JobKind.THUMBNAILS if self.name == VARIANTS_TASK else JobKind.TAGGING
-                if args:
-                    _send_turn_again(self, settings, kind, str(args[0]))  # its turn was lost
+                if args:  # its turn was lost
+                    _send_turn_again(self, settings, BY_TASK[self.name].kind, str(args[0]))
 
     return JobTask
 
 
-def _limits(settings: Settings, kind: JobKind) -> dict[str, float]:
+def _limits(settings: Settings, job: JobType) -> dict[str, float]:
     return {
-        "soft_time_limit": pipeline.soft_time_limit(settings, kind),
-        "time_limit": pipeline.hard_time_limit(settings, kind),
+        "soft_time_limit": job.soft_time_limit(settings),
+        "time_limit": job.hard_time_limit(settings),
     }
 
 
@@ -94,34 +94,29 @@ def register(app: Celery, settings: Settings) -> None:
     """Bind every task to `app` under its stable name (the API sends by name)."""
     base = _fail_when_killed(settings)
     # Time limits per kind (annotations apply them to the tasks defined below).
-    app.conf.task_annotations = {
-        VARIANTS_TASK: _limits(settings, JobKind.THUMBNAILS),
-        TAG_TASK: _limits(settings, JobKind.TAGGING),
-    }
+    app.conf.task_annotations = {job.task: _limits(settings, job) for job in JOBS.values()}
 
-    @app.task(name=PING_TASK)
+    # shared=False: a task bound to this app only (Celery shares tasks with every app made
+    # later by default, and another app's settings would then win by chance).
+    @app.task(name=PING_TASK, shared=False)
     def ping() -> str:
         """Round-trip check: proves a worker consumes and the result store answers."""
         return "pong"
 
-    @app.task(
-        name=VARIANTS_TASK,
-        base=base,
-        bind=True,
-        ignore_result=True,
-        max_retries=None,
-    )
-    def make_variants(self: Task[[str], str], image_id: str) -> str:
-        """Thumbnails job (queue `thumbnails`)."""
-        return _run(self, settings, pipeline.make_variants, JobKind.THUMBNAILS, image_id)
+    for job in JOBS.values():
+        _register_job(app, settings, base, job)
 
-    @app.task(
-        name=TAG_TASK,
-        base=base,
-        bind=True,
-        ignore_result=True,
-        max_retries=None,
-    )
-    def tag_image(self: Task[[str], str], image_id: str) -> str:
-        """Tagging job (queue `tagging`), batched with other pending tagging jobs."""
-        return _run(self, settings, pipeline.tag_images, JobKind.TAGGING, image_id)
+
+def _register_job(
+    app: Celery, settings: Settings, base: type[Task[[str], str]], job: JobType
+) -> None:
+    kind = job.kind
+
+    def run(self: Task[[str], str], image_id: str) -> str:
+        return _run(self, settings, kind, image_id)
+
+    run.__name__ = run.__qualname__ = job.task.rpartition(".")[2]
+    run.__doc__ = f"The {kind} job (queue `{job.queue}`)."
+    app.task(
+        name=job.task, base=base, bind=True, ignore_result=True, max_retries=None, shared=False
+    )(run)

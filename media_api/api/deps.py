@@ -19,13 +19,14 @@ from media_api import logs
 from media_api.accounts import throttles
 from media_api.accounts.service import Unauthorized, owner_for_token
 from media_api.errors import RateLimited, ServiceUnavailable, raises
+from media_api.jobs.producer import JobProducer
 from media_api.pagination import MAX_LIMIT
 from media_api.resources import AppState
 from media_api.settings import Settings
 from media_api.storage.s3 import AsyncS3Store
 from media_api.storage.signing import Signer
 from media_api.text import single_line
-from media_api.unit_of_work import Effects
+from media_api.unit_of_work import UnitOfWork
 
 
 def get_state(request: Request) -> AppState:
@@ -47,16 +48,16 @@ def get_store(state: StateDep) -> AsyncS3Store:
     return state.store
 
 
-def get_effects(state: StateDep) -> Effects:
+def get_unit_of_work(state: StateDep) -> UnitOfWork:
     """Fresh per request; `get_session` settles it once the transaction's outcome is known."""
-    return Effects(state.producer, request_id=logs.request_id.get())
+    return UnitOfWork(JobProducer(state.producer), request_id=logs.request_id.get())
 
 
-EffectsDep = Annotated[Effects, Depends(get_effects)]
+UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
 
 
 @raises(ServiceUnavailable)  # the database is down or has no free connection
-async def get_session(state: StateDep, effects: EffectsDep) -> AsyncIterator[AsyncSession]:
+async def get_session(state: StateDep, uow: UnitOfWorkDep) -> AsyncIterator[AsyncSession]:
     """One transaction per request: commit and publish, or roll back and compensate."""
     async with state.sessions() as session:
         try:
@@ -64,9 +65,9 @@ async def get_session(state: StateDep, effects: EffectsDep) -> AsyncIterator[Asy
             await session.commit()
         except BaseException:
             await session.rollback()
-            await effects.rolled_back()
+            await uow.rolled_back()
             raise
-    await effects.committed()
+    await uow.committed()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -7,13 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from media_api.api import images as images_api
 from media_api.api.deps import CurrentOwner, Cursor, Limit, SessionDep, SettingsDep, SignerDep, Tag
 from media_api.errors import NotFound, problem_responses
 from media_api.galleries import service
 from media_api.galleries.schemas import GalleryIn, GalleryOut, GalleryPage, GalleryPatch
 from media_api.images import service as images
 from media_api.images.models import ImageStatus
-from media_api.images.repository import ImageFilter
 from media_api.images.schemas import ImagePage
 from media_api.pagination import DEFAULT_LIMIT, InvalidCursor
 
@@ -25,7 +25,9 @@ NOT_FOUND = problem_responses(NotFound)
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_gallery(body: GalleryIn, owner: CurrentOwner, session: SessionDep) -> GalleryOut:
     """A new, empty gallery."""
-    return GalleryOut.of(await service.create(session, owner, body.name, body.description))
+    return GalleryOut.model_validate(
+        await service.create(session, owner, body.name, body.description)
+    )
 
 
 @router.get("", responses=problem_responses(InvalidCursor))
@@ -40,7 +42,9 @@ async def list_galleries(
     """The caller's galleries, newest first, a keyset page at a time."""
     rows, next_cursor = await service.page(session, owner, cursor, limit, settings.jwt_secret)
     total = await service.count(session, owner) if include_total else None
-    return GalleryPage(items=[GalleryOut.of(g) for g in rows], next_cursor=next_cursor, total=total)
+    return GalleryPage(
+        items=[GalleryOut.model_validate(g) for g in rows], next_cursor=next_cursor, total=total
+    )
 
 
 @router.get("/{gallery_id}", responses=NOT_FOUND)
@@ -48,7 +52,7 @@ async def get_gallery(
     gallery_id: uuid.UUID, owner: CurrentOwner, session: SessionDep
 ) -> GalleryOut:
     """One gallery."""
-    return GalleryOut.of(await service.get(session, owner, gallery_id))
+    return GalleryOut.model_validate(await service.get(session, owner, gallery_id))
 
 
 @router.patch("/{gallery_id}", responses=NOT_FOUND)
@@ -57,7 +61,7 @@ async def update_gallery(
 ) -> GalleryOut:
     """Rename or re-describe."""
     changes = body.model_dump(exclude_unset=True)
-    return GalleryOut.of(await service.update(session, owner, gallery_id, changes))
+    return GalleryOut.model_validate(await service.update(session, owner, gallery_id, changes))
 
 
 @router.delete("/{gallery_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
@@ -80,16 +84,18 @@ async def list_gallery_images(
     include_total: bool = False,
 ) -> ImagePage:
     """The gallery's images, with the same pagination and filters as /v1/images."""
-    page = await images.list_images(
-        session,
+    return await images_api.list_images(
         owner,
-        ImageFilter(status=status_, tag=tag, gallery_id=gallery_id),
-        cursor=cursor,
+        session,
+        settings,
+        signer,
         limit=limit,
+        cursor=cursor,
+        status_=status_,
+        tag=tag,
+        gallery_id=gallery_id,
         include_total=include_total,
-        secret=settings.jwt_secret,
     )
-    return ImagePage.of(page.items, page.next_cursor, page.total, signer)
 
 
 @router.put(
@@ -99,7 +105,7 @@ async def add_image(
     gallery_id: uuid.UUID, image_id: uuid.UUID, owner: CurrentOwner, session: SessionDep
 ) -> None:
     """Put an image in the gallery (idempotent)."""
-    await service.add_image(session, owner, gallery_id, image_id)
+    await images.add_to_gallery(session, owner, gallery_id, image_id)
 
 
 @router.delete(
@@ -109,4 +115,4 @@ async def remove_image(
     gallery_id: uuid.UUID, image_id: uuid.UUID, owner: CurrentOwner, session: SessionDep
 ) -> None:
     """Take an image out of the gallery (the image stays)."""
-    await service.remove_image(session, owner, gallery_id, image_id)
+    await images.remove_from_gallery(session, owner, gallery_id, image_id)

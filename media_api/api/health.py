@@ -14,8 +14,9 @@ from sqlalchemy import text
 
 from media_api.api.deps import StateDep
 from media_api.errors import RETRY_AFTER_HEADER, MediaError, NotFound, problem, problem_responses
-from media_api.images import repository as images_repository
-from media_api.jobs.producer import QUEUES, check_broker, queue_depths
+from media_api.jobs import repository as jobs_repository
+from media_api.jobs.contract import QUEUES
+from media_api.jobs.producer import check_broker, queue_depths
 from media_api.metrics import ScrapeReadings
 from media_api.resources import AppState
 
@@ -112,7 +113,7 @@ async def _job_counts(state: AppState) -> list[tuple[str, str, int]] | None:
 
     async def read() -> list[tuple[str, str, int]]:
         async with state.sessions() as session:
-            return await images_repository.job_counts(session)
+            return await jobs_repository.counts(session)
 
     try:
         return await asyncio.wait_for(read(), state.settings.readiness_timeout_seconds)

@@ -13,7 +13,6 @@ from media_api.api.deps import (
     CurrentOwner,
     Cursor,
     DateTime,
-    EffectsDep,
     Limit,
     SessionDep,
     SettingsDep,
@@ -21,6 +20,7 @@ from media_api.api.deps import (
     StateDep,
     StoreDep,
     Tag,
+    UnitOfWorkDep,
     upload_rate_limit,
 )
 from media_api.errors import (
@@ -34,23 +34,26 @@ from media_api.errors import (
 )
 from media_api.images import service
 from media_api.images.errors import (
-    CorruptImage,
-    EmptyFile,
     FileTooLarge,
-    ImageTooLarge,
     IncompleteUpload,
     InvalidMultipart,
     MissingFile,
     ProcessingInProgress,
     QuotaExceeded,
     StorageUnavailable,
-    UnsupportedMediaType,
     VariantNotReady,
 )
 from media_api.images.models import TITLE_MAX, ImageStatus
 from media_api.images.multipart import FORM_OVERHEAD_BYTES
 from media_api.images.repository import ImageFilter
 from media_api.images.schemas import ImageOut, ImagePage, ImagePatch
+from media_api.imaging.probe import (
+    CorruptImage,
+    EmptyFile,
+    ImageTooLarge,
+    ProbeError,
+    UnsupportedMediaType,
+)
 from media_api.metrics import counted
 from media_api.pagination import DEFAULT_LIMIT, InvalidCursor
 from media_api.text import SINGLE_LINE_PATTERN, SingleLine
@@ -116,7 +119,7 @@ async def upload_image(
     owner: CurrentOwner,
     session: SessionDep,
     store: StoreDep,
-    effects: EffectsDep,
+    uow: UnitOfWorkDep,
     settings: SettingsDep,
     signer: SignerDep,
     state: StateDep,
@@ -137,7 +140,7 @@ async def upload_image(
             image, created = await service.upload(
                 session,
                 store,
-                effects,
+                uow,
                 state.validator,
                 settings,
                 owner,
@@ -147,7 +150,7 @@ async def upload_image(
         except ClientDisconnect as exc:
             metrics.uploads.labels(outcome="rejected", code=IncompleteUpload.code).inc()
             raise IncompleteUpload("the client disconnected before the upload finished") from exc
-        except MediaError as exc:
+        except (MediaError, ProbeError) as exc:
             metrics.uploads.labels(outcome="rejected", code=exc.code).inc()
             raise
         except Exception as exc:
@@ -236,7 +239,7 @@ async def get_variant(
 ) -> RedirectResponse:
     """Redirect to a fresh signed URL of one variant; 404 `variant-not-ready` until made."""
     image = await service.get(session, owner, image_id)
-    presets = [spec.split(":", 1)[0] for spec in settings.variant_presets]
+    presets = [preset.name for preset in settings.variant_presets]
     variant = service.variant_of(image, name, presets)
     signed = signer.variant(variant["key"], variant["content_type"], image.original_filename, name)
     return RedirectResponse(signed.url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
@@ -265,13 +268,13 @@ async def reprocess_image(
     image_id: uuid.UUID,
     owner: CurrentOwner,
     session: SessionDep,
-    effects: EffectsDep,
+    uow: UnitOfWorkDep,
     settings: SettingsDep,
     signer: SignerDep,
 ) -> ImageOut:
     """Run the image's jobs again (after a preset change, or to retry a failure); 409 while
     one of them is running."""
-    image = await service.reprocess(session, effects, settings, owner, image_id)
+    image = await service.reprocess(session, uow, settings, owner, image_id)
     return ImageOut.of(image, signer)
 
 
@@ -283,7 +286,7 @@ async def delete_image(
     owner: CurrentOwner,
     session: SessionDep,
     store: StoreDep,
-    effects: EffectsDep,
+    uow: UnitOfWorkDep,
 ) -> None:
     """Delete the image, its original and every variant."""
-    await service.delete(session, store, effects, owner, image_id)
+    await service.delete(session, store, uow, owner, image_id)

@@ -1,4 +1,4 @@
-"""SQL for galleries and membership; every query is scoped to an owner."""
+"""SQL for galleries; every query is scoped to an owner (membership: `images.repository`)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ import uuid
 from typing import Any
 
 from sqlalchemy import delete, func, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from media_api.galleries.models import Gallery, GalleryImage
-from media_api.images.models import Image
+from media_api.galleries.models import Gallery
 from media_api.pagination import Position
 
 
@@ -69,32 +67,5 @@ async def remove(session: AsyncSession, owner_id: uuid.UUID, gallery_id: uuid.UU
         delete(Gallery)
         .where(Gallery.id == gallery_id, Gallery.owner_id == owner_id)
         .returning(Gallery.id)
-    )
-    return result.scalar_one_or_none() is not None
-
-
-async def owns_image(session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID) -> bool:
-    """True when the image exists and belongs to the owner."""
-    found = await session.scalar(
-        select(Image.id).where(Image.id == image_id, Image.owner_id == owner_id)
-    )
-    return found is not None
-
-
-async def add_image(session: AsyncSession, gallery_id: uuid.UUID, image_id: uuid.UUID) -> None:
-    """Idempotent: adding an image twice keeps one membership."""
-    await session.execute(
-        insert(GalleryImage)
-        .values(gallery_id=gallery_id, image_id=image_id)
-        .on_conflict_do_nothing()
-    )
-
-
-async def remove_image(session: AsyncSession, gallery_id: uuid.UUID, image_id: uuid.UUID) -> bool:
-    """False when the image was not in the gallery."""
-    result = await session.execute(
-        delete(GalleryImage)
-        .where(GalleryImage.gallery_id == gallery_id, GalleryImage.image_id == image_id)
-        .returning(GalleryImage.image_id)
     )
     return result.scalar_one_or_none() is not None

@@ -6,9 +6,8 @@ import datetime as dt
 import uuid
 from typing import Annotated
 
-from pydantic import MISSING, BaseModel, Field
+from pydantic import MISSING, BaseModel, ConfigDict, Field
 
-from media_api.galleries.models import Gallery
 from media_api.text import multi_line, single_line
 
 Name = Annotated[str, Field(min_length=1, max_length=200), single_line]
@@ -29,21 +28,13 @@ class GalleryPatch(BaseModel):
 
 
 class GalleryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # read from a Gallery row
+
     id: uuid.UUID
     name: str
     description: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
-
-    @classmethod
-    def of(cls, gallery: Gallery) -> GalleryOut:
-        return cls(
-            id=gallery.id,
-            name=gallery.name,
-            description=gallery.description,
-            created_at=gallery.created_at,
-            updated_at=gallery.updated_at,
-        )
 
 
 class GalleryPage(BaseModel):

@@ -1,4 +1,5 @@
-"""Gallery rules: owner-scoped CRUD and membership."""
+"""Gallery rules: owner-scoped CRUD. Galleries know nothing of images: putting an image in a
+gallery, and listing a gallery's images, are image rules (`images.service`)."""
 
 from __future__ import annotations
 
@@ -62,22 +63,3 @@ async def delete(session: AsyncSession, owner_id: uuid.UUID, gallery_id: uuid.UU
     """Delete the gallery; its images stay."""
     if not await repository.remove(session, owner_id, gallery_id):
         raise NotFound("gallery not found")
-
-
-async def add_image(
-    session: AsyncSession, owner_id: uuid.UUID, gallery_id: uuid.UUID, image_id: uuid.UUID
-) -> None:
-    """Put one of the owner's images in one of the owner's galleries (idempotent)."""
-    await get(session, owner_id, gallery_id)
-    if not await repository.owns_image(session, owner_id, image_id):
-        raise NotFound("image not found")
-    await repository.add_image(session, gallery_id, image_id)
-
-
-async def remove_image(
-    session: AsyncSession, owner_id: uuid.UUID, gallery_id: uuid.UUID, image_id: uuid.UUID
-) -> None:
-    """Take an image out of a gallery (the image itself stays)."""
-    await get(session, owner_id, gallery_id)
-    if not await repository.remove_image(session, gallery_id, image_id):
-        raise NotFound("image not in this gallery")

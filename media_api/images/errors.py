@@ -1,4 +1,5 @@
-"""Upload problems with their stable codes (see the HTTP contract in the README)."""
+"""Image problems with their stable codes (see the HTTP contract in the README). The image
+refusals themselves (corrupt, too large, unsupported, empty) are imaging's `ProbeError`s."""
 
 from __future__ import annotations
 
@@ -20,12 +21,6 @@ class MissingFile(MediaError):
     title = "No file in the request"
 
 
-class EmptyFile(MediaError):
-    status_code = 400
-    code = "empty-file"
-    title = "The file is empty"
-
-
 class IncompleteUpload(MediaError):
     status_code = 400
     code = "incomplete-upload"
@@ -42,24 +37,6 @@ class QuotaExceeded(MediaError):
     status_code = 413
     code = "quota-exceeded"
     title = "Storage quota exceeded"
-
-
-class UnsupportedMediaType(MediaError):
-    status_code = 415
-    code = "unsupported-media-type"
-    title = "Unsupported media type"
-
-
-class CorruptImage(MediaError):
-    status_code = 422
-    code = "corrupt-image"
-    title = "Corrupt image"
-
-
-class ImageTooLarge(MediaError):
-    status_code = 422
-    code = "image-too-large"
-    title = "Image too large"
 
 
 class VariantNotReady(MediaError):
@@ -83,9 +60,3 @@ class StorageUnavailable(MediaError):
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail)
         self.headers["Retry-After"] = str(STORAGE_RETRY_AFTER_SECONDS)
-
-
-# The imaging layer knows codes, not HTTP: this is the one place they meet.
-PROBE_ERRORS: dict[str, type[MediaError]] = {
-    cls.code: cls for cls in (UnsupportedMediaType, ImageTooLarge, CorruptImage, EmptyFile)
-}

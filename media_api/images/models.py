@@ -1,4 +1,4 @@
-"""Image, tag and job rows."""
+"""Image and tag rows (job rows live in `media_api.jobs.models`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
-    Enum,
     Float,
     ForeignKey,
     Index,
@@ -26,7 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from media_api.db import Base, Timestamped, UUIDPk
+from media_api.db import Base, Timestamped, UUIDPk, text_enum
+from media_api.jobs.models import ImageJob
 
 
 class ImageTag(Base):
@@ -65,35 +65,6 @@ class ImageStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-class JobKind(enum.StrEnum):
-    """Each kind runs on its own queue, so a slow model never holds thumbnails back."""
-
-    THUMBNAILS = "thumbnails"
-    TAGGING = "tagging"
-
-
-class JobState(enum.StrEnum):
-    """Lifecycle of one job; the sweep re-dispatches rows stuck in pending or running."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-
-
-def _text_enum(cls: type[enum.StrEnum], name: str) -> Enum:
-    # Stored as text with a CHECK, not a Postgres ENUM type: adding a value is then a
-    # plain constraint change instead of an ALTER TYPE that cannot run in a transaction.
-    return Enum(
-        cls,
-        name=name,
-        native_enum=False,
-        create_constraint=True,
-        length=32,
-        values_callable=lambda members: [m.value for m in members],
-    )
-
-
 class Image(UUIDPk, Timestamped, Base):
     """One uploaded original; its bytes live in S3 under `original_key`."""
 
@@ -108,7 +79,7 @@ class Image(UUIDPk, Timestamped, Base):
 
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
     status: Mapped[ImageStatus] = mapped_column(
-        _text_enum(ImageStatus, "image_status"), default=ImageStatus.PROCESSING
+        text_enum(ImageStatus, "image_status"), default=ImageStatus.PROCESSING
     )
     error_code: Mapped[str | None] = mapped_column(String(64))
     title: Mapped[str | None] = mapped_column(String(TITLE_MAX))
@@ -135,48 +106,8 @@ class Image(UUIDPk, Timestamped, Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
 
-    jobs: Mapped[list[ImageJob]] = relationship(
-        back_populates="image", cascade="all, delete-orphan", passive_deletes=True
-    )
+    jobs: Mapped[list[ImageJob]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
     # Written only by the tagging worker; read here for the detail view.
     tags: Mapped[list[ImageTag]] = relationship(
         viewonly=True, order_by=lambda: ImageTag.confidence.desc()
     )
-
-
-class ImageJob(UUIDPk, Timestamped, Base):
-    """The state of one kind of processing for one image."""
-
-    __tablename__ = "image_jobs"
-    __table_args__ = (
-        UniqueConstraint("image_id", "kind"),
-        # The sweep looks for stale pending/running jobs across all owners.
-        Index("ix_image_jobs_state_updated", "state", "updated_at"),
-        # Workers claim the pending job with the earliest fair slot (see repository.py).
-        Index(
-            "ix_image_jobs_pending_fair",
-            "kind",
-            "fair_at",
-            postgresql_where=text("state = 'pending'"),
-        ),
-        CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
-    )
-
-    image_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
-    kind: Mapped[JobKind] = mapped_column(_text_enum(JobKind, "job_kind"))
-    state: Mapped[JobState] = mapped_column(
-        _text_enum(JobState, "job_state"), default=JobState.PENDING
-    )
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    error_code: Mapped[str | None] = mapped_column(String(64))
-    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
-    )
-    # Claim order: the owner's job clock when queued, so bursts interleave with other owners.
-    fair_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    # The Celery task running it (a task killed at its hard limit fails the jobs it held).
-    task_id: Mapped[str | None] = mapped_column(String(64), index=True)
-
-    image: Mapped[Image] = relationship(back_populates="jobs")

@@ -1,33 +1,22 @@
-"""Streaming multipart ingest: the request body goes to an anonymous temp file, hashed and
-size-checked on the way, without ever holding the whole file in memory. A caller-given sink gets
-the same bytes as they arrive (the upload service streams them to storage meanwhile).
+"""Streaming multipart reader: the request body as it arrives, turned into parts in order.
 
-The temp file is created with `tempfile.TemporaryFile`, which on Linux has no name at all
-(O_TMPFILE): whatever happens to the process, no temp file is left behind.
+It holds no file and calls nothing back: text fields come out whole (they are small), the file
+as `FileStart`, its bytes as they arrive, then `FileEnd`. Limits on the form (part count, header
+and field sizes, the file's and the body's size) are enforced here, as early as the bytes allow.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Collection
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO
 
-from pydantic import ValidationError
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from media_api.errors import ValidationFailed
 from media_api.images.errors import FileTooLarge, IncompleteUpload, InvalidMultipart
-from media_api.images.schemas import UploadFields
 from media_api.text import clean_filename
 
 FILE_FIELD = "file"
-TEXT_FIELDS = frozenset(UploadFields.model_fields)  # other parts are read past and dropped
 MAX_FIELD_BYTES = 4096  # small by nature
 # A part's headers (Content-Disposition, perhaps Content-Type: a few hundred bytes each), as
 # the parser counts them; more is 400 invalid-multipart.
@@ -37,80 +26,73 @@ MAX_HEADERS = 8
 # this; the whole body may exceed the file limit by at most this much.
 FORM_OVERHEAD_BYTES = 64 * 1024
 MAX_PARTS = 16
-FLUSH_BYTES = 1024 * 1024  # batch writes so each thread hop moves a meaningful amount
-
-# Gets the file's bytes in order, and only once `check_head` has accepted the first of them.
-Sink = Callable[[bytes], Awaitable[None]]
 
 
-@dataclass
-class Spool:
-    """The uploaded file on local disk while it is validated and stored."""
+@dataclass(frozen=True)
+class Field:
+    """A text field, whole."""
 
-    file: IO[bytes]
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class FileStart:
+    """The file part begins; its bytes follow as `bytes` parts, then `FileEnd`."""
+
     filename: str | None
-    size: int = 0
-    head: bytes = b""
-    _hash: hashlib._Hash = field(default_factory=hashlib.sha256)
 
-    @property
-    def sha256(self) -> bytes:
-        """Digest of every byte written so far."""
-        return self._hash.digest()
 
-    def write(self, data: bytes) -> None:
-        """Append and hash (blocking: runs in a thread)."""
-        self.file.write(data)
-        self._hash.update(data)
+@dataclass(frozen=True)
+class FileEnd:
+    """The file part is over (the body may still carry fields)."""
+
+
+Part = Field | FileStart | bytes | FileEnd
 
 
 @dataclass
-class UploadForm:
-    """What the multipart body carried: the file, and small text fields."""
-
-    spool: Spool | None
-    fields: dict[str, str]
-
-
-@dataclass
-class _Part:
+class _Current:
     headers: dict[bytes, bytes] = field(default_factory=dict)
     name: str | None = None
-    filename: str | None = None
     value: bytearray = field(default_factory=bytearray)
     is_file: bool = False
 
 
 class _Receiver:
-    """Turns parser callbacks into state; `pending` holds file bytes not yet written."""
+    """Turns the parser's callbacks into parts, queued in order until the reader yields them."""
 
-    def __init__(
-        self,
-        tmp_dir: Path | None,
-        max_bytes: int,
-        head_bytes: int,
-        check_head: Callable[[bytes], None],
-    ) -> None:
-        self.tmp_dir = tmp_dir
-        self.max_bytes = max_bytes
-        self.head_bytes = head_bytes
-        self.check_head = check_head
-        self.fields: dict[str, str] = {}
-        self.spool: Spool | None = None
-        self.pending = bytearray()
-        self.parts = 0
-        self.part = _Part()
+    def __init__(self, max_file_bytes: int, fields: Collection[str]) -> None:
+        self.max_file_bytes = max_file_bytes
+        self.fields = fields
+        self.parts: list[Part] = []
+        self.data = bytearray()  # file bytes of the current body chunk, not yet queued
+        self.file_bytes = 0
+        self.count = 0
+        self.has_file = False
+        self.current = _Current()
         self.header_field = bytearray()
         self.header_value = bytearray()
         self.done = False
 
+    def take(self) -> list[Part]:
+        """Everything the last body chunk completed, file bytes included."""
+        self.flush()
+        parts, self.parts = self.parts, []
+        return parts
+
+    def flush(self) -> None:
+        if self.data:
+            self.parts.append(bytes(self.data))
+            self.data.clear()
+
     # -- parser callbacks (sync, cheap) --
 
     def on_part_begin(self) -> None:
-        self.parts += 1
-        if self.parts > MAX_PARTS:
+        self.count += 1
+        if self.count > MAX_PARTS:
             raise InvalidMultipart(f"more than {MAX_PARTS} parts")
-        self.part = _Part()
+        self.current = _Current()
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self.header_field += data[start:end]
@@ -119,72 +101,53 @@ class _Receiver:
         self.header_value += data[start:end]
 
     def on_header_end(self) -> None:
-        self.part.headers[bytes(self.header_field).lower()] = bytes(self.header_value)
+        self.current.headers[bytes(self.header_field).lower()] = bytes(self.header_value)
         self.header_field.clear()
         self.header_value.clear()
 
     def on_headers_finished(self) -> None:
-        disposition = self.part.headers.get(b"content-disposition")
+        disposition = self.current.headers.get(b"content-disposition")
         if disposition is None:
             raise InvalidMultipart("a part has no Content-Disposition header")
         _, options = parse_options_header(disposition)
         name = options.get(b"name")
         if name is None:
             raise InvalidMultipart("a part has no name")
-        self.part.name = name.decode("utf-8", "replace")
+        self.current.name = name.decode("utf-8", "replace")
+        if self.current.name != FILE_FIELD:
+            return
+        if self.has_file:
+            raise InvalidMultipart("only one file per request")
+        self.has_file = self.current.is_file = True
         # Informational only: control characters are dropped rather than refused (media_api.text).
         filename = options.get(b"filename")
-        if filename:
-            self.part.filename = clean_filename(filename.decode("utf-8", "replace")) or None
-        if self.part.name == FILE_FIELD:
-            if self.spool is not None:
-                raise InvalidMultipart("only one file per request")
-            self.part.is_file = True
-            self.spool = Spool(
-                file=tempfile.TemporaryFile(dir=self.tmp_dir, prefix="upload-"),  # noqa: SIM115
-                filename=self.part.filename,
-            )
+        cleaned = clean_filename(filename.decode("utf-8", "replace")) if filename else None
+        self.parts.append(FileStart(cleaned or None))
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        if not self.part.is_file:
-            if self.part.name not in TEXT_FIELDS:
-                return
-            self.part.value += data[start:end]
-            if len(self.part.value) > MAX_FIELD_BYTES:
-                raise InvalidMultipart(f"field {self.part.name!r} is over {MAX_FIELD_BYTES} bytes")
-            return
-        spool = self.spool
-        assert spool is not None
-        spool.size += end - start
-        if spool.size > self.max_bytes:
-            raise FileTooLarge(f"the file is over the limit of {self.max_bytes} bytes")
-        if len(spool.head) < self.head_bytes:
-            spool.head += data[start : min(end, start + self.head_bytes - len(spool.head))]
-            if len(spool.head) >= self.head_bytes:
-                self.check_head(spool.head)  # rejects a non-image before the rest arrives
-        self.pending += data[start:end]
+        current = self.current
+        if current.is_file:
+            self.file_bytes += end - start
+            if self.file_bytes > self.max_file_bytes:
+                raise FileTooLarge(f"the file is over the limit of {self.max_file_bytes} bytes")
+            self.data += data[start:end]
+        elif current.name in self.fields:
+            current.value += data[start:end]
+            if len(current.value) > MAX_FIELD_BYTES:
+                raise InvalidMultipart(f"field {current.name!r} is over {MAX_FIELD_BYTES} bytes")
+        # other parts are read past and dropped
 
     def on_part_end(self) -> None:
-        if not self.part.is_file and self.part.name in TEXT_FIELDS:
-            self.fields.setdefault(self.part.name, self.part.value.decode("utf-8", "replace"))
-            check_fields(self.fields)  # refused as soon as it arrives, before the file
-        elif self.spool is not None and len(self.spool.head) < self.head_bytes:
-            self.check_head(self.spool.head)  # a file shorter than the sniff window
+        current = self.current
+        if current.is_file:
+            self.flush()
+            self.parts.append(FileEnd())
+        elif current.name in self.fields:
+            assert current.name is not None
+            self.parts.append(Field(current.name, current.value.decode("utf-8", "replace")))
 
     def on_end(self) -> None:
         self.done = True
-
-
-def check_fields(fields: dict[str, str]) -> None:
-    """The text fields as the OpenAPI document describes them, or 422 naming each bad one."""
-    try:
-        UploadFields.model_validate(fields)
-    except ValidationError as exc:
-        errors = [
-            {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-            for e in exc.errors(include_url=False)
-        ]
-        raise ValidationFailed(errors) from None
 
 
 def boundary_of(content_type: str | None) -> bytes:
@@ -201,31 +164,19 @@ def boundary_of(content_type: str | None) -> bytes:
     return boundary
 
 
-async def _flush(spool: Spool, pending: bytearray, sink: Sink | None) -> None:
-    data = bytes(pending)
-    pending.clear()
-    await asyncio.to_thread(spool.write, data)
-    if sink is not None:
-        await sink(data)
-
-
-@asynccontextmanager
-async def receive_upload(
+async def read_parts(
     body: AsyncIterator[bytes],
     content_type: str | None,
     *,
-    max_bytes: int,
-    tmp_dir: Path | None,
-    head_bytes: int,
-    check_head: Callable[[bytes], None],
-    sink: Sink | None = None,
-) -> AsyncIterator[UploadForm]:
-    """Parse the body as it arrives; the file lives in an anonymous temp file until exit.
+    max_file_bytes: int,
+    fields: Collection[str],
+) -> AsyncGenerator[Part, None]:
+    """The parts of a multipart/form-data body, as soon as each body chunk completes them.
 
-    `sink` sees every byte of the file, but only after `check_head` passed: pending bytes reach
-    FLUSH_BYTES (far beyond the head) or the part ends (where a short file's head is checked).
+    Text fields other than `fields` are dropped. Ends with `IncompleteUpload` if the body stops
+    before the closing boundary.
     """
-    receiver = _Receiver(tmp_dir, max_bytes, head_bytes, check_head)
+    receiver = _Receiver(max_file_bytes, fields)
     callbacks = {
         name: getattr(receiver, name)
         for name in (
@@ -239,34 +190,25 @@ async def receive_upload(
             "on_end",
         )
     }
-    received = 0
     try:
+        parser = MultipartParser(
+            boundary_of(content_type),
+            callbacks,  # type: ignore[arg-type]
+            max_header_count=MAX_HEADERS,
+            max_header_size=MAX_HEADER_BYTES,
+        )
+    except FormParserError as exc:  # a boundary over 256 bytes (RFC 2046 says 70)
+        raise InvalidMultipart(f"invalid multipart boundary: {exc}") from exc
+    received = 0
+    async for chunk in body:
+        received += len(chunk)
+        if received > max_file_bytes + FORM_OVERHEAD_BYTES:
+            raise FileTooLarge(f"the request body is over the limit of {max_file_bytes} bytes")
         try:
-            parser = MultipartParser(
-                boundary_of(content_type),
-                callbacks,  # type: ignore[arg-type]
-                max_header_count=MAX_HEADERS,
-                max_header_size=MAX_HEADER_BYTES,
-            )
-        except FormParserError as exc:  # a boundary over 256 bytes (RFC 2046 says 70)
-            raise InvalidMultipart(f"invalid multipart boundary: {exc}") from exc
-        async for chunk in body:
-            received += len(chunk)
-            if received > max_bytes + FORM_OVERHEAD_BYTES:
-                raise FileTooLarge(f"the request body is over the limit of {max_bytes} bytes")
-            try:
-                parser.write(chunk)
-            except FormParserError as exc:  # the parser's message names the defect
-                raise InvalidMultipart(f"malformed multipart body: {exc}") from exc
-            if receiver.spool is not None and len(receiver.pending) >= FLUSH_BYTES:
-                await _flush(receiver.spool, receiver.pending, sink)
-        if not receiver.done:
-            raise IncompleteUpload("the multipart body ended early")
-        if receiver.spool is not None:
-            if receiver.pending:
-                await _flush(receiver.spool, receiver.pending, sink)
-            receiver.spool.file.seek(0)
-        yield UploadForm(spool=receiver.spool, fields=receiver.fields)
-    finally:
-        if receiver.spool is not None:
-            receiver.spool.file.close()
+            parser.write(chunk)
+        except FormParserError as exc:  # the parser's message names the defect
+            raise InvalidMultipart(f"malformed multipart body: {exc}") from exc
+        for part in receiver.take():
+            yield part
+    if not receiver.done:
+        raise IncompleteUpload("the multipart body ended early")

@@ -1,20 +1,23 @@
-"""SQL for images and their jobs; every query is scoped to an owner."""
+"""SQL for images; every query is scoped to an owner (job SQL: `media_api.jobs`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Select, delete, func, select, tuple_, update
+from sqlalchemy import Select, and_, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from media_api.accounts.models import Owner
-from media_api.galleries.models import GalleryImage
-from media_api.images.models import Image, ImageJob, ImageStatus, ImageTag, JobKind, JobState
+from media_api.galleries.models import Gallery, GalleryImage
+from media_api.images.models import Image, ImageStatus, ImageTag
+from media_api.jobs import repository as jobs_repository
+from media_api.jobs import statements as job_statements
+from media_api.jobs.models import ImageJob
 from media_api.pagination import Position
 
 
@@ -38,42 +41,70 @@ async def get_by_sha256(session: AsyncSession, owner_id: uuid.UUID, sha256: byte
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def insert_new(session: AsyncSession, values: dict[str, object]) -> bool:
-    """Insert the image; False when the owner already has these bytes (a concurrent upload
-    of the same file won the race), in which case nothing is written."""
-    inserted = await session.execute(
+async def insert_new(session: AsyncSession, values: dict[str, object]) -> Image | None:
+    """Insert the image and return it as written (no re-read); None when the owner already has
+    these bytes (a concurrent upload of the same file won the race): then nothing is written.
+    It has no tags, and no jobs until `attach_jobs`."""
+    image = await session.scalar(
         insert(Image)
         .values(**values)
         .on_conflict_do_nothing(index_elements=[Image.owner_id, Image.sha256])
-        .returning(Image.id)
+        .returning(Image)
     )
-    return inserted.scalar_one_or_none() is not None
+    if image is not None:
+        set_committed_value(image, "tags", [])
+        set_committed_value(image, "jobs", [])
+    return image
 
 
-async def take_job_slot(
-    session: AsyncSession, owner_id: uuid.UUID, spacing: dt.timedelta
-) -> dt.datetime:
-    """The owner's next slot in the fair claim order: now, or `spacing` after its previous
-    jobs' slot if that is later. Workers claim the earliest slot first, so a burst of one
-    owner is spread out behind it while another owner's single upload goes ahead."""
-    slot: dt.datetime | None = await session.scalar(
-        update(Owner)
-        .where(Owner.id == owner_id)
-        .values(job_clock=func.greatest(Owner.job_clock, func.now()) + spacing)
-        .returning(Owner.job_clock - spacing)
+def attach_jobs(image: Image, jobs: list[ImageJob]) -> None:
+    """The jobs just inserted for a new image, as if loaded with it."""
+    set_committed_value(image, "jobs", jobs)
+
+
+async def add_to_gallery(
+    session: AsyncSession, owner_id: uuid.UUID, gallery_id: uuid.UUID, image_id: uuid.UUID
+) -> bool:
+    """Add the membership if the owner has both the gallery and the image: one statement, so
+    no check can go stale before the insert. False when nothing was added (either is not the
+    owner's, or the image is in the gallery already)."""
+    both = (
+        select(Gallery.id, Image.id)
+        .join(Image, and_(Image.id == image_id, Image.owner_id == owner_id))
+        .where(Gallery.id == gallery_id, Gallery.owner_id == owner_id)
+        # A delete committed meanwhile is waited for and then finds no row (a 404), instead of
+        # failing the insert's foreign-key check (a 500).
+        .with_for_update(key_share=True)
     )
-    assert slot is not None, "the owner row exists (its credential was just checked)"
-    return slot
-
-
-async def add_jobs(
-    session: AsyncSession, image_id: uuid.UUID, kinds: Iterable[JobKind], fair_at: dt.datetime
-) -> None:
-    """The image's pending jobs, in the claim order at `fair_at`."""
-    await session.execute(
-        insert(ImageJob),
-        [{"image_id": image_id, "kind": kind, "fair_at": fair_at} for kind in kinds],
+    added = await session.execute(
+        insert(GalleryImage)
+        .from_select(["gallery_id", "image_id"], both)
+        .on_conflict_do_nothing()
+        .returning(GalleryImage.image_id)
     )
+    return added.scalar_one_or_none() is not None
+
+
+async def in_gallery(session: AsyncSession, gallery_id: uuid.UUID, image_id: uuid.UUID) -> bool:
+    """Whether the image is in the gallery."""
+    found = await session.scalar(
+        select(GalleryImage.image_id).where(
+            GalleryImage.gallery_id == gallery_id, GalleryImage.image_id == image_id
+        )
+    )
+    return found is not None
+
+
+async def remove_from_gallery(
+    session: AsyncSession, gallery_id: uuid.UUID, image_id: uuid.UUID
+) -> bool:
+    """False when the image was not in the gallery."""
+    removed = await session.execute(
+        delete(GalleryImage)
+        .where(GalleryImage.gallery_id == gallery_id, GalleryImage.image_id == image_id)
+        .returning(GalleryImage.image_id)
+    )
+    return removed.scalar_one_or_none() is not None
 
 
 @dataclass(frozen=True)
@@ -158,21 +189,7 @@ async def count(session: AsyncSession, owner_id: uuid.UUID, filters: ImageFilter
     return int(total or 0)
 
 
-async def job_counts(session: AsyncSession) -> list[tuple[str, str, int]]:
-    """(kind, state, count) over every owner, for the metrics scrape."""
-    rows = await session.execute(
-        select(ImageJob.kind, ImageJob.state, func.count()).group_by(ImageJob.kind, ImageJob.state)
-    )
-    return [(str(kind.value), str(state.value), int(n)) for kind, state, n in rows.all()]
-
-
-async def lock_job_states(session: AsyncSession, image_id: uuid.UUID) -> list[JobState]:
-    """The image's job states, locked until commit (concurrent reprocess calls queue here)."""
-    stmt = select(ImageJob.state).where(ImageJob.image_id == image_id).with_for_update()
-    return list((await session.execute(stmt)).scalars())
-
-
-# --- across owners: admin commands, and routes only after their own ownership check --------
+# --- across owners: operator commands (ops.py); routes only after their ownership check ---
 
 
 async def ids_by_status(session: AsyncSession, status: ImageStatus | None) -> list[uuid.UUID]:
@@ -190,18 +207,7 @@ async def reset_jobs_of(
     order at `fair_at` (default now); returns the ids that exist."""
     found = list((await session.execute(select(Image.id).where(Image.id.in_(image_ids)))).scalars())
     if found:
-        await session.execute(
-            update(ImageJob)
-            .where(ImageJob.image_id.in_(found))
-            .values(
-                state=JobState.PENDING,
-                attempts=0,
-                error_code=None,
-                task_id=None,
-                updated_at=func.now(),
-                fair_at=fair_at if fair_at is not None else func.now(),
-            )
-        )
+        await session.execute(job_statements.reset(found, fair_at))
         await session.execute(
             update(Image)
             .where(Image.id.in_(found), Image.status == ImageStatus.FAILED)
@@ -262,6 +268,6 @@ async def stats(session: AsyncSession) -> dict[str, object]:
         "original_bytes": sum(int(b) for _, _, b in by_status),
         "jobs": [
             {"kind": kind, "state": state, "count": n}
-            for kind, state, n in await job_counts(session)
+            for kind, state, n in await jobs_repository.counts(session)
         ],
     }

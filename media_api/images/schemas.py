@@ -6,9 +6,11 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from media_api.images.models import TITLE_MAX, Image, ImageJob, ImageStatus, JobKind, JobState
+from media_api.images.models import TITLE_MAX, Image, ImageStatus
+from media_api.jobs.contract import JobKind
+from media_api.jobs.models import JobState
 from media_api.storage.signing import Signer
 from media_api.text import single_line
 
@@ -31,23 +33,14 @@ class UploadFields(BaseModel):
 class JobOut(BaseModel):
     """State of one kind of processing."""
 
+    model_config = ConfigDict(from_attributes=True)  # read from an ImageJob row
+
     kind: JobKind
     state: JobState
     attempts: int
     error_code: str | None
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
-
-    @classmethod
-    def of(cls, job: ImageJob) -> JobOut:
-        return cls(
-            kind=job.kind,
-            state=job.state,
-            attempts=job.attempts,
-            error_code=job.error_code,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-        )
 
 
 class SignedUrlOut(BaseModel):
@@ -71,6 +64,8 @@ class VariantOut(BaseModel):
 
 class TagOut(BaseModel):
     """A label or category, with the model that produced it."""
+
+    model_config = ConfigDict(from_attributes=True)  # read from an ImageTag row
 
     name: str
     kind: str = Field(description="`label` (a model class) or `category` (derived).")
@@ -108,15 +103,7 @@ class ImageSummary(BaseModel):
         for v in image.variants:
             signed = signer.variant(v["key"], v["content_type"], image.original_filename, v["name"])
             variants.append(
-                VariantOut(
-                    name=v["name"],
-                    width=v["width"],
-                    height=v["height"],
-                    content_type=v["content_type"],
-                    size=v["size"],
-                    url=signed.url,
-                    expires_at=signed.expires_at,
-                )
+                VariantOut.model_validate({**v, "url": signed.url, "expires_at": signed.expires_at})
             )
         return dict(
             id=image.id,
@@ -152,17 +139,8 @@ class ImageOut(ImageSummary):
 
     @classmethod
     def of(cls, image: Image, signer: Signer) -> ImageOut:
-        jobs = sorted((JobOut.of(job) for job in image.jobs), key=lambda j: j.kind)
-        tags = [
-            TagOut(
-                name=t.name,
-                kind=t.kind,
-                confidence=t.confidence,
-                model=t.model,
-                model_version=t.model_version,
-            )
-            for t in image.tags
-        ]
+        jobs = sorted(map(JobOut.model_validate, image.jobs), key=lambda j: j.kind)
+        tags = list(map(TagOut.model_validate, image.tags))
         download = signer.original(
             image.original_key, image.content_type, image.original_filename, attachment=True
         )

@@ -1,14 +1,12 @@
-"""Upload rules: stream, dedupe, validate, record, dispatch; nothing left behind on failure."""
+"""Image rules: upload (receive, dedupe, validate, record, dispatch), galleries, browsing."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -16,189 +14,94 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from media_api.accounts import repository as owners
 from media_api.errors import NotFound
-from media_api.galleries import repository as galleries
+from media_api.galleries import service as galleries
 from media_api.images import repository
 from media_api.images.errors import (
-    PROBE_ERRORS,
-    EmptyFile,
-    MissingFile,
     ProcessingInProgress,
     QuotaExceeded,
     StorageUnavailable,
     VariantNotReady,
 )
-from media_api.images.models import TITLE_MAX, Image, ImageStatus, JobKind, JobState
-from media_api.images.multipart import Spool, receive_upload
-from media_api.images.validation import Validator
-from media_api.imaging import probe as imaging
-from media_api.jobs.producer import JOB_TASKS
+from media_api.images.models import TITLE_MAX, Image, ImageStatus
+from media_api.images.multipart import read_parts
+from media_api.images.upload import FIELDS, ObjectStore, UploadSession, Validation
+from media_api.jobs import repository as jobs
+from media_api.jobs.contract import JOBS
+from media_api.jobs.models import JobState
 from media_api.pagination import Keyset
 from media_api.settings import Settings
 from media_api.storage import keys
-from media_api.storage.s3 import AsyncS3Store, StoredObject, StreamingUpload
-from media_api.unit_of_work import Effects
-
-JOB_KINDS = [JobKind(kind) for kind in JOB_TASKS]
-
-
-def _accepted_mime_type(head: bytes, allowed: frozenset[str]) -> str | None:
-    """Refuses a body whose first bytes are no allowed image, before the rest is received."""
-    if not head:
-        return None  # an empty file gets its own error once the part ends
-    fmt, mime_type = imaging.sniff(head), imaging.sniff_mime_type(head)
-    if fmt is None or mime_type is None or fmt not in allowed:
-        what = "an allowed image format" if fmt is None else f"{fmt}, which is not accepted"
-        raise PROBE_ERRORS["unsupported-media-type"](f"the content is not {what}")
-    return mime_type
-
-
-class _Original:
-    """The original on its way to S3 while the body still arrives; gone again unless completed.
-
-    The object is typed by the sniffed format, which the head check knows before the first part
-    leaves; the upload itself starts only then, so a refused head never makes an S3 request.
-    """
-
-    def __init__(self, store: AsyncS3Store, key: str, allowed: frozenset[str]) -> None:
-        self._store = store
-        self._key = key
-        self._allowed = allowed
-        self._upload: StreamingUpload | None = None
-
-    async def __aenter__(self) -> _Original:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._upload is not None:
-            await self._upload.__aexit__(exc_type, exc, tb)
-
-    def check_head(self, head: bytes) -> None:
-        """The ingest's head check: refuse a non-image, or start the upload with its type."""
-        mime_type = _accepted_mime_type(head, self._allowed)
-        if mime_type is not None:
-            self._upload = self._store.streaming_upload(self._key, mime_type)
-
-    async def write(self, data: bytes) -> None:
-        """The ingest's sink."""
-        assert self._upload is not None, "the ingest writes only after the head check passed"
-        await self._upload.write(data)
-
-    async def complete(self) -> StoredObject:
-        """Send the last part and finish (or PUT a file that fits one part)."""
-        assert self._upload is not None, "a non-empty file passed the head check"
-        return await self._upload.complete()
-
-
-async def _validate_while_completing(
-    spool: Spool, original: _Original, validator: Validator
-) -> imaging.ImageInfo:
-    """The full decode overlaps the end of the S3 upload. Both always finish; a bad image
-    outranks a storage error, since retrying won't help."""
-    await validator.precheck(spool.file)
-    info, stored = await asyncio.gather(
-        validator.validate(spool.file),
-        original.complete(),
-        return_exceptions=True,
-    )
-    if isinstance(info, BaseException):
-        raise info
-    if isinstance(stored, BaseException):
-        raise stored
-    return info
+from media_api.storage.s3 import AsyncS3Store
+from media_api.unit_of_work import UnitOfWork
 
 
 async def upload(
     session: AsyncSession,
-    store: AsyncS3Store,
-    effects: Effects,
-    validator: Validator,
+    store: ObjectStore,
+    uow: UnitOfWork,
+    validator: Validation,
     settings: Settings,
     owner_id: uuid.UUID,
     body: AsyncIterator[bytes],
     content_type: str | None,
 ) -> tuple[Image, bool]:
     """Accept one upload; returns the image and whether it is new (False: same bytes as an
-    image this owner already has)."""
+    image this owner already has). Leaving early removes whatever was stored (`UploadSession`)."""
     image_id = uuid.uuid4()
     key = keys.original_key(owner_id, image_id)
+    parts = read_parts(body, content_type, max_file_bytes=settings.max_upload_bytes, fields=FIELDS)
     try:
-        # The file goes to the spool (for validation) and to S3 at once, part by part. Any
-        # exception, or leaving the block before completing, aborts what was sent.
-        async with (
-            _Original(store, key, settings.allowed_formats) as original,
-            receive_upload(
-                body,
-                content_type,
-                max_bytes=settings.max_upload_bytes,
-                tmp_dir=settings.upload_tmp_dir,
-                head_bytes=imaging.SNIFF_BYTES,
-                check_head=original.check_head,
-                sink=original.write,
-            ) as form,
-        ):
-            spool = form.spool
-            if spool is None:
-                raise MissingFile("send the image in a multipart field named 'file'")
-            if spool.size == 0:
-                raise EmptyFile()
-            title = clean_title(form.fields.get("title"))
-            gallery_id = await _target_gallery(session, owner_id, form.fields.get("gallery_id"))
-
+        async with UploadSession(
+            store, key, settings.allowed_formats, settings.upload_tmp_dir
+        ) as incoming:
+            fields = await incoming.receive(parts)  # spooled, and streamed to S3 meanwhile
+            spool = incoming.spool
+            title = clean_title(fields.get("title"))
+            gallery_id = await _target_gallery(session, owner_id, fields.get("gallery_id"))
             existing = await repository.get_by_sha256(session, owner_id, spool.sha256)
             if existing is not None:
-                if gallery_id is not None:
-                    await galleries.add_image(session, gallery_id, existing.id)
-                return existing, False  # the streamed copy is aborted on the way out
+                await _into_gallery(session, owner_id, gallery_id, existing.id)
+                return existing, False
             quota = settings.quota_bytes
             if quota and await owners.bytes_used(session, owner_id) + spool.size > quota:
                 raise QuotaExceeded(f"storing this would pass your quota of {quota} bytes")
 
-            info = await _validate_while_completing(spool, original, validator)
+            info = await incoming.complete(validator)
+            image = await repository.insert_new(
+                session,
+                {
+                    "id": image_id,
+                    "owner_id": owner_id,
+                    "title": title,
+                    "original_filename": (spool.filename or "")[:255] or None,
+                    # The sniffed type the object was stored with: probe() sniffs the same head.
+                    "content_type": info.mime_type,
+                    "size_bytes": spool.size,
+                    # Display dimensions: what a viewer sees once EXIF orientation is applied.
+                    "width": info.display_width,
+                    "height": info.display_height,
+                    "frames": info.frames,
+                    "sha256": spool.sha256,
+                    "original_key": key,
+                },
+            )
+            if image is None:
+                # An identical upload committed first: ours is redundant, keep theirs.
+                existing = await repository.get_by_sha256(session, owner_id, spool.sha256)
+                assert existing is not None
+                await _into_gallery(session, owner_id, gallery_id, existing.id)
+                return existing, False
+            # The atomic quota check, last, so the owner row stays locked only until the commit.
+            if not await owners.reserve_bytes(session, owner_id, spool.size, quota):
+                raise QuotaExceeded(f"storing this would pass your quota of {quota} bytes")
+            slot = await jobs.take_slot(session, owner_id, _spacing(settings))
+            repository.attach_jobs(image, await jobs.add_pending(session, image_id, JOBS, slot))
+            await _into_gallery(session, owner_id, gallery_id, image_id)
+            uow.send_jobs(image_id)
+            incoming.keep(uow)
+            return image, True
     except (BotoCoreError, ClientError) as exc:
         raise StorageUnavailable("the image could not be stored; try again") from exc
-    # The object exists from here on: a rollback of this request's transaction deletes it.
-    effects.undo(functools.partial(store.delete, key))
-
-    created = await repository.insert_new(
-        session,
-        {
-            "id": image_id,
-            "owner_id": owner_id,
-            "title": title,
-            "original_filename": (spool.filename or "")[:255] or None,
-            # The sniffed type the object was stored with: probe() derives it from the same head.
-            "content_type": info.mime_type,
-            "size_bytes": spool.size,
-            # Display dimensions: what a viewer sees once EXIF orientation is applied.
-            "width": info.display_width,
-            "height": info.display_height,
-            "frames": info.frames,
-            "sha256": spool.sha256,
-            "original_key": key,
-        },
-    )
-    if not created:
-        # An identical upload committed first: ours is redundant, keep theirs.
-        await store.delete(key)
-        existing = await repository.get_by_sha256(session, owner_id, spool.sha256)
-        assert existing is not None
-        return existing, False
-    # The atomic quota check, last, so the owner row stays locked only until the commit.
-    if not await owners.reserve_bytes(session, owner_id, spool.size, settings.quota_bytes):
-        raise QuotaExceeded(f"storing this would pass your quota of {settings.quota_bytes} bytes")
-    slot = await repository.take_job_slot(session, owner_id, _spacing(settings))
-    await repository.add_jobs(session, image_id, JOB_KINDS, slot)
-    if gallery_id is not None:
-        await galleries.add_image(session, gallery_id, image_id)
-    _dispatch(effects, image_id)
-    image = await repository.get(session, owner_id, image_id)
-    assert image is not None
-    return image, True
 
 
 async def _target_gallery(
@@ -211,15 +114,36 @@ async def _target_gallery(
         gallery_id = uuid.UUID(raw)
     except ValueError:
         raise NotFound("gallery not found") from None
-    if await galleries.get(session, owner_id, gallery_id) is None:
-        raise NotFound("gallery not found")
+    await galleries.get(session, owner_id, gallery_id)
     return gallery_id
 
 
-def _dispatch(effects: Effects, image_id: uuid.UUID) -> None:
-    """Queue every job's task, published once the transaction has committed."""
-    for task, queue in JOB_TASKS.values():
-        effects.enqueue(task, (str(image_id),), queue)
+async def _into_gallery(
+    session: AsyncSession, owner_id: uuid.UUID, gallery_id: uuid.UUID | None, image_id: uuid.UUID
+) -> None:
+    if gallery_id is not None:
+        await add_to_gallery(session, owner_id, gallery_id, image_id)
+
+
+async def add_to_gallery(
+    session: AsyncSession, owner_id: uuid.UUID, gallery_id: uuid.UUID, image_id: uuid.UUID
+) -> None:
+    """Put one of the owner's images in one of the owner's galleries (idempotent). Both
+    ownerships are checked by the insert itself; only when it adds nothing is it asked why."""
+    if await repository.add_to_gallery(session, owner_id, gallery_id, image_id):
+        return
+    await galleries.get(session, owner_id, gallery_id)
+    if not await repository.in_gallery(session, gallery_id, image_id):
+        raise NotFound("image not found")
+
+
+async def remove_from_gallery(
+    session: AsyncSession, owner_id: uuid.UUID, gallery_id: uuid.UUID, image_id: uuid.UUID
+) -> None:
+    """Take an image out of one of the owner's galleries (the image itself stays)."""
+    await galleries.get(session, owner_id, gallery_id)
+    if not await repository.remove_from_gallery(session, gallery_id, image_id):
+        raise NotFound("image not in this gallery")
 
 
 def _spacing(settings: Settings) -> dt.timedelta:
@@ -228,7 +152,7 @@ def _spacing(settings: Settings) -> dt.timedelta:
 
 async def reprocess(
     session: AsyncSession,
-    effects: Effects,
+    uow: UnitOfWork,
     settings: Settings,
     owner_id: uuid.UUID,
     image_id: uuid.UUID,
@@ -236,12 +160,12 @@ async def reprocess(
     """Run every job again: rows back to pending, tasks published after commit; 409 while a
     job is running (a worker has it in hand: it would be done twice, and billed twice)."""
     await get(session, owner_id, image_id)
-    states = await repository.lock_job_states(session, image_id)
+    states = await jobs.lock_states(session, image_id)
     if JobState.RUNNING in states:
         raise ProcessingInProgress("the image's jobs are still running; retry once they end")
-    slot = await repository.take_job_slot(session, owner_id, _spacing(settings))
+    slot = await jobs.take_slot(session, owner_id, _spacing(settings))
     await repository.reset_jobs_of(session, [image_id], slot)  # ownership checked above
-    _dispatch(effects, image_id)
+    uow.send_jobs(image_id)
     return await get(session, owner_id, image_id)
 
 
@@ -272,7 +196,7 @@ async def update(
 async def delete(
     session: AsyncSession,
     store: AsyncS3Store,
-    effects: Effects,
+    uow: UnitOfWork,
     owner_id: uuid.UUID,
     image_id: uuid.UUID,
 ) -> None:
@@ -283,9 +207,9 @@ async def delete(
     if deleted is None:
         raise NotFound("image not found")
     await owners.release_bytes(session, owner_id, deleted.size_bytes)
-    effects.after_commit(functools.partial(store.delete, deleted.original_key))
-    effects.after_commit(
-        functools.partial(store.delete_prefix, keys.image_prefix(owner_id, image_id))
+    uow.after_commit(functools.partial(store.delete, deleted.original_key))
+    uow.after_commit(
+        functools.partial(store.delete_prefix, keys.variants_prefix(owner_id, image_id))
     )
 
 
@@ -312,11 +236,8 @@ async def list_images(
     secret: str,
 ) -> Page:
     """A keyset page of the owner's images, newest first."""
-    if (
-        filters.gallery_id is not None
-        and await galleries.get(session, owner_id, filters.gallery_id) is None
-    ):
-        raise NotFound("gallery not found")
+    if filters.gallery_id is not None:
+        await galleries.get(session, owner_id, filters.gallery_id)  # 404 for another's
     keyset = Keyset(secret, LISTING_SCOPE, owner_id)
     rows = await repository.page(session, owner_id, filters, keyset.after(cursor), limit + 1)
     rows, next_cursor = keyset.cut(rows, limit)

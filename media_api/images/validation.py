@@ -16,7 +16,6 @@ from typing import IO
 from pebble import ProcessExpired, ProcessPool
 
 from media_api.errors import ServerBusy
-from media_api.images.errors import PROBE_ERRORS, CorruptImage, ImageTooLarge
 from media_api.imaging import probe as imaging
 from media_api.settings import Settings
 
@@ -24,21 +23,11 @@ from media_api.settings import Settings
 TASKS_PER_PROCESS = 100
 
 
-def probe_limits(settings: Settings) -> imaging.ProbeLimits:
-    """The validation policy from settings."""
-    return imaging.ProbeLimits(
-        allowed_formats=settings.allowed_formats,
-        max_pixels=settings.max_pixels,
-        max_frames=settings.max_frames,
-        max_jpeg_scans=settings.max_jpeg_scans,
-    )
-
-
 class Validator:
     """Owns the pool; processes start on the first upload, not with the app."""
 
     def __init__(self, settings: Settings) -> None:
-        self.limits = probe_limits(settings)
+        self.limits = settings.probe_limits
         self.timeout = settings.validation_timeout_seconds
         self.wait = settings.validation_wait_seconds
         self.slots = asyncio.Semaphore(settings.max_concurrent_validations)
@@ -56,13 +45,10 @@ class Validator:
     async def precheck(self, spool: IO[bytes]) -> None:
         """Refusals that need no decoder (JPEG scans), in a thread of this process: a scan
         bomb is turned away before its object is completed in storage."""
-        try:
-            await asyncio.to_thread(imaging.check_jpeg_scans, spool, self.limits)
-        except imaging.ProbeError as exc:
-            raise PROBE_ERRORS[exc.code](exc.detail) from exc
+        await asyncio.to_thread(imaging.check_jpeg_scans, spool, self.limits)
 
     async def validate(self, spool: IO[bytes]) -> imaging.ImageInfo:
-        """Probe the spooled file; MediaErrors for every refusal."""
+        """Probe the spooled file; a `ProbeError` for every refusal."""
         try:
             async with asyncio.timeout(self.wait):
                 await self.slots.acquire()
@@ -79,15 +65,13 @@ class Validator:
             try:
                 # A cancelled request cancels the future, and pebble kills the process.
                 return await asyncio.wrap_future(future)
-            except imaging.ProbeError as exc:
-                raise PROBE_ERRORS[exc.code](exc.detail) from exc
             except TimeoutError:
-                raise ImageTooLarge(
+                raise imaging.ImageTooLarge(
                     f"decoding took longer than {self.timeout:g} s; the image is too costly"
                 ) from None
             except ProcessExpired as exc:
                 # A decoder crashed on these bytes (its process died, the API did not).
-                raise CorruptImage("the image data crashed the decoder") from exc
+                raise imaging.CorruptImage("the image data crashed the decoder") from exc
         finally:
             self.slots.release()
 

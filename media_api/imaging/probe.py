@@ -1,9 +1,8 @@
 """Decide from the bytes alone whether an upload is an acceptable image, before storing it.
 
-Pure (standard library, Pillow, optional pillow_heif) so the API and the workers run the same
-checks: ``inspect()`` those the headers answer, ``probe()`` those plus a full decode. Every
-rejection is a ``ProbeError`` with a stable ``code``; mapping codes to HTTP statuses is the
-caller's job. No global state is changed (why that matters: docs/imaging.md).
+Pure (standard library, Pillow, optional pillow_heif): ``inspect()`` runs the checks the headers
+answer, ``probe()`` those plus a full decode. Every rejection is a ``ProbeError`` with a stable
+``code`` (the caller maps it to an HTTP status). No global state is changed (docs/imaging.md).
 """
 
 from __future__ import annotations
@@ -16,12 +15,10 @@ from typing import IO, ClassVar, Final
 
 from PIL import ExifTags, Image, ImageFile, features
 
-# Relative: the sibling is as pure as this module, and the purity test allowlists import roots.
-from . import jpeg
+# Relative: the siblings are as pure as this module, and the purity test allowlists import roots.
+from . import formats, jpeg
 
 __all__ = [
-    "CORE_FORMATS",
-    "KNOWN_FORMATS",
     "SNIFF_BYTES",
     "CorruptImage",
     "EmptyFile",
@@ -41,20 +38,6 @@ __all__ = [
 
 # 128 bytes cover an ISO-BMFF ftyp box with 28 compatible brands; the other magics need 18 at most.
 SNIFF_BYTES: Final = 128
-
-CORE_FORMATS: Final = frozenset({"JPEG", "PNG", "GIF", "WEBP"})
-KNOWN_FORMATS: Final = CORE_FORMATS | frozenset({"TIFF", "BMP", "AVIF", "HEIF"})
-
-_MIME_TYPES: Final = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "GIF": "image/gif",
-    "WEBP": "image/webp",
-    "TIFF": "image/tiff",
-    "BMP": "image/bmp",
-    "AVIF": "image/avif",
-    "HEIF": "image/heif",
-}
 
 # DIB header sizes Pillow's BMP plugin can read; requiring one makes two-byte "BM" magic less loose.
 _BMP_HEADER_SIZES: Final = frozenset({12, 40, 52, 56, 64, 108, 124})
@@ -94,7 +77,7 @@ def decodable_formats() -> frozenset[str]:
         missing.add("AVIF")
     if not _HEIF_DECODABLE:
         missing.add("HEIF")
-    return KNOWN_FORMATS - missing
+    return formats.KNOWN_FORMATS - missing
 
 
 class ProbeError(Exception):
@@ -143,7 +126,7 @@ class ProbeLimits:
     frame, so scans (summed over an MPO's pictures) cost like frames (docs/imaging.md).
     """
 
-    allowed_formats: frozenset[str] = CORE_FORMATS
+    allowed_formats: frozenset[str] = formats.CORE_FORMATS
     max_pixels: int = 50_000_000
     max_frames: int = 1000
     max_total_pixels: int = 250_000_000
@@ -151,9 +134,9 @@ class ProbeLimits:
 
     def __post_init__(self) -> None:
         """Fail at configuration time rather than on the first upload."""
-        unknown = self.allowed_formats - KNOWN_FORMATS
+        unknown = self.allowed_formats - formats.KNOWN_FORMATS
         if unknown:
-            msg = f"unknown formats {sorted(unknown)}; choose from {sorted(KNOWN_FORMATS)}"
+            msg = f"unknown formats {sorted(unknown)}; choose from {sorted(formats.KNOWN_FORMATS)}"
             raise ValueError(msg)
         if min(self.max_pixels, self.max_frames, self.max_total_pixels, self.max_jpeg_scans) < 1:
             msg = "limits must be positive"
@@ -200,6 +183,11 @@ class _Kind:
     format: str
     mime_type: str
 
+    @classmethod
+    def of(cls, name: str) -> _Kind:
+        """The format's first MIME type in the table (HEIF's two are told apart by brand)."""
+        return cls(name, formats.by_name(name).mime_type)
+
 
 def _ftyp_brands(head: bytes) -> tuple[bytes, list[bytes]] | None:
     """Major and compatible brands of a leading ftyp box: all that AVIF and HEIF sniffing needs."""
@@ -225,7 +213,7 @@ def _sniff_isobmff(head: bytes) -> _Kind | None:
     is_hevc = not everything.isdisjoint(_HEVC_BRANDS)
     heif = _Kind("HEIF", "image/heic" if is_hevc else "image/heif")
     if major in _AVIF_BRANDS:
-        return _Kind("AVIF", _MIME_TYPES["AVIF"])
+        return _Kind.of("AVIF")
     if major in _CODED_HEIF_BRANDS:
         return heif
     # A generic major brand (or a video brand) says nothing about the codec: look at the rest.
@@ -233,7 +221,7 @@ def _sniff_isobmff(head: bytes) -> _Kind | None:
     if major not in _GENERIC_HEIF_BRANDS:
         return None
     if not _AVIF_BRANDS.isdisjoint(compatible):
-        return _Kind("AVIF", _MIME_TYPES["AVIF"])
+        return _Kind.of("AVIF")
     if not (_CODED_HEIF_BRANDS | _GENERIC_HEIF_BRANDS).isdisjoint(everything):
         return heif
     return None
@@ -260,7 +248,7 @@ def _sniff_kind(head: bytes) -> _Kind | None:
     ):
         name = "BMP"
     if name is not None:
-        return _Kind(name, _MIME_TYPES[name])
+        return _Kind.of(name)
     return _sniff_isobmff(head)
 
 

@@ -1,42 +1,10 @@
 """Turn an accepted original into web-sized variants and a BlurHash placeholder.
 
-Pure: the standard library, Pillow (with pillow_heif through ``probe``), pyvips and ``blurhash``;
-no I/O frameworks, so a worker and a test call the same ``render()``.
-
-Engine, chosen by measurement (``bench/variants.py``, ``docs/benchmarks.md``): libvips decodes with
-shrink-on-load (``thumbnail_buffer`` straight to the largest size any preset needs), every smaller
-preset is cut from the previous intermediate with ``thumbnail_image``, and libwebp/libjpeg/libheif
-encode: 4.1x a naive Pillow pipeline per core on a 12 MP JPEG and 5.3x on 24 MP, at 50-75 % of its
-peak RSS. Pillow decodes what libvips cannot or will not here, and its pixels then go through the
-same resize and encoders: BMP, HEVC-coded HEIC (the pyvips-binary wheel has no HEVC decoder), AVIF
-image sequences (major brand ``avis``), CIELab TIFF, CMYK without a profile (see below), and files
-libvips refuses under ``fail_on="warning"`` although Pillow, and so ``probe()``, decodes them (a
-camera JPEG with corrupt entropy data).
-
-What every variant gets:
-
-- Orientation applied exactly once, with Pillow's meaning (the one ``probe()`` reports): EXIF in
-  JPEG, WebP and TIFF; libheif applies AVIF irot/imir itself; a PNG's orientation may also sit in
-  an ImageMagick "Raw profile type exif" text chunk or in XMP ``tiff:Orientation``, which libvips
-  ignores, so those are read here.
-- 8-bit sRGB: embedded ICC profiles are applied; untagged pixels are taken as sRGB; CMYK without
-  a profile (Adobe-inverted too) gets the plain formula browsers and Pillow use, not a press
-  profile; CIELab is converted; 16-bit is scaled rather than clipped; palette, gray and tRNS become
-  RGB(A). Alpha is kept in WebP and AVIF (dropped when fully opaque) and flattened on white for
-  JPEG.
-- No metadata at all: no EXIF, GPS, XMP, IPTC, text chunks or ICC profile (sRGB is the default).
-- Animated inputs (GIF, APNG, animated WebP, AVIF sequences, multipage TIFF): the first frame only,
-  predictable and bounded. An animated WebP of the corpus's 42-frame 245 px GIF takes 210 ms per
-  variant against 38 ms for all three stills, and probe() admits up to 1,000 frames; the original
-  stays available to clients that want the motion.
-- Sizes: a ``crop`` preset is a centred square cover crop of ``size`` px, or, when the image's
-  shorter side is smaller, the largest centred square it holds (never upscaled). Other presets fit
-  the longer side to ``size`` with the aspect kept (within 1 px), or keep the source size.
-
-Process-wide at import: libvips blocks untrusted loaders and every loader but the six for formats
-the service may accept, and its operation cache is off (each original is seen once).
-``render()`` trusts that ``probe()`` accepted the bytes: it re-sniffs the format but does not
-re-apply pixel or frame limits.
+Pure (standard library, Pillow, pyvips, blurhash), so a worker and a test call the same
+``render()``. libvips decodes with shrink-on-load and cuts each preset from the previous one;
+Pillow decodes what libvips cannot. Every variant is upright, 8-bit sRGB, without metadata, the
+first frame only. At import libvips is locked down to the loaders probe() may accept. Why, and
+the measurements behind each choice: docs/imaging.md ("Variants").
 """
 
 from __future__ import annotations
@@ -49,7 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, get_args
 
 # libvips reads this once at start-up; block_untrusted_set() below covers an earlier import.
 os.environ.setdefault("VIPS_BLOCK_UNTRUSTED", "1")
@@ -58,12 +26,12 @@ import blurhash  # type: ignore[import-untyped]  # no py.typed marker in the whe
 import pyvips  # type: ignore[import-untyped]  # ships .pyi files but no py.typed marker
 from PIL import ExifTags, Image, ImageCms, ImageOps
 
+from media_api.imaging import formats
+from media_api.imaging.formats import OutputFormat
+from media_api.imaging.presets import DEFAULT_PRESETS, Preset
 from media_api.imaging.probe import SNIFF_BYTES, sniff
 
 __all__ = [
-    "DEFAULT_PRESETS",
-    "OutputFormat",
-    "Preset",
     "RenderError",
     "RenderResult",
     "Variant",
@@ -71,8 +39,6 @@ __all__ = [
     "render",
     "webp_effort",
 ]
-
-OutputFormat = Literal["webp", "jpeg", "avif"]
 
 WEBP_QUALITY: Final = 80
 # libwebp `method` by output size, measured at q80 on this machine (docs/benchmarks.md). Per
@@ -88,11 +54,6 @@ AVIF_QUALITY: Final = 60
 AVIF_EFFORT: Final = 0
 PLACEHOLDER_SIZE: Final = 16
 
-_CONTENT: Final[dict[str, tuple[str, str]]] = {
-    "webp": ("image/webp", "webp"),
-    "jpeg": ("image/jpeg", "jpg"),
-    "avif": ("image/avif", "avif"),
-}
 # Formats libvips decodes here; HEIF (HEVC) and BMP always go to Pillow.
 _VIPS_FORMATS: Final = frozenset({"JPEG", "PNG", "GIF", "WEBP", "TIFF", "AVIF"})
 _VIPS_LOADERS: Final = (
@@ -121,31 +82,6 @@ def _configure_vips() -> None:
 
 
 _configure_vips()
-
-
-@dataclass(frozen=True, slots=True)
-class Preset:
-    """A named target size; names become storage keys, so they are kept to a safe alphabet."""
-
-    name: str
-    size: int
-    crop: bool
-
-    def __post_init__(self) -> None:
-        """Fail when the presets are configured, not on the first image."""
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,31}", self.name):
-            msg = f"preset name {self.name!r} must be 1-32 ASCII letters, digits, _ or -"
-            raise ValueError(msg)
-        if not 1 <= self.size <= 8192:
-            msg = f"preset size {self.size} must be within 1..8192"
-            raise ValueError(msg)
-
-
-DEFAULT_PRESETS: Final = (
-    Preset("thumb", 256, True),
-    Preset("medium", 1024, False),
-    Preset("large", 2048, False),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,14 +359,14 @@ def _encode(name: str, image: Any, fmt: OutputFormat) -> Variant:
         data = image.heifsave_buffer(
             Q=AVIF_QUALITY, compression="av1", effort=AVIF_EFFORT, bitdepth=8, keep="none"
         )
-    content_type, ext = _CONTENT[fmt]
+    written = formats.by_name(fmt)
     return Variant(
         name=name,
         data=bytes(data),
         width=int(image.width),
         height=int(image.height),
-        content_type=content_type,
-        ext=ext,
+        content_type=written.mime_type,
+        ext=written.ext,
     )
 
 

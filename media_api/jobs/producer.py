@@ -1,37 +1,53 @@
-"""The API's side of the job queue: sends tasks by name, only after the database commit.
+"""The one way to send a job: `JobProducer.send(kind, image_id)`, by name, to its queue.
 
-The API never imports `workers`: it knows task names and queues, nothing else. Sending after
-commit means a worker never sees an id whose row is not visible yet; if the broker is down at
-that moment, the job rows stay `pending` and the worker's sweep re-dispatches them.
+Every sender uses it: the upload service and reprocess (through the unit of work, after
+commit), `media-api reprocess`, the workers' sweep and a task sending its turn again. It never
+imports `workers`: the contract (`contract.py`) gives the task name and queue. Also here: the
+API's Celery app that publishes, and the broker reads of readiness and /metrics.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from celery import Celery
 from kombu import Connection
 from kombu.connection import ConnectionPool
 
+from media_api.jobs.contract import JOBS, QUEUES, JobKind
 from media_api.settings import Settings
 
-PING_TASK = "media.ping"
-VARIANTS_TASK = "media.make_variants"
-TAG_TASK = "media.tag_image"
-
-# Each job kind: the task that performs it and the queue it runs on (the API publishes by
-# name; it never imports the workers).
-JOB_TASKS: dict[str, tuple[str, str]] = {
-    "thumbnails": (VARIANTS_TASK, "thumbnails"),
-    "tagging": (TAG_TASK, "tagging"),
-}
-# Every queue the workers consume (they declare these; /metrics reports their depth).
-QUEUES = ("thumbnails", "tagging", "maintenance")
 # Longest wait for a broker's answer (Redis): a publish is a few milliseconds.
 BROKER_SOCKET_TIMEOUT_SECONDS = 5
+
+
+class Publisher(Protocol):
+    """What sending needs of a Celery app: the API's producer, a worker's app, or a fake."""
+
+    def send_task(self, name: str, args: Sequence[Any] | None = None, **options: Any) -> object: ...
+
+
+class JobProducer:
+    """Sends a job's task by kind; blocking (the API calls it from a thread)."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+
+    def send(self, kind: JobKind, image_id: uuid.UUID | str, request_id: str | None = None) -> None:
+        """Publish the task of this image's `kind` job; raises when the broker is down."""
+        job = JOBS[kind]
+        # The request id travels in the message headers into the task's logs.
+        headers = {"request_id": request_id}
+        self.publisher.send_task(job.task, args=(str(image_id),), queue=job.queue, headers=headers)
+
+    def send_jobs(self, image_id: uuid.UUID | str, request_id: str | None = None) -> None:
+        """Publish every job of the image (an upload's, a reprocess's)."""
+        for kind in JOBS:
+            self.send(kind, image_id, request_id)
 
 
 def create_producer(settings: Settings, *, with_results: bool = False) -> Celery:

@@ -12,18 +12,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from media_api.imaging.formats import extension
 from media_api.storage.s3 import AsyncS3Store, SignedUrl
 
-EXTENSIONS = {
-    "image/jpeg": "jpg",
-    "image/png": "png",
-    "image/gif": "gif",
-    "image/webp": "webp",
-    "image/avif": "avif",
-    "image/heic": "heic",
-    "image/tiff": "tiff",
-    "image/bmp": "bmp",
-}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -60,9 +51,9 @@ class Signer:
     def original(
         self, key: str, content_type: str, filename: str | None, *, attachment: bool = False
     ) -> SignedUrl:
-        ext = EXTENSIONS.get(content_type, "bin")
+        ext = extension(content_type)
         return self.sign(key, content_type, f"{safe_stem(filename)}.{ext}", attachment=attachment)
 
     def variant(self, key: str, content_type: str, filename: str | None, name: str) -> SignedUrl:
-        ext = EXTENSIONS.get(content_type, "bin")
+        ext = extension(content_type)
         return self.sign(key, content_type, f"{safe_stem(filename)}-{name}.{ext}")

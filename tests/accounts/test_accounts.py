@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from media_api.accounts.passwords import hash_password, verify_password
 from media_api.accounts.tokens import issue_access_token, owner_from_access_token
 from media_api.settings import Settings
-from tests.support.helpers import new_caller
+from tests.support.callers import new_caller
 
 PASSWORD = "correct horse battery staple"
 

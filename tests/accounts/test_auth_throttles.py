@@ -24,7 +24,7 @@ from media_api.accounts.throttles import create_throttle, parse_rates
 from media_api.main import create_app
 from media_api.resources import AppState
 from media_api.settings import Settings
-from tests.support.helpers import new_caller
+from tests.support.callers import new_caller
 from tests.support.stack import settings_env
 
 PASSWORD = "correct horse battery staple"

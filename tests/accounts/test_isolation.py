@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from media_api.main import create_app
 from media_api.settings import Settings
+from tests.support.callers import Caller, new_caller, upload
 from tests.support.corpus import CORPUS
-from tests.support.helpers import Caller, new_caller, upload
 
 PUBLIC = {("POST", "/v1/auth/signup"), ("POST", "/v1/auth/token")}
 JPEG = (CORPUS / "valid/jpeg_baseline_testorig.jpg").read_bytes()

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from media_api.accounts.throttles import create_throttle, per_minute
 from media_api.main import create_app
 from media_api.settings import Settings
-from tests.support.helpers import new_caller
+from tests.support.callers import new_caller
 
 
 def test_api_limit_is_per_owner_with_retry_after(app_settings: Settings) -> None:

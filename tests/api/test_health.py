@@ -23,7 +23,7 @@ from media_api.dev.stack import free_port
 from media_api.errors import PROBLEM_JSON
 from media_api.main import create_app
 from media_api.settings import Settings
-from tests.support.helpers import new_caller
+from tests.support.callers import new_caller
 
 
 def test_healthz(client: TestClient) -> None:

@@ -3,7 +3,6 @@ scrapes and probes on pooled connections, and /readyz naming parts, never except
 
 from __future__ import annotations
 
-import io
 import logging
 import socket
 from pathlib import Path
@@ -14,7 +13,6 @@ import psutil
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from media_api.dev.stack import free_port, start_redis
@@ -22,8 +20,11 @@ from media_api.errors import PROBLEM_JSON
 from media_api.main import create_app
 from media_api.resources import AppState
 from media_api.settings import Settings
-from tests.support.helpers import metric_samples, new_caller, wait_for
-from tests.support.serving import serve_process
+from tests.support.callers import new_caller, post_image
+from tests.support.images import png
+from tests.support.metrics import metric_samples
+from tests.support.serving import serve_workers
+from tests.support.waiting import wait_for
 
 SCRAPES = 30
 PROBES = 30
@@ -215,17 +216,7 @@ def test_every_process_of_serve_answers_on_the_shared_metrics_port(
     settings: Settings, client: TestClient, tmp_path: Path
 ) -> None:
     metrics_port = free_port()
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    with serve_process(
-        settings,
-        tmp_path,
-        "--workers",
-        "2",
-        MEDIA_UPLOAD_TMP_DIR=str(tmp_path),
-        MEDIA_METRICS_PORT=str(metrics_port),
-        TMPDIR=str(tmp),
-    ) as server:
+    with serve_workers(settings, tmp_path, 2, MEDIA_METRICS_PORT=str(metrics_port)) as (server, _):
 
         def listeners() -> set[int]:
             """Server processes listening on the metrics port."""
@@ -241,14 +232,7 @@ def test_every_process_of_serve_answers_on_the_shared_metrics_port(
         caller = new_caller(client)
         uploads = 6
         for n in range(uploads):  # a connection each: either process may take it
-            buf = io.BytesIO()
-            Image.new("RGB", (20, 10), (n, 1, 2)).save(buf, "PNG")
-            resp = httpx.post(
-                f"{server.url}/v1/images",
-                headers=caller.headers,
-                files={"file": ("f.png", buf.getvalue(), "image/png")},
-                timeout=30,
-            )
+            resp = post_image(server.url, caller, png(n, (20, 10)))
             assert resp.status_code == 201, resp.text
         for _ in range(10):  # whichever process answers reports the whole server
             resp = _scrape(metrics_port)

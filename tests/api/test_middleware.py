@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from media_api.api.middleware import GZIP_MINIMUM_BYTES
 from media_api.main import create_app
 from media_api.settings import Settings
-from tests.support.helpers import Caller, new_caller, noise_jpeg, png, upload, without_urls
+from tests.support.callers import Caller, new_caller, upload, without_urls
+from tests.support.images import noise_jpeg, png
 
 SERVER_TIMING = re.compile(r"app;dur=(\d+(?:\.\d+)?)")
 

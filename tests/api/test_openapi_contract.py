@@ -30,7 +30,8 @@ from media_api.main import create_app
 from media_api.resources import AppState
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
-from tests.support.helpers import Caller, new_caller, serve
+from tests.support.callers import Caller, new_caller
+from tests.support.serving import serve
 
 README = Path(__file__).parents[2] / "README.md"
 PUBLIC = {("POST", "/v1/auth/signup"), ("POST", "/v1/auth/token")}

@@ -9,7 +9,6 @@ set per process, also show which processes counted the uploads.
 from __future__ import annotations
 
 import collections
-import io
 import json
 import os
 import signal
@@ -21,14 +20,16 @@ import httpx
 import psutil
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from media_api.metrics import DIR_PREFIX
 from media_api.settings import Settings
-from tests.support.helpers import Caller, metric_samples, new_caller, wait_for
-from tests.support.serving import ServeProcess, serve_process
+from tests.support.callers import Caller, new_caller, post_image
+from tests.support.images import png
+from tests.support.metrics import metric_samples
+from tests.support.serving import ServeProcess, serve_workers
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -64,16 +65,7 @@ class Server(ServeProcess):
 
 @pytest.fixture
 def server(settings: Settings, tmp_path: Path) -> Iterator[Server]:
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    with serve_process(
-        settings,
-        tmp_path,
-        "--workers",
-        str(WORKERS),
-        MEDIA_UPLOAD_TMP_DIR=str(tmp_path),
-        TMPDIR=str(tmp),  # where `serve` makes its metrics folder
-    ) as started:
+    with serve_workers(settings, tmp_path, WORKERS) as (started, tmp):
         server = Server(started.proc, started.port, started.log, tmp)
 
         def all_started() -> bool:
@@ -84,21 +76,10 @@ def server(settings: Settings, tmp_path: Path) -> Iterator[Server]:
         yield server
 
 
-def _png(n: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (40, 30), (n % 256, n // 256 % 256, 7)).save(buf, "PNG")
-    return buf.getvalue()
-
-
 def _upload(server: Server, caller: Caller, data: bytes) -> None:
     """POST one image over a connection of its own (httpx.post opens one per call), so that
     either process may accept it."""
-    resp = httpx.post(
-        f"{server.url}/v1/images",
-        headers=caller.headers,
-        files={"file": ("f.png", data, "image/png")},
-        timeout=30,
-    )
+    resp = post_image(server.url, caller, data)
     assert resp.status_code == 201, resp.text
 
 
@@ -125,7 +106,7 @@ def _upload_until_every_process_counted(
         _created_by_pid(server.metrics_dir).get(pid, 0) <= before.get(pid, 0) for pid in pids
     ):
         assert n < MAX_UPLOADS, f"uploads by process: {_created_by_pid(server.metrics_dir)}"
-        _upload(server, caller, _png(first + n))
+        _upload(server, caller, png(first + n, (40, 30)))
         n += 1
     return n
 
@@ -164,7 +145,7 @@ def test_every_scrape_reports_the_uploads_of_every_process(
         assert samples[("media_uploads_total", CREATED)] == uploads
         assert samples[("media_upload_seconds_count", ())] == uploads
         assert samples[("media_upload_bytes_total", ())] == sum(
-            len(_png(n)) for n in range(uploads)
+            len(png(n, (40, 30))) for n in range(uploads)
         )
         # Each series once, and none split by process.
         assert [key for key, times in seen.items() if times > 1] == []

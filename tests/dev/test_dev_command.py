@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ import pytest
 from media_api.cli import build_parser
 from media_api.dev.stack import free_port
 from tests.support.corpus import CORPUS
+from tests.support.waiting import poll
 
 
 def test_cli_has_every_command() -> None:
@@ -50,16 +50,19 @@ def test_dev_serves_ready_then_stops_every_child(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     try:
-        deadline = time.monotonic() + 60
-        ready = None
-        while time.monotonic() < deadline and proc.poll() is None:
+
+        def readyz() -> httpx.Response | None:
+            assert proc.poll() is None, log_text(tmp_path)[-3000:]
             try:
-                ready = httpx.get(f"http://127.0.0.1:{api_port}/readyz", timeout=2)
-                if ready.status_code == 200 and "Media service ready" in log_text(tmp_path):
-                    break
+                return httpx.get(f"http://127.0.0.1:{api_port}/readyz", timeout=2)
             except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+                return None
+
+        def announced(answer: httpx.Response | None) -> bool:
+            ready = answer is not None and answer.status_code == 200
+            return ready and "Media service ready" in log_text(tmp_path)
+
+        ready = poll(readyz, announced, "`media-api dev` to be ready", timeout=60, interval=0.5)
         assert ready is not None, log_text(tmp_path)[-3000:]
         assert ready.status_code == 200, log_text(tmp_path)[-3000:]
         assert ready.json()["checks"] == {"database": "ok", "storage": "ok", "broker": "ok"}

@@ -9,7 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from media_api.storage.s3 import S3Store
-from tests.support.helpers import Caller, assert_nothing_left, new_caller
+from tests.support.callers import Caller, new_caller
+from tests.support.leftovers import assert_nothing_left
 
 
 @pytest.fixture

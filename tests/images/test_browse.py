@@ -1,4 +1,4 @@
-"""Browsing: keyset pages, filters, signed URLs fetched from S3 for real, galleries."""
+"""Browsing: keyset pages, filters, signed URLs fetched from S3 for real."""
 
 from __future__ import annotations
 
@@ -21,15 +21,10 @@ from media_api.images.models import ImageTag
 from media_api.main import create_app
 from media_api.resources import AppState
 from media_api.settings import Settings
-from tests.support.helpers import Caller, new_caller, upload, without_urls
-from workers import pipeline
+from tests.support.callers import Caller, new_caller, upload, walk, without_urls
+from tests.support.images import png
+from tests.support.jobs import run_variants
 from workers.context import context
-
-
-def _png(seed: int, size: int = 24) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (size, size), (seed % 256, (seed // 256) % 256, 99)).save(buf, "PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -43,31 +38,16 @@ def api(app_settings: Settings) -> Iterator[TestClient]:
 def _upload_many(client: TestClient, caller: Caller, count: int, start: int) -> list[str]:
     ids = []
     for i in range(count):
-        status, body = upload(client, caller, _png(start + i), filename=f"p{i}.png")
+        status, body = upload(client, caller, png(start + i, 24), filename=f"p{i}.png")
         assert status == 201
         ids.append(str(body["id"]))
     return ids
 
 
-def _walk(client: TestClient, caller: Caller, path: str, **params: Any) -> list[str]:
-    seen: list[str] = []
-    cursor = None
-    for _ in range(100):
-        query = {**params, **({"cursor": cursor} if cursor else {})}
-        resp = client.get(path, headers=caller.headers, params=query)
-        assert resp.status_code == 200, resp.text
-        page = resp.json()
-        seen.extend(item["id"] for item in page["items"])
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return seen
-    raise AssertionError("pagination did not end")
-
-
 def test_pages_cover_everything_once_newest_first(api: TestClient) -> None:
     caller = new_caller(api)
     ids = _upload_many(api, caller, 23, start=100)
-    seen = _walk(api, caller, "/v1/images", limit=5)
+    seen = walk(api, caller, "/v1/images", limit=5)
     assert seen == list(reversed(ids))  # newest first, no duplicates, no gaps
     first = api.get("/v1/images", headers=caller.headers, params={"include_total": True}).json()
     assert first["total"] == 23
@@ -123,16 +103,16 @@ def test_cursors_are_tamper_evident_and_owner_bound(api: TestClient) -> None:
 def test_filters(api: TestClient, settings: Settings) -> None:
     caller = new_caller(api)
     ids = _upload_many(api, caller, 4, start=700)
-    pipeline.make_variants(context(settings), uuid.UUID(ids[1]))
-    ready = _walk(api, caller, "/v1/images", status="ready")
-    processing = _walk(api, caller, "/v1/images", status="processing")
+    run_variants(context(settings), uuid.UUID(ids[1]))
+    ready = walk(api, caller, "/v1/images", status="ready")
+    processing = walk(api, caller, "/v1/images", status="processing")
     assert ready == [ids[1]]
     assert set(processing) == {ids[0], ids[2], ids[3]}
 
     detail = api.get(f"/v1/images/{ids[2]}", headers=caller.headers).json()
     pivot = dt.datetime.fromisoformat(detail["created_at"])
-    before = _walk(api, caller, "/v1/images", created_before=pivot.isoformat())
-    after = _walk(api, caller, "/v1/images", created_after=pivot.isoformat())
+    before = walk(api, caller, "/v1/images", created_before=pivot.isoformat())
+    after = walk(api, caller, "/v1/images", created_after=pivot.isoformat())
     assert before == [ids[1], ids[0]]
     assert after == [ids[3]]
 
@@ -176,7 +156,7 @@ def test_signed_urls_serve_the_bytes_and_refuse_tampering(
     api: TestClient, settings: Settings
 ) -> None:
     caller = new_caller(api)
-    data = _png(900, size=400)
+    data = png(900, size=400)
     _, body = upload(api, caller, data, filename="../../etc/pass wd.png")
     original = body["original"]
     resp = httpx.get(original["url"])
@@ -192,7 +172,7 @@ def test_signed_urls_serve_the_bytes_and_refuse_tampering(
     assert download.content == data
     assert download.headers["content-disposition"] == 'attachment; filename="pass-wd.png"'
 
-    pipeline.make_variants(context(settings), uuid.UUID(str(body["id"])))
+    run_variants(context(settings), uuid.UUID(str(body["id"])))
     ready = api.get(f"/v1/images/{body['id']}", headers=caller.headers).json()
     thumb = next(v for v in ready["variants"] if v["name"] == "thumb")
     fetched = httpx.get(thumb["url"])
@@ -206,7 +186,7 @@ def test_expired_url_is_refused(app_settings: Settings) -> None:
     short = app_settings.model_copy(update={"signed_url_ttl_seconds": 1})
     with TestClient(create_app(short)) as client:
         caller = new_caller(client)
-        _, body = upload(client, caller, _png(950))
+        _, body = upload(client, caller, png(950, 24))
         url = body["original"]["url"]
         import time
 
@@ -218,13 +198,13 @@ def test_urls_are_signed_for_the_public_endpoint(app_settings: Settings) -> None
     public = app_settings.model_copy(update={"s3_public_endpoint_url": "https://media.example"})
     with TestClient(create_app(public)) as client:
         caller = new_caller(client)
-        _, body = upload(client, caller, _png(960))
+        _, body = upload(client, caller, png(960, 24))
         assert body["original"]["url"].startswith("https://media.example/")
 
 
 def test_redirects_to_fresh_urls(api: TestClient, settings: Settings) -> None:
     caller = new_caller(api)
-    _, body = upload(api, caller, _png(970, size=300))
+    _, body = upload(api, caller, png(970, size=300))
     image_id = str(body["id"])
     original = api.get(
         f"/v1/images/{image_id}/original", headers=caller.headers, follow_redirects=False
@@ -234,7 +214,7 @@ def test_redirects_to_fresh_urls(api: TestClient, settings: Settings) -> None:
     pending = api.get(f"/v1/images/{image_id}/variants/thumb", headers=caller.headers)
     assert (pending.status_code, pending.json()["code"]) == (404, "variant-not-ready")
 
-    pipeline.make_variants(context(settings), uuid.UUID(image_id))
+    run_variants(context(settings), uuid.UUID(image_id))
     thumb = api.get(
         f"/v1/images/{image_id}/variants/thumb", headers=caller.headers, follow_redirects=False
     )
@@ -244,41 +224,9 @@ def test_redirects_to_fresh_urls(api: TestClient, settings: Settings) -> None:
     assert (unknown.status_code, unknown.json()["code"]) == (404, "not-found")
 
 
-def test_gallery_lifecycle(api: TestClient) -> None:
-    caller = new_caller(api)
-    made = api.post("/v1/galleries", headers=caller.headers, json={"name": " Trip "})
-    assert made.status_code == 201
-    gallery = made.json()
-    gid = gallery["id"]
-    assert gallery["name"] == "Trip"
-    renamed = api.patch(f"/v1/galleries/{gid}", headers=caller.headers, json={"name": "Rome"})
-    assert renamed.json()["name"] == "Rome"
-    assert renamed.json()["description"] is None
-
-    in_upload = upload(api, caller, _png(980), gallery_id=gid)[1]
-    other = upload(api, caller, _png(981))[1]
-    for _ in range(2):  # idempotent
-        put = api.put(f"/v1/galleries/{gid}/images/{other['id']}", headers=caller.headers)
-        assert put.status_code == 204
-    listed = _walk(api, caller, f"/v1/galleries/{gid}/images", limit=1)
-    assert listed == [other["id"], in_upload["id"]]
-    assert _walk(api, caller, "/v1/images", gallery_id=gid) == listed
-
-    removed = api.delete(f"/v1/galleries/{gid}/images/{other['id']}", headers=caller.headers)
-    assert removed.status_code == 204
-    assert _walk(api, caller, f"/v1/galleries/{gid}/images") == [in_upload["id"]]
-    assert api.delete(f"/v1/galleries/{gid}", headers=caller.headers).status_code == 204
-    assert api.get(f"/v1/galleries/{gid}", headers=caller.headers).status_code == 404
-    # Deleting the gallery left its images alone.
-    assert api.get(f"/v1/images/{in_upload['id']}", headers=caller.headers).status_code == 200
-
-    bad = upload(api, caller, _png(982), gallery_id=str(uuid.uuid4()))
-    assert (bad[0], bad[1]["code"]) == (404, "not-found")
-
-
 def test_patch_changes_only_the_title(api: TestClient) -> None:
     caller = new_caller(api)
-    image = upload(api, caller, _png(990), title="before")[1]
+    image = upload(api, caller, png(990, 24), title="before")[1]
     path = f"/v1/images/{image['id']}"
 
     def patch(body: dict[str, object]) -> httpx.Response:
@@ -300,17 +248,6 @@ def test_patch_changes_only_the_title(api: TestClient) -> None:
     refused = api.patch(path, headers=other.headers, json={"title": "mine"})
     assert refused.status_code == 404
     assert api.get(path, headers=caller.headers).json()["title"] is None
-
-
-def test_galleries_paginate(api: TestClient) -> None:
-    caller = new_caller(api)
-    made = [
-        api.post("/v1/galleries", headers=caller.headers, json={"name": f"g{i}"}).json()["id"]
-        for i in range(5)
-    ]
-    assert _walk(api, caller, "/v1/galleries", limit=2) == list(reversed(made))
-    total = api.get("/v1/galleries", headers=caller.headers, params={"include_total": True})
-    assert total.json()["total"] == 5
 
 
 def _tag(client: TestClient, caller: Caller, image_id: str, name: str) -> None:
@@ -348,11 +285,11 @@ def test_tag_filter_pages_through_tagged_images_only(api: TestClient) -> None:
     theirs = _upload_many(api, other, 1, start=1100)
     _tag(api, other, theirs[0], "cat")
 
-    cats = _walk(api, caller, "/v1/images", tag="cat", limit=2)
+    cats = walk(api, caller, "/v1/images", tag="cat", limit=2)
     assert cats == list(reversed(ids[::2]))
-    assert _walk(api, caller, "/v1/images", tag="dog") == [ids[1]]
-    assert _walk(api, caller, "/v1/images", tag="cat", status="processing") == cats
-    assert _walk(api, caller, "/v1/images", tag="unicorn") == []
+    assert walk(api, caller, "/v1/images", tag="dog") == [ids[1]]
+    assert walk(api, caller, "/v1/images", tag="cat", status="processing") == cats
+    assert walk(api, caller, "/v1/images", tag="unicorn") == []
     total = api.get(
         "/v1/images", headers=caller.headers, params={"tag": "cat", "include_total": True}
     )

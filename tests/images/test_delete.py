@@ -15,7 +15,9 @@ from fastapi.testclient import TestClient
 
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
-from tests.support.helpers import assert_nothing_left, new_caller, png, upload
+from tests.support.callers import new_caller, upload
+from tests.support.images import png
+from tests.support.leftovers import assert_nothing_left
 from tests.support.stack import settings_env
 
 

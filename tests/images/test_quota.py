@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import io
 from pathlib import Path
 
-import httpx
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from media_api.main import create_app
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
-from tests.support.helpers import assert_nothing_left, new_caller, serve, upload
-
-
-def _png(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 64), (seed, 255 - seed, 9)).save(buf, "PNG")
-    return buf.getvalue()
+from tests.support.callers import new_caller, post_at_once, upload
+from tests.support.images import png
+from tests.support.leftovers import assert_nothing_left
+from tests.support.serving import serve
 
 
 def test_quota_refuses_then_frees_on_delete(
     app_settings: Settings, store: S3Store, upload_tmp: Path
 ) -> None:
-    one, two = _png(1), _png(2)
+    one, two = png(1, 64), png(2, 64)
     settings = app_settings.model_copy(update={"quota_bytes": len(one) + len(two) // 2})
     with TestClient(create_app(settings)) as client:
         caller = new_caller(client)
@@ -43,7 +36,7 @@ def test_quota_refuses_then_frees_on_delete(
 def test_parallel_uploads_cannot_overshoot_the_quota(
     app_settings: Settings, store: S3Store, upload_tmp: Path
 ) -> None:
-    files = [_png(10 + i) for i in range(10)]
+    files = [png(10 + i, 64) for i in range(10)]
     allowed = 3
     settings = app_settings.model_copy(
         update={"quota_bytes": sum(sorted(map(len, files))[:allowed])}
@@ -51,17 +44,7 @@ def test_parallel_uploads_cannot_overshoot_the_quota(
     app = create_app(settings)
     with TestClient(app) as client, serve(create_app(settings)) as base:
         caller = new_caller(client)
-
-        async def run() -> list[httpx.Response]:
-            async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-                return await asyncio.gather(
-                    *(
-                        http.post("/v1/images", headers=caller.headers, files={"file": ("p", f)})
-                        for f in files
-                    )
-                )
-
-        responses = asyncio.run(run())
+        responses = post_at_once(base, caller, files, filename="p")
         created = [r for r in responses if r.status_code == 201]
         refused = [r for r in responses if r.status_code == 413]
         assert len(created) + len(refused) == len(files)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import os
 import socket
 import time
 import uuid
@@ -14,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 from sqlalchemy import text
 
 from media_api.dev.stack import free_port
@@ -23,37 +20,16 @@ from media_api.jobs.producer import create_producer
 from media_api.main import create_app
 from media_api.resources import AppState
 from media_api.settings import Settings
+from media_api.storage import keys
 from media_api.storage.s3 import S3Store
+from tests.support.callers import Caller, job_states, new_caller, post_at_once, upload, without_urls
 from tests.support.corpus import CORPUS
-from tests.support.helpers import (
-    Caller,
-    assert_nothing_left,
-    job_states,
-    new_caller,
-    original_keys_in_db,
-    upload,
-    without_urls,
-)
+from tests.support.images import noise_png, png
+from tests.support.leftovers import assert_nothing_left, original_keys_in_db
 
 JPEG = (CORPUS / "valid/jpeg_baseline_testorig.jpg").read_bytes()
 GIF_ANIMATED = (CORPUS / "valid/gif_animated.gif").read_bytes()
 PDF_AS_JPG = (CORPUS / "malicious/disguised_pdf.jpg").read_bytes()
-
-
-def _png(seed: int, size: int = 32) -> bytes:
-    """A small unique PNG (distinct bytes per seed)."""
-    img = Image.new("RGB", (size, size), (seed % 256, (seed // 256) % 256, 77))
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
-def _noise_png(side: int) -> bytes:
-    """An incompressible PNG: about 3 * side**2 bytes on the wire."""
-    img = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
-    buf = io.BytesIO()
-    img.save(buf, "PNG", compress_level=0)
-    return buf.getvalue()
 
 
 def _client_with(app_settings: Settings, **update: object) -> TestClient:
@@ -76,7 +52,7 @@ def test_upload_returns_the_resource_and_get_returns_it(
     assert uuid.UUID(str(body["id"]))
     again = client.get(f"/v1/images/{body['id']}", headers=caller.headers).json()
     assert without_urls(again) == without_urls(body)
-    assert store.get_bytes(f"originals/{caller.owner_id}/{body['id']}") == JPEG
+    assert store.get_bytes(keys.original_key(caller.owner_id, uuid.UUID(body["id"]))) == JPEG
 
 
 @pytest.mark.usefixtures("leftovers")
@@ -99,21 +75,21 @@ def test_same_bytes_from_another_owner_are_a_new_image(client: TestClient) -> No
 def test_delete_removes_row_and_objects(
     client: TestClient, caller: Caller, store: S3Store, upload_tmp: Path
 ) -> None:
-    _, body = upload(client, caller, _png(1))
+    _, body = upload(client, caller, png(1))
     image_id = body["id"]
-    variant = f"variants/{caller.owner_id}/{image_id}/thumb.webp"
+    variant = keys.variant_key(caller.owner_id, uuid.UUID(image_id), "thumb", "webp")
     store.put_bytes(variant, b"pretend variant", "image/webp")
     resp = client.delete(f"/v1/images/{image_id}", headers=caller.headers)
     assert resp.status_code == 204
     assert client.get(f"/v1/images/{image_id}", headers=caller.headers).status_code == 404
-    assert store.list_keys(f"originals/{caller.owner_id}/") == []
+    assert store.list_keys(keys.originals_prefix(caller.owner_id)) == []
     assert not store.exists(variant)
     assert client.delete(f"/v1/images/{image_id}", headers=caller.headers).status_code == 404
     assert_nothing_left(client, store, caller.owner_id, upload_tmp)
 
 
 def test_another_owners_image_is_not_found(client: TestClient, caller: Caller) -> None:
-    _, body = upload(client, caller, _png(2))
+    _, body = upload(client, caller, png(2))
     stranger = new_caller(client)
     for method in ("get", "delete"):
         resp = client.request(method, f"/v1/images/{body['id']}", headers=stranger.headers)
@@ -175,7 +151,7 @@ def test_pixel_and_frame_limits(app_settings: Settings, store: S3Store, upload_t
         assert (status, body["code"]) == (422, "image-too-large")
         status, body = upload(client, caller, GIF_ANIMATED, filename="a.gif")
         assert (status, body["code"]) == (422, "image-too-large")
-        assert upload(client, caller, _png(3))[0] == 201  # 32x32, one frame: within limits
+        assert upload(client, caller, png(3))[0] == 201  # 32x32, one frame: within limits
         assert_nothing_left(client, store, caller.owner_id, upload_tmp)
 
 
@@ -266,7 +242,7 @@ def test_two_files_in_one_request_are_refused(client: TestClient, caller: Caller
     resp = client.post(
         "/v1/images",
         headers=caller.headers,
-        files=[("file", ("a.png", _png(4))), ("file", ("b.png", _png(5)))],
+        files=[("file", ("a.png", png(4))), ("file", ("b.png", png(5)))],
     )
     assert resp.status_code == 400
     assert resp.json()["code"] == "invalid-multipart"
@@ -281,7 +257,7 @@ def test_storage_outage_is_503_and_leaves_nothing(
     dead = f"http://127.0.0.1:{free_port()}"
     with _client_with(app_settings, s3_endpoint_url=dead) as broken:
         caller = new_caller(broken)
-        status, body = upload(broken, caller, _png(6))
+        status, body = upload(broken, caller, png(6))
     assert (status, body["code"]) == (503, "storage-unavailable")
     assert_nothing_left(client, store, caller.owner_id, upload_tmp)
 
@@ -318,7 +294,7 @@ def test_database_failure_after_storing_removes_the_object(
             resp = same_app.post(
                 "/v1/images",
                 headers=caller.headers,
-                files={"file": ("x.png", _png(7))},
+                files={"file": ("x.png", png(7))},
                 data={"title": "explode"},
             )
         assert resp.status_code == 500
@@ -339,7 +315,7 @@ def test_client_disconnect_mid_upload_leaves_nothing(
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="cut.png"\r\n\r\n'
     ).encode()
-    big = _noise_png(1000)  # 3 MB: the server spools part of it before the cut
+    big = noise_png(1000, "RGB")  # 3 MB: the server spools part of it before the cut
     assert len(big) > 2 * 1024 * 1024
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(
@@ -362,18 +338,8 @@ def test_fifty_parallel_uploads_are_all_recorded(
     live_server: str, client: TestClient, store: S3Store, upload_tmp: Path
 ) -> None:
     caller = new_caller(client)
-    files = [_png(1000 + i, size=64) for i in range(50)]
-
-    async def run() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=live_server, timeout=60) as http:
-            return await asyncio.gather(
-                *(
-                    http.post("/v1/images", headers=caller.headers, files={"file": ("p.png", data)})
-                    for data in files
-                )
-            )
-
-    responses = asyncio.run(run())
+    files = [png(1000 + i, size=64) for i in range(50)]
+    responses = post_at_once(live_server, caller, files)
     assert [r.status_code for r in responses] == [201] * 50
     ids = {r.json()["id"] for r in responses}
     assert len(ids) == 50
@@ -385,7 +351,7 @@ def test_racing_identical_uploads_make_one_image(
     live_server: str, client: TestClient, store: S3Store, upload_tmp: Path
 ) -> None:
     caller = new_caller(client)
-    data = _png(9, size=200)
+    data = png(9, size=200)
 
     async def run() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=live_server, timeout=60) as http:
@@ -425,10 +391,10 @@ def test_processing_is_dispatched_after_commit(
     client: TestClient, caller: Caller, app_settings: Settings
 ) -> None:
     _drain(app_settings, "thumbnails")
-    status, body = upload(client, caller, _png(10))
+    status, body = upload(client, caller, png(10))
     assert status == 201
     assert any(str(body["id"]) in message for message in _drain(app_settings, "thumbnails"))
-    again_status, _ = upload(client, caller, _png(10))
+    again_status, _ = upload(client, caller, png(10))
     assert again_status == 200
     assert _drain(app_settings, "thumbnails") == []  # a duplicate dispatches nothing
 
@@ -439,7 +405,7 @@ def test_broker_outage_still_accepts_the_upload(
     dead = f"redis://127.0.0.1:{free_port()}/0"
     with _client_with(app_settings, broker_url=dead) as no_broker:
         caller = new_caller(no_broker)
-        status, body = upload(no_broker, caller, _png(11))
+        status, body = upload(no_broker, caller, png(11))
     assert status == 201
     # Nothing was published; the sweep picks the jobs up.
     assert job_states(body) == {"thumbnails": "pending", "tagging": "pending"}

@@ -4,25 +4,21 @@ and nothing left behind by a rejection."""
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from media_api.imaging.probe import KNOWN_FORMATS
+from media_api.imaging.formats import KNOWN_FORMATS
 from media_api.main import create_app
 from media_api.settings import Settings
+from media_api.storage import keys
 from media_api.storage.s3 import S3Store
+from tests.support.callers import Caller, job_states, new_caller, upload, without_urls
 from tests.support.corpus import MIME_TYPES, POLICY_FORMAT, ROWS, Row, acceptable_codes, params
-from tests.support.helpers import (
-    Caller,
-    assert_nothing_left,
-    job_states,
-    new_caller,
-    upload,
-    without_urls,
-)
+from tests.support.leftovers import assert_nothing_left
 
 STATUS = {
     "unsupported-media-type": 415,
@@ -84,7 +80,7 @@ def test_corpus_row_through_the_api(
         assert body["sha256"] == row.sha256
         assert body["status"] == "processing"
         assert job_states(body) == {"thumbnails": "pending", "tagging": "pending"}
-        key = f"originals/{caller.owner_id}/{body['id']}"
+        key = keys.original_key(caller.owner_id, uuid.UUID(body["id"]))
         assert hashlib.sha256(store.get_bytes(key)).hexdigest() == row.sha256
         again = client.get(f"/v1/images/{body['id']}", headers=caller.headers).json()
         assert without_urls(again) == without_urls(body)

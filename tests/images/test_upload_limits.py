@@ -16,7 +16,10 @@ from media_api.resources import AppState
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
 from tests.support.bombs import many_scan_jpeg
-from tests.support.helpers import assert_nothing_left, new_caller, png, upload, wait_for
+from tests.support.callers import new_caller, upload
+from tests.support.images import png
+from tests.support.leftovers import assert_nothing_left
+from tests.support.waiting import wait_for
 
 BOMB = many_scan_jpeg(20_000)
 

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import io
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,14 @@ from media_api.dev.stack import free_port
 from media_api.main import create_app
 from media_api.resources import AppState
 from media_api.settings import Settings
+from media_api.storage import keys
 from media_api.storage.s3 import S3Store
 from tests.support import streaming
-from tests.support.helpers import Caller, assert_nothing_left, new_caller, serve, upload, wait_for
+from tests.support.callers import Caller, new_caller, upload
+from tests.support.leftovers import assert_nothing_left
+from tests.support.serving import api_client, api_server
 from tests.support.streaming import PART, TWO_PARTS_AND_SOME, RawUpload, parts_stored
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +45,13 @@ def part_settings(app_settings: Settings) -> Settings:
 
 @pytest.fixture(scope="module")
 def part_client(part_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(part_settings)) as client:
-        yield client
+    yield from api_client(part_settings)
 
 
 @pytest.fixture(scope="module")
 def part_server(part_settings: Settings) -> Iterator[str]:
     """The API under uvicorn, so a test can send the body piece by piece over a real socket."""
-    with serve(create_app(part_settings)) as url:
-        yield url
+    yield from api_server(part_settings)
 
 
 def _twoparts_stored(store: S3Store, caller: Caller) -> None:
@@ -67,7 +70,7 @@ def test_parts_leave_while_the_body_arrives_and_the_object_is_identical(
     assert body["content_type"] == "image/png"
     assert (body["width"], body["height"], body["size"]) == (2048, 2048, len(big_png))
     assert body["sha256"] == hashlib.sha256(big_png).hexdigest()
-    key = f"originals/{caller.owner_id}/{body['id']}"
+    key = keys.original_key(caller.owner_id, uuid.UUID(body["id"]))
     assert store.get_bytes(key) == big_png
     head = store.client.head_object(Bucket=store.bucket, Key=key)
     assert head["ContentType"] == "image/png"  # sniffed, not the part's image/jpeg
@@ -84,7 +87,7 @@ def test_a_small_file_is_one_put_with_the_sniffed_type(
     status, body = upload(part_client, caller, buf.getvalue(), content_type="image/jpeg")
     assert status == 201, body
     head = store.client.head_object(
-        Bucket=store.bucket, Key=f"originals/{caller.owner_id}/{body['id']}"
+        Bucket=store.bucket, Key=keys.original_key(caller.owner_id, uuid.UUID(body["id"]))
     )
     assert head["ContentType"] == "image/png"
     assert "-" not in head["ETag"]
@@ -132,8 +135,8 @@ def test_a_duplicate_large_upload_leaves_exactly_one_object(
     again_status, again = raw.finish()
     assert (first_status, again_status) == (201, 200)
     assert again["id"] == first["id"]
-    assert store.list_keys(f"originals/{caller.owner_id}/") == [
-        f"originals/{caller.owner_id}/{first['id']}"
+    assert store.list_keys(keys.originals_prefix(caller.owner_id)) == [
+        keys.original_key(caller.owner_id, uuid.UUID(first["id"]))
     ]
 
 
@@ -155,7 +158,7 @@ def test_racing_identical_large_uploads_make_one_object(
     responses = asyncio.run(run())
     assert sorted(r.status_code for r in responses) == [200, 200, 201]
     assert len({r.json()["id"] for r in responses}) == 1
-    assert len(store.list_keys(f"originals/{caller.owner_id}/")) == 1
+    assert len(store.list_keys(keys.originals_prefix(caller.owner_id))) == 1
 
 
 def test_storage_failing_after_a_part_was_accepted_is_503_and_leaves_nothing(

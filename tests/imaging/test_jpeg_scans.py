@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 from PIL.MpoImagePlugin import MpoImageFile
 
+from media_api.imaging.formats import KNOWN_FORMATS
 from media_api.imaging.jpeg import buffer_of, count_scans
 from media_api.imaging.probe import (
-    KNOWN_FORMATS,
     CorruptImage,
     EmptyFile,
     ImageHeader,
@@ -29,6 +29,7 @@ from media_api.imaging.probe import (
 )
 from tests.support.bombs import many_scan_jpeg
 from tests.support.corpus import ACCEPTED, CORPUS, MIME_TYPES, ROWS, Row, acceptable_codes, params
+from tests.support.images import jpeg
 
 JPEG_ROWS = [r for r in ROWS if r.path.read_bytes()[:3] == b"\xff\xd8\xff"]
 ALL_FORMATS = ProbeLimits(allowed_formats=KNOWN_FORMATS)
@@ -99,9 +100,7 @@ def _with_mpf(first: bytes, second: bytes, gap: bytes = b"") -> bytes:
 
 
 def _small_jpeg(size: tuple[int, int] = (32, 32)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, (200, 40, 40)).save(out, "JPEG")
-    return out.getvalue()
+    return jpeg(Image.new("RGB", size, (200, 40, 40)), quality=75)
 
 
 # --------------------------------------------------------------------------- counting real files

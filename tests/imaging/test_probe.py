@@ -17,9 +17,8 @@ import pytest
 from PIL import Image, ImageFile
 
 from media_api.imaging import probe as probe_module
+from media_api.imaging.formats import CORE_FORMATS, KNOWN_FORMATS
 from media_api.imaging.probe import (
-    CORE_FORMATS,
-    KNOWN_FORMATS,
     SNIFF_BYTES,
     CorruptImage,
     EmptyFile,

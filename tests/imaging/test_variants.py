@@ -14,11 +14,10 @@ from blurhash.blurhash import base83_decode  # type: ignore[import-untyped]
 from PIL import ExifTags, Image, ImageChops, ImageCms, ImageOps, ImageStat, PngImagePlugin
 
 from media_api.imaging import variants
+from media_api.imaging.formats import OutputFormat
+from media_api.imaging.presets import DEFAULT_PRESETS, Preset
 from media_api.imaging.probe import sniff
 from media_api.imaging.variants import (
-    DEFAULT_PRESETS,
-    OutputFormat,
-    Preset,
     RenderError,
     RenderResult,
     Variant,

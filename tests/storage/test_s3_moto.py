@@ -249,5 +249,15 @@ def test_key_formats_are_deterministic() -> None:
     owner, image = uuid.uuid4(), uuid.uuid4()
     assert keys.original_key(owner, image) == f"originals/{owner}/{image}"
     variant = keys.variant_key(owner, image, "thumb", "webp")
-    assert variant.startswith(keys.image_prefix(owner, image))
+    assert variant.startswith(keys.variants_prefix(owner, image))
     assert variant == keys.variant_key(owner, image, "thumb", "webp")
+
+
+def test_every_key_lies_under_a_root_that_gc_lists() -> None:
+    import uuid
+
+    owner, image = uuid.uuid4(), uuid.uuid4()
+    original = keys.original_key(owner, image)
+    assert original.startswith(keys.originals_prefix(owner))
+    for key in (original, keys.variant_key(owner, image, "thumb", "webp")):
+        assert [root for root in keys.ROOTS if key.startswith(root)] != []

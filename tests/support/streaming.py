@@ -14,12 +14,14 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
+from media_api.storage import keys
 from media_api.storage.s3 import S3Store
-from tests.support.helpers import Caller
+from tests.support.callers import Caller
 
 MB = 1024 * 1024
 PART = 5 * MB  # the part size the tests' APIs cut
-# Enough of the file for two full parts to be cut: the ingest holds back less than 1 MiB.
+# Enough of the file for two full parts to be cut: the upload session holds back less than
+# FLUSH_BYTES (1 MiB).
 TWO_PARTS_AND_SOME = 2 * PART + MB + 64 * 1024
 
 
@@ -90,7 +92,7 @@ class RawUpload:
 def parts_stored(store: S3Store, owner_id: uuid.UUID) -> int:
     """Parts already stored in the owner's open multipart uploads (0: none is open)."""
     uploads = store.client.list_multipart_uploads(
-        Bucket=store.bucket, Prefix=f"originals/{owner_id}/"
+        Bucket=store.bucket, Prefix=keys.originals_prefix(owner_id)
     ).get("Uploads", [])
     stored = 0
     for item in uploads:

@@ -20,21 +20,21 @@ from PIL import Image
 from media_api.dev import stack as devstack
 from media_api.main import create_app
 from media_api.settings import Settings
-from tests.support.helpers import (
-    job_states,
-    new_caller,
-    start_worker,
-    upload,
-    wait_for_status,
-    wait_for_worker,
-)
+from tests.support.callers import job_states, new_caller, upload
 from tests.support.stack import settings_env
+from tests.support.waiting import job_leaves, wait_for_status
+from tests.support.workers import SLOW_PRESETS, start_worker, upload_slow, wait_for_worker
 
 QUICK = {
     "sweep_interval_seconds": 0.5,
     "job_pending_grace_seconds": 1.0,
     "job_running_timeout_seconds": 3.0,
 }
+
+
+def _quick_on(app_settings: Settings, port: int) -> Settings:
+    """The API's settings on this test's Redis, with the quick sweep."""
+    return app_settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{port}/0", **QUICK})
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -54,20 +54,11 @@ def broker(tmp_path: Path) -> Iterator[tuple[Path, int, list[devstack.Child]]]:
         proc.stop()
 
 
-def _noise_png(side: int) -> bytes:
-    """Gray noise: incompressible, so decoding it takes real time (no shrink-on-load)."""
-    buf = io.BytesIO()
-    Image.frombytes("L", (side, side), os.urandom(side * side)).save(buf, "PNG", compress_level=1)
-    return buf.getvalue()
-
-
 def test_upload_during_a_broker_outage_still_ends_ready(
     app_settings: Settings, broker: tuple[Path, int, list[devstack.Child]], tmp_path: Path
 ) -> None:
     data_dir, port, running = broker
-    settings = app_settings.model_copy(
-        update={"broker_url": f"redis://127.0.0.1:{port}/0", **QUICK}
-    )
+    settings = _quick_on(app_settings, port)
     worker = start_worker(_env(settings), tmp_path / "worker.log", "-Q", "thumbnails,maintenance")
     try:
         wait_for_worker(settings, worker, tmp_path / "worker.log")
@@ -93,28 +84,19 @@ def test_worker_killed_mid_task_is_recovered_by_the_sweep(
     app_settings: Settings, broker: tuple[Path, int, list[devstack.Child]], tmp_path: Path
 ) -> None:
     _, port, _ = broker
-    settings = app_settings.model_copy(
-        update={"broker_url": f"redis://127.0.0.1:{port}/0", **QUICK}
-    )
+    settings = _quick_on(app_settings, port)
     log = tmp_path / "worker.log"
     # Big presets make the task take seconds, so it can be caught in the middle.
-    env = {**_env(settings), "MEDIA_VARIANT_PRESETS": "a:4000,b:3900,c:3800"}
+    env = {**_env(settings), **SLOW_PRESETS}
     victim = start_worker(env, log, "-Q", "thumbnails", "--no-sweep", new_session=True)
     rescuer = None
     try:
         wait_for_worker(settings, victim, log)
         with TestClient(create_app(settings)) as client:
             caller = new_caller(client)
-            status, body = upload(client, caller, _noise_png(6500), filename="big.png")
-            assert status == 201
-            image_id = str(body["id"])
+            image_id = upload_slow(client, caller, 6500)
             # Wait until the victim is inside the task, then kill its whole process group.
-            deadline = time.monotonic() + 30
-            state = "pending"
-            while state == "pending" and time.monotonic() < deadline:
-                got = client.get(f"/v1/images/{image_id}", headers=caller.headers).json()
-                state = job_states(got)["thumbnails"]
-                time.sleep(0.02)
+            state = job_leaves(client, caller, image_id, "thumbnails", "pending", timeout=30)
             assert state == "running", f"the task finished before it could be killed: {state}"
             os.killpg(victim.pid, signal.SIGKILL)
             victim.wait(10)

@@ -19,23 +19,18 @@ from sqlalchemy import select
 from media_api.db import upgrade
 from media_api.dev import stack as devstack
 from media_api.dev.stack import free_port
-from media_api.images.models import Image, ImageJob, JobKind
-from media_api.jobs.producer import VARIANTS_TASK
+from media_api.images.models import Image
+from media_api.jobs.contract import THUMBNAILS, JobKind
+from media_api.jobs.models import ImageJob
 from media_api.main import create_app
 from media_api.settings import Settings
 from tests.support.bombs import many_scan_jpeg
-from tests.support.helpers import (
-    Caller,
-    new_caller,
-    noise_jpeg,
-    png,
-    start_worker,
-    upload,
-    wait_for,
-    wait_for_status,
-    wait_for_worker,
-)
+from tests.support.callers import Caller, new_caller, upload
+from tests.support.images import noise_jpeg, png
+from tests.support.jobs import run_tagging, run_variants
 from tests.support.stack import scratch_database, settings_env
+from tests.support.waiting import wait_for, wait_for_status
+from tests.support.workers import SLOW_PRESETS, start_worker, wait_for_worker
 from workers import pipeline, repository
 from workers.celery_app import create_celery
 from workers.context import context
@@ -86,17 +81,17 @@ def test_another_owners_upload_goes_ahead_of_a_burst(own: Settings) -> None:
         # The queue is FIFO: the burst's messages come first. Its first job is due, so its
         # message runs it; the next one's slot is a minute away, so its message serves the
         # other owner, whose job has been due since its upload.
-        pipeline.make_variants(ctx, burst_ids[0], "turn-1", fair=True)
+        pipeline.make_variants(ctx, burst_ids[0], "turn-1")
         assert status(burst_ids[0]) == "ready"
-        pipeline.make_variants(ctx, burst_ids[1], "turn-2", fair=True)
+        pipeline.make_variants(ctx, burst_ids[1], "turn-2")
         assert status(other_id) == "ready"
         assert status(burst_ids[1]) == "processing"
         # The other owner's message, its job done, takes the burst's next job in the fair order.
-        pipeline.make_variants(ctx, other_id, "turn-3", fair=True)
+        pipeline.make_variants(ctx, other_id, "turn-3")
         assert [status(i) for i in burst_ids] == ["ready", "ready", "processing", "processing"]
         # Every message is a turn: the burst's remaining two messages finish the rest.
-        pipeline.make_variants(ctx, burst_ids[2], "turn-4", fair=True)
-        pipeline.make_variants(ctx, burst_ids[3], "turn-5", fair=True)
+        pipeline.make_variants(ctx, burst_ids[2], "turn-4")
+        pipeline.make_variants(ctx, burst_ids[3], "turn-5")
         assert {status(i) for i in burst_ids} == {"ready"}
 
     with ctx.sessions() as session:
@@ -115,7 +110,7 @@ def test_a_job_over_its_time_limit_fails_with_processing_timeout(
     env = {
         **settings_env(own),
         "MEDIA_THUMBNAILS_TIME_LIMIT_SECONDS": "2",
-        "MEDIA_VARIANT_PRESETS": "a:4000,b:3900,c:3800",
+        **SLOW_PRESETS,
     }
     log = tmp_path / "worker.log"
     worker = start_worker(env, log, "-Q", "thumbnails", "--no-sweep", "--concurrency", "1")
@@ -153,7 +148,7 @@ def test_a_task_killed_at_its_hard_limit_fails_the_jobs_it_held(own: Settings) -
             assert claimed is not None
         # What the worker's main process does when the pool process was killed.
         app = create_celery(settings, sweep=False)
-        app.tasks[VARIANTS_TASK].on_failure(TimeLimitExceeded(90), "killed-task", (), {}, None)
+        app.tasks[THUMBNAILS.task].on_failure(TimeLimitExceeded(90), "killed-task", (), {}, None)
         body = client.get(f"/v1/images/{image_id}", headers=caller.headers).json()
     assert body["status"] == "failed"
     assert body["error_code"] == "processing-timeout"
@@ -171,8 +166,8 @@ def test_workers_recheck_what_they_decode(own: Settings) -> None:
         assert key is not None
         # The stored original is swapped for a decode bomb behind the API's back.
         ctx.store.put_bytes(key, many_scan_jpeg(5_000), "image/jpeg")
-        outcome = pipeline.make_variants(ctx, uuid.UUID(image_id))
-        tagged = pipeline.tag_images(ctx, uuid.UUID(image_id))
+        outcome = run_variants(ctx, uuid.UUID(image_id))
+        tagged = run_tagging(ctx, uuid.UUID(image_id))
         jobs = _jobs(client, caller, image_id)
     assert outcome == "failed: image-too-large"
     assert tagged == "failed: nothing to tag"
@@ -192,7 +187,7 @@ def test_reprocess_waits_for_running_jobs_and_counts_as_an_upload(own: Settings)
         assert busy.status_code == 409
         assert busy.json()["code"] == "processing-in-progress"
         assert _jobs(client, caller, str(image_id))["thumbnails"]["state"] == "running"
-        pipeline.make_variants(ctx, image_id)
+        run_variants(ctx, image_id)
         again = client.post(f"/v1/images/{image_id}/reprocess", headers=caller.headers)
         assert again.status_code == 202, again.text
         assert {job["state"] for job in again.json()["jobs"]} == {"pending"}
@@ -212,9 +207,9 @@ def test_a_leftover_turn_does_not_run_a_failed_job_again(own: Settings) -> None:
             key = session.scalar(select(Image.original_key).where(Image.id == image_id))
         assert key is not None
         ctx.store.delete(key)
-        assert pipeline.make_variants(ctx, image_id) == "failed: original-missing"
+        assert run_variants(ctx, image_id) == "failed: original-missing"
         # A message still in the queue for it (a turn sent again, a duplicate) finds no job.
-        outcome = pipeline.make_variants(ctx, image_id, "leftover", fair=True)
+        outcome = pipeline.make_variants(ctx, image_id, "leftover")
         job = _jobs(client, caller, str(image_id))["thumbnails"]
     assert outcome.startswith("skipped")
     assert (job["state"], job["error_code"], job["attempts"]) == ("failed", "original-missing", 1)

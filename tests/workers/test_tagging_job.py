@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 import uuid
@@ -17,20 +16,18 @@ from PIL import Image
 from skimage import data as samples
 
 from media_api.dev.stack import free_port
-from media_api.images.models import JobKind
+from media_api.jobs.contract import JobKind
 from media_api.jobs.producer import create_producer
 from media_api.main import create_app
 from media_api.settings import Settings
+from media_api.storage import keys
 from media_api.storage.s3 import S3Store
-from tests.support.helpers import (
-    Caller,
-    new_caller,
-    start_worker,
-    upload,
-    wait_for_status,
-    wait_for_worker,
-)
+from tests.support.callers import Caller, new_caller, upload
+from tests.support.images import jpeg
+from tests.support.jobs import job_of, run_tagging, run_variants
 from tests.support.stack import settings_env
+from tests.support.waiting import poll, wait_for_status
+from tests.support.workers import start_worker, wait_for_worker
 from workers import pipeline, repository
 from workers.context import context
 
@@ -38,9 +35,7 @@ CAT_LABELS = {"tabby", "tabby cat", "tiger cat", "egyptian cat", "persian cat", 
 
 
 def _jpeg(pixels: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG", quality=92)
-    return buf.getvalue()
+    return jpeg(Image.fromarray(pixels))
 
 
 CAT = _jpeg(samples.chelsea())
@@ -60,30 +55,23 @@ def _detail(client: TestClient, caller: Caller, image_id: str) -> dict[str, obje
     return body
 
 
-def _tagging_job(body: dict[str, object]) -> dict[str, object]:
-    jobs = body["jobs"]
-    assert isinstance(jobs, list)
-    (job,) = [j for j in jobs if j["kind"] == "tagging"]
-    return dict(job)
-
-
 def test_cat_and_espresso_are_tagged_in_batches(
     offline: tuple[TestClient, Caller], settings: Settings
 ) -> None:
     client, caller = offline
     cat = upload(client, caller, CAT, filename="chelsea.jpg")[1]
     coffee = upload(client, caller, COFFEE, filename="coffee.jpg")[1]
-    assert _tagging_job(cat)["state"] == "pending"
+    assert job_of(cat, JobKind.TAGGING)["state"] == "pending"
 
     # One call takes other pending tagging jobs (oldest first) into the same model call.
-    outcome = pipeline.tag_images(context(settings), uuid.UUID(str(cat["id"])))
+    outcome = run_tagging(context(settings), uuid.UUID(str(cat["id"])))
     assert outcome.startswith("tagged")
     assert int(outcome.split()[1]) >= 2  # coffee, or older jobs still waiting
-    pipeline.tag_images(context(settings), uuid.UUID(str(coffee["id"])))
+    run_tagging(context(settings), uuid.UUID(str(coffee["id"])))
     cat_detail = _detail(client, caller, str(cat["id"]))
     coffee_detail = _detail(client, caller, str(coffee["id"]))
     for detail in (cat_detail, coffee_detail):
-        assert _tagging_job(detail)["state"] == "done"
+        assert job_of(detail, JobKind.TAGGING)["state"] == "done"
         assert isinstance(detail["nsfw"], float)
         assert detail["flagged"] is False
 
@@ -97,7 +85,7 @@ def test_cat_and_espresso_are_tagged_in_batches(
 
     listed = client.get("/v1/images", headers=caller.headers, params={"tag": "cat"}).json()
     assert [item["id"] for item in listed["items"]] == [cat["id"]]
-    assert pipeline.tag_images(context(settings), uuid.UUID(str(cat["id"]))).startswith("skipped")
+    assert run_tagging(context(settings), uuid.UUID(str(cat["id"]))).startswith("skipped")
 
 
 def test_a_job_in_another_workers_batch_is_left_to_it(
@@ -112,16 +100,16 @@ def test_a_job_in_another_workers_batch_is_left_to_it(
 
     # Its own message arrives meanwhile: no second model call, no second attempt.
     with pytest.raises(pipeline.JobBusy) as busy:
-        pipeline.tag_images(ctx, image_id)
+        run_tagging(ctx, image_id)
     assert busy.value.countdown == settings.tag_batch_lease_seconds
-    job = _tagging_job(_detail(client, caller, str(image_id)))
+    job = job_of(_detail(client, caller, str(image_id)), JobKind.TAGGING)
     assert (job["state"], job["attempts"]) == ("running", 1)
 
     # That worker died mid-batch: once the lease is over, the message takes the job over.
     short = replace(ctx, settings=settings.model_copy(update={"tag_batch_lease_seconds": 0.01}))
     time.sleep(0.05)
-    assert pipeline.tag_images(short, image_id).startswith("tagged")
-    job = _tagging_job(_detail(client, caller, str(image_id)))
+    assert run_tagging(short, image_id).startswith("tagged")
+    job = job_of(_detail(client, caller, str(image_id)), JobKind.TAGGING)
     assert (job["state"], job["attempts"]) == ("done", 2)
 
 
@@ -131,12 +119,15 @@ def test_tagging_failure_fails_only_the_tagging_job(
     client, caller = offline
     body = upload(client, caller, _jpeg(samples.astronaut()), filename="a.jpg")[1]
     image_id = str(body["id"])
-    assert pipeline.make_variants(context(settings), uuid.UUID(image_id)).startswith("ready")
-    store.delete(f"originals/{caller.owner_id}/{image_id}")
-    pipeline.tag_images(context(settings), uuid.UUID(image_id))
+    assert run_variants(context(settings), uuid.UUID(image_id)).startswith("ready")
+    store.delete(keys.original_key(caller.owner_id, uuid.UUID(image_id)))
+    run_tagging(context(settings), uuid.UUID(image_id))
     after = _detail(client, caller, image_id)
     assert after["status"] == "ready"
-    assert (_tagging_job(after)["state"], _tagging_job(after)["error_code"]) == (
+    assert (
+        job_of(after, JobKind.TAGGING)["state"],
+        job_of(after, JobKind.TAGGING)["error_code"],
+    ) == (
         "failed",
         "original-missing",
     )
@@ -165,15 +156,14 @@ def test_a_real_worker_tags_an_upload(
         body = resp.json()
         image_id = str(body["id"])
         wait_for_status(client, caller, image_id, "ready", timeout=90)
-        import time
-
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            detail = _detail(client, caller, image_id)
-            if _tagging_job(detail)["state"] == "done":
-                break
-            time.sleep(0.3)
-        assert _tagging_job(detail)["state"] == "done"
+        detail = poll(
+            lambda: _detail(client, caller, image_id),
+            lambda detail: job_of(detail, JobKind.TAGGING)["state"] == "done",
+            "the tagging job to finish",
+            timeout=90,
+            interval=0.3,
+        )
+        assert job_of(detail, JobKind.TAGGING)["state"] == "done"
         assert "cat" in {t["name"] for t in detail["tags"]}  # type: ignore[union-attr]
         # The request id followed the image into both tasks' JSON log lines.
         lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]

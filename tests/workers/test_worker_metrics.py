@@ -8,9 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -21,26 +20,20 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import values as prometheus_values
 from prometheus_client.values import MultiProcessValue
 
-from media_api.dev import stack as devstack
 from media_api.dev.stack import free_port
-from media_api.jobs.producer import VARIANTS_TASK, create_producer
+from media_api.jobs.contract import THUMBNAILS
+from media_api.jobs.producer import create_producer
 from media_api.main import create_app
 from media_api.settings import Settings
-from tests.support.helpers import (
-    Samples,
-    job_states,
-    metric_samples,
-    new_caller,
-    start_worker,
-    upload,
-    wait_for,
-    wait_for_status,
-)
+from tests.support.callers import job_states, new_caller, upload
+from tests.support.metrics import Samples, metric_samples
 from tests.support.stack import settings_env
+from tests.support.waiting import poll, wait_for, wait_for_status
+from tests.support.workers import SLOW_PRESETS, start_worker, upload_slow
 from workers.metrics import PoolCollector, TaskMetrics
 
-SUCCESS = (("outcome", "success"), ("task", VARIANTS_TASK))
-LOST = (("outcome", "lost"), ("task", VARIANTS_TASK))
+SUCCESS = (("outcome", "success"), ("task", THUMBNAILS.task))
+LOST = (("outcome", "lost"), ("task", THUMBNAILS.task))
 
 
 def _scrape(port: int) -> Samples | None:
@@ -55,14 +48,14 @@ def _scrape(port: int) -> Samples | None:
 def _scrape_until(
     worker: subprocess.Popen[bytes], port: int, done: Callable[[Samples], bool], what: str
 ) -> Samples:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def scrape() -> Samples | None:
         assert worker.poll() is None, "the worker exited"
-        samples = _scrape(port)
-        if samples is not None and done(samples):
-            return samples
-        time.sleep(0.2)
-    raise AssertionError(f"the worker's metrics never showed {what}: {_scrape(port)}")
+        return _scrape(port)
+
+    samples = poll(scrape, lambda got: got is not None and done(got), what, 60, interval=0.2)
+    assert samples is not None
+    return samples
 
 
 def test_a_worker_serves_the_metrics_of_its_pool(
@@ -99,7 +92,7 @@ def test_a_worker_serves_the_metrics_of_its_pool(
         assert samples[("media_worker_tasks_total", SUCCESS)] == 1
         assert samples[("media_worker_task_seconds_count", SUCCESS)] == 1
         assert samples[("media_worker_task_seconds_sum", SUCCESS)] > 0
-        assert samples[("media_worker_tasks_active", (("task", VARIANTS_TASK),))] == 0
+        assert samples[("media_worker_tasks_active", (("task", THUMBNAILS.task),))] == 0
         # The task ran in a pool child: its samples are in a file named for another pid than
         # the worker's main process, which served them.
         writers = {p.stem.rpartition("_")[2] for p in folder.glob("histogram_*.db")}
@@ -124,7 +117,7 @@ def multiprocess(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _in_flight(pid: int, tasks: int = 1) -> None:
     """What a pool child `pid` writes while it runs `tasks` make_variants tasks."""
     value_class = MultiProcessValue(process_identifier=lambda: pid)
-    labels = (("task",), (VARIANTS_TASK,))
+    labels = (("task",), (THUMBNAILS.task,))
     name = "media_worker_tasks_active"
     value_class("gauge", name, name, *labels, "help", multiprocess_mode="livesum").inc(tasks)
 
@@ -153,7 +146,7 @@ def test_in_flight_tasks_of_a_dead_pool_child_are_dropped_and_counted_lost(
 
     registry = _pool_registry(multiprocess)
     samples = metric_samples(generate_latest(registry).decode())
-    assert samples[("media_worker_tasks_active", (("task", VARIANTS_TASK),))] == 1
+    assert samples[("media_worker_tasks_active", (("task", THUMBNAILS.task),))] == 1
     assert samples[("media_worker_tasks_total", LOST)] == 1
     assert not (multiprocess / f"gauge_livesum_{gone.pid}.db").exists()
     # Counted once: the next scrape finds no dead child left to bury.
@@ -195,24 +188,6 @@ def test_concurrent_scrapes_bury_each_dead_child_once(multiprocess: Path) -> Non
     assert list(multiprocess.glob("gauge_live*")) == []
 
 
-@pytest.fixture
-def own_broker(app_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
-    """The API's settings on a Redis of this test's own: the task it kills stays its own."""
-    port = free_port()
-    child, url = devstack.start_redis(tmp_path / "redis", port, tmp_path / "logs")
-    try:
-        yield app_settings.model_copy(update={"broker_url": url})
-    finally:
-        child.stop()
-
-
-def _noise_png(side: int) -> bytes:
-    """Gray noise: incompressible, so making big variants of it takes seconds."""
-    buf = io.BytesIO()
-    Image.frombytes("L", (side, side), os.urandom(side * side)).save(buf, "PNG", compress_level=1)
-    return buf.getvalue()
-
-
 def test_a_task_whose_pool_child_is_killed_counts_as_lost(
     own_broker: Settings, tmp_path: Path
 ) -> None:
@@ -225,7 +200,7 @@ def test_a_task_whose_pool_child_is_killed_counts_as_lost(
         "MEDIA_WORKER_METRICS_PORT": str(port),
         "TMPDIR": str(tmp),
         # Big presets make the task take seconds, so it can be caught in the middle.
-        "MEDIA_VARIANT_PRESETS": "a:4000,b:3900,c:3800",
+        **SLOW_PRESETS,
     }
     log = tmp_path / "worker.log"
     worker = start_worker(
@@ -235,11 +210,10 @@ def test_a_task_whose_pool_child_is_killed_counts_as_lost(
         _scrape_until(worker, port, lambda _: True, "anything")
         with TestClient(create_app(settings)) as client:
             caller = new_caller(client)
-            status, body = upload(client, caller, _noise_png(5000), filename="big.png")
-            assert status == 201
+            image_id = upload_slow(client, caller)
 
             def running() -> bool:
-                got = client.get(f"/v1/images/{body['id']}", headers=caller.headers).json()
+                got = client.get(f"/v1/images/{image_id}", headers=caller.headers).json()
                 return job_states(got)["thumbnails"] == "running"
 
             wait_for(running, "the task to start")

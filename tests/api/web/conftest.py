@@ -13,8 +13,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, sync_playwright
 
 from media_api.settings import Settings
-from tests.support.helpers import start_worker, wait_for_worker
-from tests.support.stack import settings_env
+from tests.support.workers import running_worker
 
 CHROMIUM = Path(os.environ.get("MEDIA_TEST_CHROMIUM", "/usr/bin/chromium"))
 # The flags the machine's Chromium needs here (root, no GPU, a closed network).
@@ -25,13 +24,15 @@ PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
+    """Package-scoped: the sync API runs an event loop on this thread until it stops, which
+    the async tests that follow this package could not run beside."""
     with sync_playwright() as pw:
         yield pw
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     """`make test` installs Debian's chromium when it is missing; Playwright downloads nothing."""
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run `make test` (it installs chromium)"
@@ -44,13 +45,8 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 def web_worker(app_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A worker on the thumbnails and tagging queues, as `make dev` runs one."""
     log = tmp_path_factory.mktemp("web-worker") / "worker.log"
-    proc = start_worker(settings_env(app_settings), log, "-Q", "thumbnails,tagging")
-    try:
-        wait_for_worker(app_settings, proc, log)
+    with running_worker(app_settings, log, "-Q", "thumbnails,tagging"):
         yield
-    finally:
-        proc.terminate()
-        proc.wait(60)
 
 
 @dataclass

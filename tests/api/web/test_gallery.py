@@ -18,9 +18,12 @@ from playwright.sync_api import Browser, Page, Route, expect
 from media_api.main import create_app
 from media_api.settings import Settings
 from tests.api.web.conftest import DESKTOP, Browsing, open_page
+from tests.imaging.test_tagging import CAT_LABELS, skimage_photo
+from tests.support.callers import new_caller, upload
 from tests.support.corpus import CORPUS
-from tests.support.helpers import new_caller, serve, upload, wait_for, wait_for_status
-from tests.workers.test_tagging import CAT_LABELS, skimage_photo
+from tests.support.images import noise_jpeg, png
+from tests.support.serving import serve
+from tests.support.waiting import wait_for, wait_for_status
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("web_worker")]
 
@@ -202,18 +205,12 @@ def test_upload_browse_filter_and_view(desktop: Browsing, settings: Settings) ->
     assert watch.foreign == []
 
 
-def _png(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (40, 30), (seed % 256, (seed * 7) % 256, (seed * 13) % 256)).save(buf, "PNG")
-    return buf.getvalue()
-
-
 def test_phone_sized_infinite_scroll_with_a_dev_key_link(
     phone: Browsing, client: TestClient
 ) -> None:
     caller = new_caller(client)
     for seed in range(30):
-        status, _ = upload(client, caller, _png(seed), filename=f"swatch-{seed:02d}.png")
+        status, _ = upload(client, caller, png(seed, (40, 30)), filename=f"swatch-{seed:02d}.png")
         assert status == 201
     page = phone.page
     page.goto(f"/#key={caller.token}")  # what `make dev` prints
@@ -285,13 +282,6 @@ def test_every_control_has_a_name_and_the_keyboard_reaches_the_uploader(
     assert chooser.value.is_multiple()
 
 
-def noise_jpeg(width: int, height: int) -> bytes:
-    """A photo-sized JPEG that does not compress: its bytes take time on a throttled link."""
-    buf = io.BytesIO()
-    Image.effect_noise((width, height), 80).convert("RGB").save(buf, "JPEG", quality=95)
-    return buf.getvalue()
-
-
 def throttle_uploads(page: Page, bytes_per_second: int) -> None:
     """Chromium's network emulation (-1: no limit): uploads that take seconds, not milliseconds."""
     cdp = page.context.new_cdp_session(page)
@@ -337,7 +327,7 @@ def test_a_batch_of_uploads_is_followed_by_one_poll(desktop: Browsing, client: T
     page.goto(f"/#key={new_caller(client).token}")
     expect(page.locator("#count")).to_have_text("0 images")
     batch = [
-        {"name": f"batch-{n}.png", "mimeType": "image/png", "buffer": _png(100 + n)}
+        {"name": f"batch-{n}.png", "mimeType": "image/png", "buffer": png(100 + n, (40, 30))}
         for n in range(8)
     ]
     page.locator("#files").set_input_files(files=batch)
@@ -358,7 +348,7 @@ def test_a_batch_of_uploads_is_followed_by_one_poll(desktop: Browsing, client: T
 def test_step_through_the_grid_in_the_view(desktop: Browsing, client: TestClient) -> None:
     caller = new_caller(client)
     for n in range(3):
-        assert upload(client, caller, _png(200 + n), filename=f"step-{n}.png")[0] == 201
+        assert upload(client, caller, png(200 + n, (40, 30)), filename=f"step-{n}.png")[0] == 201
     page = desktop.page
     page.goto(f"/#key={caller.token}")
     expect(page.locator("#count")).to_have_text("3 images")
@@ -382,8 +372,8 @@ def test_step_through_the_grid_in_the_view(desktop: Browsing, client: TestClient
 
 def test_delete_from_the_view_and_sign_out(desktop: Browsing, client: TestClient) -> None:
     caller = new_caller(client)
-    kept = upload(client, caller, _png(1), filename="kept.png")[1]
-    doomed = upload(client, caller, _png(2), filename="doomed.png")[1]
+    kept = upload(client, caller, png(1, (40, 30)), filename="kept.png")[1]
+    doomed = upload(client, caller, png(2, (40, 30)), filename="doomed.png")[1]
     page = desktop.page
     page.goto(f"/#key={caller.token}")
     expect(page.locator("#count")).to_have_text("2 images")
@@ -513,7 +503,7 @@ def test_a_thumbnail_that_fails_to_load_gets_fresh_urls(
     desktop: Browsing, client: TestClient
 ) -> None:
     caller = new_caller(client)
-    image = upload(client, caller, _png(300), filename="flaky.png")[1]
+    image = upload(client, caller, png(300, (40, 30)), filename="flaky.png")[1]
     wait_for_status(client, caller, str(image["id"]), "ready")
     page = desktop.page
     failed: list[str] = []
@@ -537,7 +527,7 @@ def test_a_failed_delete_says_why_and_keeps_the_image(
     desktop: Browsing, client: TestClient
 ) -> None:
     caller = new_caller(client)
-    upload(client, caller, _png(301), filename="keep-me.png")
+    upload(client, caller, png(301, (40, 30)), filename="keep-me.png")
     page = desktop.page
     page.route(
         re.compile(r".*/v1/images/[0-9a-f-]{36}$"),

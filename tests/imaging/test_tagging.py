@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from media_api.imaging import tagging
+from media_api.imaging.tagging import Label, Tagger, TaggingError, TagPolicy, TagResult, preprocess
 from tests.support.corpus import CORPUS
-from workers import tagging
-from workers.tagging import Label, Tagger, TaggingError, TagResult, preprocess
+from tests.support.images import jpeg
 
 CAT_LABELS = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
 # Real photos among the corpus's accepted files, each orientation once per scene.
@@ -32,15 +33,6 @@ CORPUS_PHOTOS = [
 def skimage_photo(name: str) -> bytes:
     """A photo shipped inside the scikit-image wheel (no download)."""
     return (importlib.resources.files("skimage") / "data" / name).read_bytes()
-
-
-def jpeg(image: Image.Image, orientation: int | None = None) -> bytes:
-    buf = io.BytesIO()
-    exif = Image.Exif()
-    if orientation is not None:
-        exif[0x0112] = orientation
-    image.save(buf, "JPEG", quality=92, exif=exif.tobytes())
-    return buf.getvalue()
 
 
 def stored_for(upright: Image.Image, orientation: int) -> Image.Image:
@@ -95,12 +87,12 @@ def test_a_motorcycle_is_a_vehicle(tagger: Tagger) -> None:
 
 
 def test_labels_are_top_k_above_the_threshold_in_order(tagger: Tagger, chelsea: TagResult) -> None:
-    assert 1 <= len(chelsea.labels) <= tagger.top_k
+    assert 1 <= len(chelsea.labels) <= tagger.policy.top_k
     confidences = [label.confidence for label in chelsea.labels]
     assert confidences == sorted(confidences, reverse=True)
-    assert all(c >= tagger.label_threshold for c in confidences)
-    assert all(c.confidence >= tagger.category_threshold for c in chelsea.categories)
-    everything = Tagger(top_k=10, label_threshold=0.0, category_threshold=0.0)
+    assert all(c >= tagger.policy.label_threshold for c in confidences)
+    assert all(c.confidence >= tagger.policy.category_threshold for c in chelsea.categories)
+    everything = Tagger(TagPolicy(top_k=10, label_threshold=0.0, category_threshold=0.0))
     full = everything.tag([skimage_photo("chelsea.png")])[0]
     assert len(full.labels) == 10
     assert names(full.categories)[:2] == ["animal", "cat"]
@@ -117,10 +109,10 @@ def test_no_corpus_photo_is_flagged_nsfw(tagger: Tagger, path: Path) -> None:
 
 
 def test_the_moderation_flag_follows_its_threshold() -> None:
-    strict = Tagger(moderation_threshold=0.0)
+    strict = Tagger(TagPolicy(moderation_threshold=0.0))
     result = strict.tag([skimage_photo("coffee.png")])[0]
     assert result.moderation
-    assert result.nsfw < tagging.DEFAULT_MODERATION_THRESHOLD
+    assert result.nsfw < tagging.DEFAULT_POLICY.moderation_threshold
 
 
 def test_a_batch_gives_what_single_calls_give(tagger: Tagger) -> None:
@@ -130,7 +122,7 @@ def test_a_batch_gives_what_single_calls_give(tagger: Tagger) -> None:
         skimage_photo("motorcycle_left.png"),
         *(p.read_bytes() for p in CORPUS_PHOTOS[:6]),
     ]
-    small_batches = Tagger(max_batch=4)  # 9 images: chunks of 4, 4 and 1
+    small_batches = Tagger(TagPolicy(max_batch=4))  # 9 images: chunks of 4, 4 and 1
     batched = small_batches.tag(sources)
     whole = tagger.tag(sources)
     single = [tagger.tag([source])[0] for source in sources]
@@ -156,7 +148,7 @@ def test_an_exif_rotated_photo_gets_the_labels_of_the_upright_one(
         if orientation != 3:  # the test itself: the stored pixels really are turned
             assert stored.size == upright.size[::-1]
         reference = tagger.tag([jpeg(upright)])[0]
-        rotated = tagger.tag([jpeg(stored, orientation)])[0]
+        rotated = tagger.tag([jpeg(stored, orientation=orientation)])[0]
         assert names(rotated.categories)[0] == names(reference.categories)[0]
         if name == "coffee.png":
             assert rotated.labels[0].name == reference.labels[0].name == "espresso"
@@ -282,4 +274,4 @@ def test_sessions_use_one_thread_and_are_shared_per_process() -> None:
 )
 def test_bad_settings_fail_at_construction(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="must be"):
-        Tagger(**kwargs)
+        TagPolicy(**kwargs)
