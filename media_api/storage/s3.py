@@ -12,7 +12,7 @@ import functools
 import logging
 from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import boto3
 from botocore.config import Config
@@ -23,10 +23,16 @@ from media_api.settings import Settings
 from media_api.storage import sigv4
 
 if TYPE_CHECKING:
+    from botocore.response import StreamingBody
     from mypy_boto3_s3.client import S3Client
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, ObjectIdentifierTypeDef
+    from mypy_boto3_s3.type_defs import (
+        CompletedPartTypeDef,
+        GetObjectRequestTypeDef,
+        ObjectIdentifierTypeDef,
+    )
 
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3's floor for every part but the last
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +48,24 @@ class StoredObject:
 
 @dataclass(frozen=True)
 class SignedUrl:
-    """A presigned GET and the moment it stops working."""
+    """A presigned URL and the moment it stops working."""
 
     url: str
     expires_at: dt.datetime
+
+
+class OpenMultipart(NamedTuple):
+    """A multipart upload not yet completed or aborted (what the sweep and gc look for)."""
+
+    key: str
+    upload_id: str
+    initiated: dt.datetime
+
+
+class Sink(Protocol):
+    """Where `download_to` writes: a file opened for binary writing, or a wrapper that hashes."""
+
+    def write(self, data: bytes, /) -> object: ...
 
 
 class ObjectNotFoundError(Exception):
@@ -76,9 +96,18 @@ def _client(settings: Settings, endpoint_url: str | None) -> S3Client:
     return client
 
 
+def _code(err: ClientError) -> str:
+    return err.response.get("Error", {}).get("Code", "")
+
+
 def _is_missing(err: ClientError) -> bool:
-    code = err.response.get("Error", {}).get("Code", "")
-    return code in {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+    return _code(err) in {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+
+
+def _quoted(etag: str) -> str:
+    """ETags as S3 wants them back in CompleteMultipartUpload, whether or not a client kept
+    the quotes of the `ETag` header."""
+    return f'"{etag.strip(chr(34))}"'
 
 
 class S3Store:
@@ -133,11 +162,56 @@ class S3Store:
 
     def get_bytes(self, key: str) -> bytes:
         """Read a whole object (workers read originals they are about to decode anyway)."""
+        with self._body(key) as body:
+            return body.read()
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of an object: fewer if it is shorter, none if it ends before start."""
+        if end <= start:
+            return b""
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            with self._body(key, f"bytes={start}-{end - 1}") as body:
+                return body.read()
+        except ClientError as err:
+            if _code(err) == "InvalidRange":  # start at or past the end
+                return b""
+            raise
+
+    def download_to(self, key: str, fileobj: Sink, chunk_bytes: int = DOWNLOAD_CHUNK_BYTES) -> int:
+        """Stream an object into `fileobj`, one chunk in memory at a time; returns its size."""
+        body = self._body(key)
+        size = 0
+        with body:
+            for chunk in body.iter_chunks(chunk_bytes):
+                fileobj.write(chunk)
+                size += len(chunk)
+        return size
+
+    def _body(self, key: str, byte_range: str | None = None) -> StreamingBody:
+        """GetObject's body; a missing key raises ObjectNotFoundError."""
+        request: GetObjectRequestTypeDef = {"Bucket": self.bucket, "Key": key}
+        if byte_range is not None:
+            request["Range"] = byte_range
+        try:
+            return self.client.get_object(**request)["Body"]
         except ClientError as err:
             if _is_missing(err):
                 raise ObjectNotFoundError(key) from err
+            raise
+
+    def copy(self, source_key: str, dest_key: str, content_type: str) -> None:
+        """Server-side copy (promotion out of quarantine), with the content type replaced."""
+        try:
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=dest_key,
+                CopySource={"Bucket": self.bucket, "Key": source_key},
+                MetadataDirective="REPLACE",
+                ContentType=content_type,
+            )
+        except ClientError as err:
+            if _is_missing(err):
+                raise ObjectNotFoundError(source_key) from err
             raise
 
     def exists(self, key: str) -> bool:
@@ -188,10 +262,56 @@ class S3Store:
             found.extend((obj["Key"], obj["LastModified"]) for obj in page.get("Contents", []))
         return found
 
-    def list_multipart_uploads(self) -> list[str]:
+    def create_multipart(self, key: str, content_type: str) -> str:
+        """Start a multipart upload; its id is what every later part call names."""
+        resp = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, ContentType=content_type
+        )
+        return resp["UploadId"]
+
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        """Send part `number` (1..10000); returns its ETag, without quotes."""
+        resp = self.client.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+        )
+        return resp["ETag"].strip('"')
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> str:
+        """Assemble the (number, etag) parts in order into the object; returns its ETag."""
+        completed: list[CompletedPartTypeDef] = [
+            {"PartNumber": number, "ETag": _quoted(etag)} for number, etag in sorted(parts)
+        ]
+        resp = self.client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": completed},
+        )
+        return resp["ETag"].strip('"')
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Discard a multipart upload and its parts; one already gone is fine (idempotent)."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as err:
+            if _code(err) not in {"NoSuchUpload", "404"}:
+                raise
+
+    def open_multipart_uploads(self, prefix: str = "") -> list[OpenMultipart]:
+        """Every multipart upload still open under a prefix, across all pages."""
+        found: list[OpenMultipart] = []
+        for page in self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ):
+            found.extend(
+                OpenMultipart(u["Key"], u["UploadId"], u["Initiated"])
+                for u in page.get("Uploads", [])
+            )
+        return found
+
+    def list_multipart_uploads(self, prefix: str = "") -> list[str]:
         """Keys of multipart uploads still open (a leak if any remain after a failure)."""
-        resp = self.client.list_multipart_uploads(Bucket=self.bucket)
-        return [u["Key"] for u in resp.get("Uploads", [])]
+        return [upload.key for upload in self.open_multipart_uploads(prefix)]
 
     def presign_get(
         self,
@@ -210,26 +330,62 @@ class S3Store:
             overrides["response-content-disposition"] = disposition
         if self._public is not None:
             # Path-style URL on a known endpoint: the fast signer (same bytes as botocore's).
-            url = sigv4.presign_get(
-                endpoint=self._public,
-                path=f"/{self.bucket}/{key}",
-                access_key=self._access_key,
-                secret_key=self._secret_key,
-                region=self._region,
-                expires_seconds=int(ttl.total_seconds()),
-                now=now,
-                params=overrides,
-            )
-        else:
-            # Plain AWS: let botocore resolve the regional endpoint.
-            params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-            if content_type:
-                params["ResponseContentType"] = content_type
-            if disposition:
-                params["ResponseContentDisposition"] = disposition
-            url = self._signer.generate_presigned_url(
-                "get_object", Params=params, ExpiresIn=int(ttl.total_seconds())
-            )
+            return self._sign("GET", self._public, key, ttl, now, params=overrides)
+        # Plain AWS: let botocore resolve the regional endpoint.
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if content_type:
+            params["ResponseContentType"] = content_type
+        if disposition:
+            params["ResponseContentDisposition"] = disposition
+        url = self._signer.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=int(ttl.total_seconds())
+        )
+        return SignedUrl(url=url, expires_at=now + ttl)
+
+    def presign_put(self, key: str, size: int, ttl: dt.timedelta) -> SignedUrl:
+        """A PUT URL that accepts exactly `size` bytes: `content-length` is signed."""
+        return self._presign_sized_put(key, size, ttl, {})
+
+    def presign_upload_part(
+        self, key: str, upload_id: str, number: int, size: int, ttl: dt.timedelta
+    ) -> SignedUrl:
+        """An UploadPart URL for part `number` of exactly `size` bytes."""
+        params = {"partNumber": str(number), "uploadId": upload_id}
+        return self._presign_sized_put(key, size, ttl, params)
+
+    def _presign_sized_put(
+        self, key: str, size: int, ttl: dt.timedelta, params: dict[str, str]
+    ) -> SignedUrl:
+        # Our signer, not botocore's: whether its query signer keeps content-length is not
+        # something to depend on. On plain AWS, botocore's resolved endpoint (path style).
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        endpoint = self._public or self._signer.meta.endpoint_url
+        headers = {"content-length": str(size)}
+        return self._sign("PUT", endpoint, key, ttl, now, headers=headers, params=params)
+
+    def _sign(
+        self,
+        method: str,
+        endpoint: str,
+        key: str,
+        ttl: dt.timedelta,
+        now: dt.datetime,
+        *,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> SignedUrl:
+        url = sigv4.presign(
+            method=method,
+            endpoint=endpoint,
+            path=f"/{self.bucket}/{key}",
+            access_key=self._access_key,
+            secret_key=self._secret_key,
+            region=self._region,
+            expires_seconds=int(ttl.total_seconds()),
+            now=now,
+            headers=headers,
+            params=params,
+        )
         return SignedUrl(url=url, expires_at=now + ttl)
 
     def close(self) -> None:
@@ -252,7 +408,7 @@ class _MultipartUpload:
         self.buffer = bytearray()
         self.size = 0
         self.upload_id: str | None = None
-        self.parts: list[CompletedPartTypeDef] = []
+        self.parts: list[tuple[int, str]] = []
 
     def add(self, chunk: bytes) -> None:
         self.buffer += chunk
@@ -274,16 +430,10 @@ class _MultipartUpload:
             self.send_part(part)
 
     def send_part(self, part: bytes) -> None:
-        client, bucket = self.store.client, self.store.bucket
         if self.upload_id is None:
-            self.upload_id = client.create_multipart_upload(
-                Bucket=bucket, Key=self.key, ContentType=self.content_type
-            )["UploadId"]
+            self.upload_id = self.store.create_multipart(self.key, self.content_type)
         number = len(self.parts) + 1
-        resp = client.upload_part(
-            Bucket=bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=part
-        )
-        self.parts.append({"ETag": resp["ETag"], "PartNumber": number})
+        self.parts.append((number, self.store.upload_part(self.key, self.upload_id, number, part)))
 
     def finish(self) -> StoredObject:
         if self.upload_id is None:
@@ -291,20 +441,13 @@ class _MultipartUpload:
         if self.buffer:
             self.send_part(bytes(self.buffer))
             self.buffer.clear()
-        resp = self.store.client.complete_multipart_upload(
-            Bucket=self.store.bucket,
-            Key=self.key,
-            UploadId=self.upload_id,
-            MultipartUpload={"Parts": self.parts},
-        )
-        return StoredObject(key=self.key, size=self.size, etag=resp["ETag"].strip('"'))
+        etag = self.store.complete_multipart(self.key, self.upload_id, self.parts)
+        return StoredObject(key=self.key, size=self.size, etag=etag)
 
     def abort(self) -> None:
         if self.upload_id is not None:
-            self.store.client.abort_multipart_upload(
-                Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id
-            )
-            self.upload_id = None  # aborting twice would be a 404
+            self.store.abort_multipart(self.key, self.upload_id)
+            self.upload_id = None  # no second request for an upload already gone
 
 
 class StreamingUpload:
@@ -410,6 +553,42 @@ class AsyncS3Store:
     async def delete_prefix(self, prefix: str) -> int:
         """Delete everything under a prefix."""
         return await asyncio.to_thread(self.sync.delete_prefix, prefix)
+
+    async def copy(self, source_key: str, dest_key: str, content_type: str) -> None:
+        """Server-side copy with the content type replaced."""
+        await asyncio.to_thread(self.sync.copy, source_key, dest_key, content_type)
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of an object."""
+        return await asyncio.to_thread(self.sync.get_range, key, start, end)
+
+    async def download_to(
+        self, key: str, fileobj: Sink, chunk_bytes: int = DOWNLOAD_CHUNK_BYTES
+    ) -> int:
+        """Stream an object into `fileobj` from a thread (the writes happen there too)."""
+        return await asyncio.to_thread(self.sync.download_to, key, fileobj, chunk_bytes)
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        """Start a multipart upload; returns its id."""
+        return await asyncio.to_thread(self.sync.create_multipart, key, content_type)
+
+    async def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        """Send one part; returns its ETag."""
+        return await asyncio.to_thread(self.sync.upload_part, key, upload_id, number, data)
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]]
+    ) -> str:
+        """Assemble the parts into the object; returns its ETag."""
+        return await asyncio.to_thread(self.sync.complete_multipart, key, upload_id, parts)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Discard a multipart upload (idempotent)."""
+        await asyncio.to_thread(self.sync.abort_multipart, key, upload_id)
+
+    async def open_multipart_uploads(self, prefix: str = "") -> list[OpenMultipart]:
+        """Every multipart upload still open under a prefix."""
+        return await asyncio.to_thread(self.sync.open_multipart_uploads, prefix)
 
     def presign_get(
         self,

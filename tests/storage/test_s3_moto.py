@@ -227,6 +227,63 @@ async def test_abort_after_a_cancelled_write_waits_for_the_part_in_flight(
     await upload.abort()  # idempotent
 
 
+# --- the pieces of resumable and direct uploads ---------------------------------------------
+
+
+def test_parts_complete_in_number_order_whatever_the_etag_quoting(moto_store: S3Store) -> None:
+    upload_id = moto_store.create_multipart("q", "image/png")
+    one = moto_store.upload_part("q", upload_id, 1, b"a" * (5 * MB))
+    two = moto_store.upload_part("q", upload_id, 2, b"b")
+    assert '"' not in one
+    etag = moto_store.complete_multipart("q", upload_id, [(2, two), (1, f'"{one}"')])
+    assert etag.endswith("-2")
+    assert moto_store.get_bytes("q") == b"a" * (5 * MB) + b"b"
+    assert moto_store.client.head_object(Bucket="unit", Key="q")["ContentType"] == "image/png"
+
+
+def test_abort_tolerates_only_a_missing_upload(
+    moto_store: S3Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upload_id = moto_store.create_multipart("a", "image/png")
+    moto_store.abort_multipart("a", upload_id)
+    moto_store.abort_multipart("a", upload_id)  # NoSuchUpload: already done
+    assert moto_store.open_multipart_uploads() == []
+
+    def denied(**_: Any) -> Any:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "Abort")
+
+    monkeypatch.setattr(moto_store.client, "abort_multipart_upload", denied)
+    with pytest.raises(ClientError, match="AccessDenied"):
+        moto_store.abort_multipart("a", upload_id)
+
+
+def test_open_uploads_are_filtered_by_prefix(moto_store: S3Store) -> None:
+    inside = moto_store.create_multipart("quarantine/o/1", "image/png")
+    moto_store.create_multipart("originals/o/2", "image/png")
+    found = moto_store.open_multipart_uploads("quarantine/")
+    assert [(u.key, u.upload_id) for u in found] == [("quarantine/o/1", inside)]
+    assert found[0].initiated.tzinfo is not None
+    assert sorted(moto_store.list_multipart_uploads()) == ["originals/o/2", "quarantine/o/1"]
+
+
+def test_copy_range_and_download(moto_store: S3Store) -> None:
+    data = bytes(range(256)) * 40
+    moto_store.put_bytes("src", data, "application/octet-stream")
+    moto_store.copy("src", "dst", "image/jpeg")
+    assert moto_store.client.head_object(Bucket="unit", Key="dst")["ContentType"] == "image/jpeg"
+    assert moto_store.get_range("dst", 10, 20) == data[10:20]
+    assert moto_store.get_range("dst", len(data) - 3, len(data) + 100) == data[-3:]
+    writes: list[bytes] = []
+
+    class Sink:
+        def write(self, chunk: bytes) -> None:
+            writes.append(chunk)
+
+    assert moto_store.download_to("dst", Sink(), chunk_bytes=4096) == len(data)
+    assert [len(w) for w in writes] == [4096, 4096, len(data) - 8192]
+    assert b"".join(writes) == data
+
+
 def test_presign_uses_public_endpoint_and_response_overrides(moto_store: S3Store) -> None:
     signed = moto_store.presign_get(
         "originals/a/b",
@@ -261,3 +318,15 @@ def test_every_key_lies_under_a_root_that_gc_lists() -> None:
     assert original.startswith(keys.originals_prefix(owner))
     for key in (original, keys.variant_key(owner, image, "thumb", "webp")):
         assert [root for root in keys.ROOTS if key.startswith(root)] != []
+
+
+def test_quarantine_lies_outside_the_roots_gc_checks_against_image_rows() -> None:
+    import uuid
+
+    owner, upload = uuid.uuid4(), uuid.uuid4()
+    key = keys.quarantine_key(owner, upload)
+    assert key == f"quarantine/{owner}/{upload}"
+    assert key.startswith(keys.quarantine_prefix(owner))
+    assert [root for root in keys.UPLOAD_ROOTS if key.startswith(root)] == [keys.QUARANTINE]
+    # gc would take a waiting upload's object for an orphan an hour after it arrived.
+    assert [root for root in keys.ROOTS if key.startswith(root)] == []
