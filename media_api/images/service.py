@@ -25,6 +25,7 @@ from media_api.images.errors import (
 from media_api.images.models import TITLE_MAX, Image, ImageStatus
 from media_api.images.multipart import read_parts
 from media_api.images.upload import FIELDS, ObjectStore, UploadSession, Validation
+from media_api.imaging.probe import ImageInfo
 from media_api.jobs import repository as jobs
 from media_api.jobs.contract import JOBS
 from media_api.jobs.models import JobState
@@ -57,54 +58,102 @@ async def upload(
             fields = await incoming.receive(parts)  # spooled, and streamed to S3 meanwhile
             spool = incoming.spool
             title = clean_title(fields.get("title"))
-            gallery_id = await _target_gallery(session, owner_id, fields.get("gallery_id"))
-            existing = await repository.get_by_sha256(session, owner_id, spool.sha256)
+            gallery_id = await target_gallery(session, owner_id, fields.get("gallery_id"))
+            # Before the validation: a duplicate costs no decode.
+            existing = await duplicate_of(session, owner_id, spool.sha256, gallery_id)
             if existing is not None:
-                await _into_gallery(session, owner_id, gallery_id, existing.id)
                 return existing, False
             quota = settings.quota_bytes
             if quota and await owners.bytes_used(session, owner_id) + spool.size > quota:
                 raise QuotaExceeded(f"storing this would pass your quota of {quota} bytes")
 
             info = await incoming.complete(validator)
-            image = await repository.insert_new(
-                session,
-                {
-                    "id": image_id,
-                    "owner_id": owner_id,
-                    "title": title,
-                    "original_filename": (spool.filename or "")[:255] or None,
-                    # The sniffed type the object was stored with: probe() sniffs the same head.
-                    "content_type": info.mime_type,
-                    "size_bytes": spool.size,
-                    # Display dimensions: what a viewer sees once EXIF orientation is applied.
-                    "width": info.display_width,
-                    "height": info.display_height,
-                    "frames": info.frames,
-                    "sha256": spool.sha256,
-                    "original_key": key,
-                },
+            file = StoredFile(image_id, key, info, spool.size, spool.sha256, spool.filename)
+            image, created = await record_upload(
+                session, uow, settings, owner_id, file, title=title, gallery_id=gallery_id
             )
-            if image is None:
-                # An identical upload committed first: ours is redundant, keep theirs.
-                existing = await repository.get_by_sha256(session, owner_id, spool.sha256)
-                assert existing is not None
-                await _into_gallery(session, owner_id, gallery_id, existing.id)
-                return existing, False
-            # The atomic quota check, last, so the owner row stays locked only until the commit.
-            if not await owners.reserve_bytes(session, owner_id, spool.size, quota):
-                raise QuotaExceeded(f"storing this would pass your quota of {quota} bytes")
-            slot = await jobs.take_slot(session, owner_id, _spacing(settings))
-            repository.attach_jobs(image, await jobs.add_pending(session, image_id, JOBS, slot))
-            await _into_gallery(session, owner_id, gallery_id, image_id)
-            uow.send_jobs(image_id)
-            incoming.keep(uow)
-            return image, True
+            if created:
+                incoming.keep(uow)
+            return image, created
     except (BotoCoreError, ClientError) as exc:
         raise StorageUnavailable("the image could not be stored; try again") from exc
 
 
-async def _target_gallery(
+@dataclass(frozen=True)
+class StoredFile:
+    """An upload's file, received and validated, stored at `key` (the original's key of the
+    image `image_id`, which does not exist yet)."""
+
+    image_id: uuid.UUID
+    key: str
+    info: ImageInfo
+    size: int
+    sha256: bytes
+    filename: str | None
+
+
+async def record_upload(
+    session: AsyncSession,
+    uow: UnitOfWork,
+    settings: Settings,
+    owner_id: uuid.UUID,
+    file: StoredFile,
+    *,
+    title: str | None,
+    gallery_id: uuid.UUID | None,
+) -> tuple[Image, bool]:
+    """Record a stored file as the owner's new image: the row, the quota, the pending jobs
+    (sent after commit) and the gallery. Returns (image, True), or (the existing image, False)
+    when the owner already has these bytes: then nothing is written but the gallery membership,
+    and the caller removes its object. On (image, True) the caller keeps the object (until a
+    rollback); on an error it removes it."""
+    info = file.info
+    image = await repository.insert_new(
+        session,
+        {
+            "id": file.image_id,
+            "owner_id": owner_id,
+            "title": title,
+            "original_filename": (file.filename or "")[:255] or None,
+            # The sniffed type the object was stored with: probe() sniffs the same head.
+            "content_type": info.mime_type,
+            "size_bytes": file.size,
+            # Display dimensions: what a viewer sees once EXIF orientation is applied.
+            "width": info.display_width,
+            "height": info.display_height,
+            "frames": info.frames,
+            "sha256": file.sha256,
+            "original_key": file.key,
+        },
+    )
+    if image is None:
+        # An identical upload committed first: ours is redundant, keep theirs.
+        existing = await duplicate_of(session, owner_id, file.sha256, gallery_id)
+        assert existing is not None
+        return existing, False
+    # The atomic quota check, last, so the owner row stays locked only until the commit.
+    quota = settings.quota_bytes
+    if not await owners.reserve_bytes(session, owner_id, file.size, quota):
+        raise QuotaExceeded(f"storing this would pass your quota of {quota} bytes")
+    slot = await jobs.take_slot(session, owner_id, _spacing(settings))
+    repository.attach_jobs(image, await jobs.add_pending(session, image.id, JOBS, slot))
+    await _into_gallery(session, owner_id, gallery_id, image.id)
+    uow.send_jobs(image.id)
+    return image, True
+
+
+async def duplicate_of(
+    session: AsyncSession, owner_id: uuid.UUID, sha256: bytes, gallery_id: uuid.UUID | None
+) -> Image | None:
+    """The owner's image with exactly these bytes, put into the target gallery as the upload
+    would have been; None when there is none."""
+    existing = await repository.get_by_sha256(session, owner_id, sha256)
+    if existing is not None:
+        await _into_gallery(session, owner_id, gallery_id, existing.id)
+    return existing
+
+
+async def target_gallery(
     session: AsyncSession, owner_id: uuid.UUID, raw: str | None
 ) -> uuid.UUID | None:
     """The gallery an upload goes into: one of the owner's, or 404 before any work."""

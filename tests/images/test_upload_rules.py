@@ -9,14 +9,16 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from media_api.accounts import repository as owners
 from media_api.accounts.service import create_owner_with_key
 from media_api.errors import NotFound
 from media_api.galleries import service as galleries
-from media_api.images import service
+from media_api.images import repository, service
 from media_api.images.errors import QuotaExceeded, StorageUnavailable
 from media_api.images.models import Image
-from media_api.imaging.probe import CorruptImage, UnsupportedMediaType
+from media_api.imaging.probe import CorruptImage, ImageInfo, UnsupportedMediaType
 from media_api.settings import Settings
+from media_api.storage import keys
 from media_api.unit_of_work import UnitOfWork
 from tests.support.fakes import FakeProducer, FakeStore, InlineValidator
 from tests.support.images import noise_png, png
@@ -145,3 +147,61 @@ async def test_a_bad_image_outranks_a_storage_error(uploads: Uploads) -> None:
     with pytest.raises(StorageUnavailable):
         await uploads.upload(png(8))
     assert (uploads.store.objects, uploads.store.open) == ({}, set())
+
+
+# record_upload: what the tus and direct finalizations call with an object already in S3.
+
+PNG_INFO = ImageInfo("PNG", "image/png", 32, 32, 1, 32, 32, 1)
+
+
+def _stored(owner_id: uuid.UUID, sha256: bytes, size: int = 100) -> service.StoredFile:
+    image_id = uuid.uuid4()
+    key = keys.original_key(owner_id, image_id)
+    return service.StoredFile(image_id, key, PNG_INFO, size, sha256, "a.png")
+
+
+async def test_record_upload_writes_the_image_and_sends_its_jobs_after_commit_only(
+    uploads: Uploads,
+) -> None:
+    file = _stored(uploads.owner_id, bytes(range(32)))
+    image, created = await service.record_upload(
+        uploads.db,
+        uploads.uow,
+        uploads.settings,
+        uploads.owner_id,
+        file,
+        title="Cat",
+        gallery_id=None,
+    )
+    assert created
+    assert (image.id, image.original_key, image.size_bytes) == (file.image_id, file.key, 100)
+    assert sorted(job.kind for job in image.jobs) == ["tagging", "thumbnails"]
+    assert await owners.bytes_used(uploads.db, uploads.owner_id) == 100
+    assert uploads.producer.sent == []
+    await uploads.uow.committed()
+    assert [args for _, args, _ in uploads.producer.sent] == [(str(image.id),)] * 2
+
+
+async def test_record_upload_of_known_bytes_returns_the_existing_image_and_sends_nothing(
+    uploads: Uploads,
+) -> None:
+    first, _ = await uploads.upload(png(10))
+    gallery = await galleries.create(uploads.db, uploads.owner_id, "trip", None)
+    used = await owners.bytes_used(uploads.db, uploads.owner_id)
+    uow = UnitOfWork(producer := FakeProducer())
+    file = _stored(uploads.owner_id, first.sha256, size=first.size_bytes)
+    again, created = await service.record_upload(
+        uploads.db,
+        uow,
+        uploads.settings,
+        uploads.owner_id,
+        file,
+        title=None,
+        gallery_id=gallery.id,
+    )
+    assert (again.id, created) == (first.id, False)
+    assert await repository.in_gallery(uploads.db, gallery.id, first.id)
+    assert await owners.bytes_used(uploads.db, uploads.owner_id) == used
+    assert (uow.sends, uow.on_rollback) == ([], [])  # nothing to send, nothing to undo
+    await uow.committed()
+    assert producer.sent == []
