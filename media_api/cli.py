@@ -213,12 +213,12 @@ def _stats(args: argparse.Namespace) -> int:
         print(json.dumps(asyncio.run(_with_session(Settings(), repository.stats)), indent=2))
         return 0
 
-    async def work(session: AsyncSession) -> list[tuple[uuid.UUID, int, int]]:
+    async def work(session: AsyncSession) -> list[ops.QuotaDrift]:
         return await ops.check_quota(session, repair=args.repair)
 
     drift = asyncio.run(_with_session(Settings(), work))
-    for owner, counted, stored in drift:
-        print(f"owner {owner}: bytes_used {counted}, images add up to {stored}")
+    for found in drift:
+        print(found)
     if args.repair:
         print(f"{len(drift)} owners repaired")
         return 0

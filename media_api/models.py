@@ -4,5 +4,6 @@ from media_api.accounts.models import ApiKey, Owner
 from media_api.galleries.models import Gallery, GalleryImage
 from media_api.images.models import Image, ImageTag
 from media_api.jobs.models import ImageJob
+from media_api.uploads.models import Upload
 
-__all__ = ["ApiKey", "Gallery", "GalleryImage", "Image", "ImageJob", "ImageTag", "Owner"]
+__all__ = ["ApiKey", "Gallery", "GalleryImage", "Image", "ImageJob", "ImageTag", "Owner", "Upload"]

@@ -15,6 +15,7 @@ from media_api.jobs.producer import JobProducer, create_producer
 from media_api.settings import Settings
 from media_api.storage import keys
 from media_api.storage.s3 import S3Store
+from media_api.uploads import repository as uploads_repository
 
 # Objects younger than this may belong to an upload whose row is not committed yet.
 GC_GRACE = dt.timedelta(hours=1)
@@ -81,10 +82,38 @@ async def gc(
         store.close()
 
 
-async def check_quota(session: AsyncSession, *, repair: bool) -> list[tuple[uuid.UUID, int, int]]:
-    """Owners whose bytes_used differs from what their images add up to (before any repair);
-    with `repair`, each counter is set to the sum."""
-    drift = await repository.quota_drift(session)
-    if repair and drift:
-        await repository.repair_quota(session, [owner for owner, _, _ in drift])
-    return drift
+@dataclass(frozen=True)
+class QuotaDrift:
+    """One owner's drifted quota counters: (counted, actual) of each that differs."""
+
+    owner_id: uuid.UUID
+    used: tuple[int, int] | None = None  # bytes_used, what its images add up to
+    reserved: tuple[int, int] | None = None  # bytes_reserved, what its live uploads hold
+
+    def __str__(self) -> str:
+        found = []
+        if self.used:
+            found.append(f"bytes_used {self.used[0]}, images add up to {self.used[1]}")
+        if self.reserved:
+            found.append(f"bytes_reserved {self.reserved[0]}, live uploads hold {self.reserved[1]}")
+        return f"owner {self.owner_id}: " + "; ".join(found)
+
+
+async def check_quota(session: AsyncSession, *, repair: bool) -> list[QuotaDrift]:
+    """Owners whose bytes_used differs from what their images add up to, or bytes_reserved
+    from what their live uploads hold (before any repair); with `repair`, each is set right."""
+    used = {
+        owner: (counted, actual) for owner, counted, actual in await repository.quota_drift(session)
+    }
+    reserved = {
+        owner: (counted, held)
+        for owner, counted, held in await uploads_repository.reservation_drift(session)
+    }
+    if repair and used:
+        await repository.repair_quota(session, list(used))
+    if repair and reserved:
+        await uploads_repository.repair_reservations(session, list(reserved))
+    return [
+        QuotaDrift(owner, used.get(owner), reserved.get(owner))
+        for owner in sorted(used.keys() | reserved.keys())
+    ]

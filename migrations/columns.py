@@ -8,3 +8,9 @@ def timestamp_column(name: str) -> sa.Column[object]:
     return sa.Column(
         name, sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
     )
+
+
+def text_enum_column(name: str, enum_name: str, *values: str) -> sa.Column[object]:
+    """A NOT NULL varchar(32) with a CHECK of its values (the models' `db.text_enum`)."""
+    kind = sa.Enum(*values, name=enum_name, native_enum=False, create_constraint=True, length=32)
+    return sa.Column(name, kind, nullable=False)

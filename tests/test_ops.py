@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
 import uuid
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from media_api import ops
+from media_api.accounts import repository as owners
+from media_api.accounts.models import Owner
 from media_api.settings import Settings
 from media_api.storage import keys
 from media_api.storage.s3 import S3Store
+from media_api.uploads import repository as uploads
+from media_api.uploads.models import Upload, UploadKind, UploadState
 from tests.support.callers import new_caller, upload
 from tests.support.images import png
 from tests.support.jobs import run_variants
@@ -79,3 +87,29 @@ def test_reprocess_failed_images_and_stats(
     assert after["status"] == "processing"
     assert {j["state"] for j in after["jobs"]} == {"pending"}
     assert "reprocessing" in _cli(app_settings, "reprocess", "--failed")
+
+
+async def test_check_quota_compares_reservations_with_live_uploads(db: AsyncSession) -> None:
+    owner_id = (await owners.add_owner(db, "reserved-drift@example.test")).id
+    day = dt.timedelta(days=1)
+    live = await uploads.create(
+        db, owner_id=owner_id, kind=UploadKind.TUS, length=600, quota=0, expires_in=day
+    )
+    ended = await uploads.create(
+        db, owner_id=owner_id, kind=UploadKind.DIRECT, length=50, quota=0, expires_in=day
+    )
+    assert live is not None
+    assert ended is not None
+    # A lost release: the upload ended but still holds its bytes, and the counter drifted.
+    await db.execute(update(Upload).where(Upload.id == ended.id).values(state=UploadState.REJECTED))
+    await db.execute(update(Owner).where(Owner.id == owner_id).values(bytes_reserved=700))
+
+    found = [d for d in await ops.check_quota(db, repair=False) if d.owner_id == owner_id]
+    assert found == [ops.QuotaDrift(owner_id, reserved=(700, 600))]
+    assert str(found[0]) == f"owner {owner_id}: bytes_reserved 700, live uploads hold 600"
+
+    await ops.check_quota(db, repair=True)
+    reserved = await db.scalar(select(Owner.bytes_reserved).where(Owner.id == owner_id))
+    assert reserved == 600
+    assert await uploads.release_reservation(db, [ended.id]) == 0  # nothing left to give back
+    assert not [d for d in await ops.check_quota(db, repair=False) if d.owner_id == owner_id]

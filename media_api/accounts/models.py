@@ -21,6 +21,8 @@ class Owner(UUIDPk, Timestamped, Base):
     # Bytes of originals stored, kept in step with image rows in the same transactions, so
     # the quota check is one atomic UPDATE instead of a SUM over all of the owner's images.
     bytes_used: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), default=0)
+    # Bytes held by unfinished uploads (uploads.reserved_bytes); the quota counts both.
+    bytes_reserved: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), default=0)
     # The next slot of this owner's jobs in the fair claim order (images.repository).
     job_clock: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -89,20 +89,24 @@ async def revoke_key(session: AsyncSession, owner_id: uuid.UUID, key_id: uuid.UU
 
 
 async def bytes_used(session: AsyncSession, owner_id: uuid.UUID) -> int:
-    """Stored bytes right now (a cheap early check; `reserve_bytes` is the real one)."""
-    used = await session.scalar(select(Owner.bytes_used).where(Owner.id == owner_id))
+    """Bytes counted against the quota right now, stored plus reserved by unfinished uploads
+    (a cheap early check; `reserve_bytes` is the real one)."""
+    used = await session.scalar(
+        select(Owner.bytes_used + Owner.bytes_reserved).where(Owner.id == owner_id)
+    )
     return int(used or 0)
 
 
 async def reserve_bytes(
     session: AsyncSession, owner_id: uuid.UUID, amount: int, quota: int
 ) -> bool:
-    """Atomically count `amount` more bytes unless that passes `quota` (0 = no quota).
+    """Atomically count `amount` more bytes unless that, with the bytes unfinished uploads
+    reserve, passes `quota` (0 = no quota).
 
     The row lock lasts until commit, so call it right before the insert it pays for."""
     stmt = update(Owner).where(Owner.id == owner_id).values(bytes_used=Owner.bytes_used + amount)
     if quota:
-        stmt = stmt.where(Owner.bytes_used + amount <= quota)
+        stmt = stmt.where(Owner.bytes_used + Owner.bytes_reserved + amount <= quota)
     result = await session.execute(stmt.returning(Owner.id))
     return result.scalar_one_or_none() is not None
 
