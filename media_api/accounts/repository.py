@@ -88,7 +88,7 @@ async def revoke_key(session: AsyncSession, owner_id: uuid.UUID, key_id: uuid.UU
     return result.scalar_one_or_none() is not None
 
 
-async def bytes_used(session: AsyncSession, owner_id: uuid.UUID) -> int:
+async def bytes_held(session: AsyncSession, owner_id: uuid.UUID) -> int:
     """Bytes counted against the quota right now, stored plus reserved by unfinished uploads
     (a cheap early check; `reserve_bytes` is the real one)."""
     used = await session.scalar(

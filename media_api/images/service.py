@@ -64,7 +64,7 @@ async def upload(
             if existing is not None:
                 return existing, False
             quota = settings.quota_bytes
-            if quota and await owners.bytes_used(session, owner_id) + spool.size > quota:
+            if quota and await owners.bytes_held(session, owner_id) + spool.size > quota:
                 raise QuotaExceeded(f"storing this would pass your quota of {quota} bytes")
 
             info = await incoming.complete(validator)

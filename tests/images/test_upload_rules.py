@@ -176,7 +176,7 @@ async def test_record_upload_writes_the_image_and_sends_its_jobs_after_commit_on
     assert created
     assert (image.id, image.original_key, image.size_bytes) == (file.image_id, file.key, 100)
     assert sorted(job.kind for job in image.jobs) == ["tagging", "thumbnails"]
-    assert await owners.bytes_used(uploads.db, uploads.owner_id) == 100
+    assert await owners.bytes_held(uploads.db, uploads.owner_id) == 100
     assert uploads.producer.sent == []
     await uploads.uow.committed()
     assert [args for _, args, _ in uploads.producer.sent] == [(str(image.id),)] * 2
@@ -187,7 +187,7 @@ async def test_record_upload_of_known_bytes_returns_the_existing_image_and_sends
 ) -> None:
     first, _ = await uploads.upload(png(10))
     gallery = await galleries.create(uploads.db, uploads.owner_id, "trip", None)
-    used = await owners.bytes_used(uploads.db, uploads.owner_id)
+    used = await owners.bytes_held(uploads.db, uploads.owner_id)
     uow = UnitOfWork(producer := FakeProducer())
     file = _stored(uploads.owner_id, first.sha256, size=first.size_bytes)
     again, created = await service.record_upload(
@@ -201,7 +201,7 @@ async def test_record_upload_of_known_bytes_returns_the_existing_image_and_sends
     )
     assert (again.id, created) == (first.id, False)
     assert await repository.in_gallery(uploads.db, gallery.id, first.id)
-    assert await owners.bytes_used(uploads.db, uploads.owner_id) == used
+    assert await owners.bytes_held(uploads.db, uploads.owner_id) == used
     assert (uow.sends, uow.on_rollback) == ([], [])  # nothing to send, nothing to undo
     await uow.committed()
     assert producer.sent == []
