@@ -113,6 +113,20 @@ async def record_progress(
     return await session.scalar(stmt) is not None
 
 
+async def accept(
+    session: AsyncSession, upload_id: uuid.UUID, image_id: uuid.UUID, sha256: bytes
+) -> Upload:
+    """Mark the upload accepted as `image_id`; returns it as stored now."""
+    stmt = statements.accept(upload_id, image_id, sha256).returning(Upload)
+    return (await session.scalars(stmt, execution_options=_FRESH)).one()
+
+
+async def reject(session: AsyncSession, upload_id: uuid.UUID, error: dict[str, Any]) -> Upload:
+    """Mark the upload rejected with the problem `error`; returns it as stored now."""
+    stmt = statements.reject(upload_id, error).returning(Upload)
+    return (await session.scalars(stmt, execution_options=_FRESH)).one()
+
+
 async def release_reservation(session: AsyncSession, upload_ids: Collection[uuid.UUID]) -> int:
     """Give back what these uploads hold of the quota; the bytes given back (0 on a repeat)."""
     stmt = statements.release_reservation(Upload.id.in_(upload_ids))

@@ -110,6 +110,25 @@ def record_progress(
     )
 
 
+def accept(upload_id: uuid.UUID, image_id: uuid.UUID, sha256: bytes) -> Update:
+    """End an upload as the image `image_id` (new, or the owner's copy of the same bytes)."""
+    return _end(upload_id, state=UploadState.ACCEPTED, image_id=image_id, sha256=sha256)
+
+
+def reject(upload_id: uuid.UUID, error: dict[str, Any]) -> Update:
+    """End an upload refused: `error` is the problem document it was answered with."""
+    return _end(upload_id, state=UploadState.REJECTED, error=error)
+
+
+def _end(upload_id: uuid.UUID, **values: Any) -> Update:
+    # The tail is no use once the upload ended; the reservation is released beside this.
+    return (
+        update(Upload)
+        .where(Upload.id == upload_id)
+        .values(tail=None, updated_at=func.now(), **values)
+    )
+
+
 def release_reservation(which: ColumnElement[bool]) -> Update:
     """Give back what the matching uploads hold of their owners' quota, in one statement that
     also zeroes `reserved_bytes`, so a repeated release gives back nothing. Returns

@@ -57,10 +57,10 @@ async def test_reservation_is_refused_over_quota_and_counted_by_the_post_path(
     assert refused is None
     assert await _reserved(db, owner_id) == 600
     # The POST path counts the reservation: its early check and its atomic one.
-    assert await owners.bytes_used(db, owner_id) == 600
+    assert await owners.bytes_held(db, owner_id) == 600
     assert not await owners.reserve_bytes(db, owner_id, 401, 1000)
     assert await owners.reserve_bytes(db, owner_id, 400, 1000)
-    assert await owners.bytes_used(db, owner_id) == 1000
+    assert await owners.bytes_held(db, owner_id) == 1000
 
 
 async def test_release_gives_back_once(db: AsyncSession) -> None:

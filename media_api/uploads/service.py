@@ -1,0 +1,176 @@
+"""Upload rules: finalizing an upload whose bytes are all in its quarantine object.
+
+The object is checked as `POST /v1/images` checks a body (type from the first bytes, limits, full
+decode), then deduplicated or promoted to an original's key. A refusal (4xx) is recorded on the
+upload before it is raised: the caller commits that, then answers the problem. A 5xx (storage,
+no validation slot) records nothing: the upload stays `validating` and may be finalized again.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import uuid
+from typing import Any, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from media_api.cleanup import run_to_the_end
+from media_api.errors import REFUSALS, TYPE_BASE, MediaError, Problem
+from media_api.images.errors import StorageUnavailable
+from media_api.images.models import Image
+from media_api.images.service import StoredFile, duplicate_of, record_upload
+from media_api.images.upload import Spool, Validation, accepted_mime_type
+from media_api.imaging import probe as imaging
+from media_api.settings import Settings
+from media_api.storage import keys
+from media_api.storage.s3 import Sink
+from media_api.unit_of_work import UnitOfWork
+from media_api.uploads import repository
+from media_api.uploads.errors import Sha256Mismatch, SizeMismatch
+from media_api.uploads.models import Upload
+
+
+class QuarantineStore(Protocol):
+    """What finalization needs of the store (`storage.s3.AsyncS3Store`)."""
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes: ...
+    async def download_to(self, key: str, fileobj: Sink) -> int: ...
+    async def copy(self, source_key: str, dest_key: str, content_type: str) -> None: ...
+    async def delete(self, key: str) -> None: ...
+
+
+async def finalize(
+    session: AsyncSession,
+    uow: UnitOfWork,
+    store: QuarantineStore,
+    validator: Validation,
+    settings: Settings,
+    upload: Upload,
+) -> tuple[Image, bool]:
+    """Turn a complete upload into an image: (image, True), or (the owner's image with the same
+    bytes, False). Either way the upload ends `accepted`, its reservation is given back (the
+    image's size is counted instead) and its quarantine object is deleted after commit. A refusal
+    ends it `rejected` with the problem, likewise, and is raised."""
+    upload_id, quarantine = upload.id, upload.object_key
+    try:
+        try:
+            # Anonymous (O_TMPFILE), closed whatever happens: nothing of it survives the process.
+            with tempfile.TemporaryFile(dir=settings.upload_tmp_dir, prefix="upload-") as temp:
+                spool = Spool(temp, upload.filename)
+                info = await _validated(store, validator, settings, upload, spool)
+            return await _accept(session, uow, store, settings, upload, spool, info)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable("the upload could not be read or stored; try again") from exc
+    except (MediaError, imaging.ProbeError) as exc:
+        error = _problem(exc)
+        if error is None:
+            raise
+        await repository.release_reservation(session, [upload_id])
+        await repository.reject(session, upload_id, error)
+        uow.after_commit(functools.partial(store.delete, quarantine))
+        raise
+
+
+async def _accept(
+    session: AsyncSession,
+    uow: UnitOfWork,
+    store: QuarantineStore,
+    settings: Settings,
+    upload: Upload,
+    spool: Spool,
+    info: imaging.ImageInfo,
+) -> tuple[Image, bool]:
+    """Dedupe or promote the validated file; the upload ends `accepted` either way."""
+    upload_id, owner_id, quarantine = upload.id, upload.owner_id, upload.object_key
+    title, gallery_id = upload.title, upload.gallery_id
+    # A savepoint: a refusal after the image's row was written (quota, gallery) takes it back,
+    # so that the rejection alone is committed.
+    async with session.begin_nested():
+        await repository.release_reservation(session, [upload_id])  # the image's size instead
+        existing = await duplicate_of(session, owner_id, spool.sha256, gallery_id)
+        if existing is not None:
+            image, created = existing, False
+        else:
+            image_id = uuid.uuid4()
+            key = keys.original_key(owner_id, image_id)
+            file = StoredFile(image_id, key, info, spool.size, spool.sha256, spool.filename)
+            image, created = await _promote(
+                session, uow, store, settings, owner_id, quarantine, file, title, gallery_id
+            )
+        await repository.accept(session, upload_id, image.id, spool.sha256)
+    uow.after_commit(functools.partial(store.delete, quarantine))
+    return image, created
+
+
+async def _validated(
+    store: QuarantineStore,
+    validator: Validation,
+    settings: Settings,
+    upload: Upload,
+    spool: Spool,
+) -> imaging.ImageInfo:
+    """The checks of `POST /v1/images` on the quarantine object, downloaded into `spool`
+    (hashed on the way, one chunk in memory); a PDF is refused from its head alone."""
+    head = await store.get_range(upload.object_key, 0, imaging.SNIFF_BYTES)
+    accepted_mime_type(head, settings.allowed_formats)
+    await store.download_to(upload.object_key, spool)
+    if spool.size != upload.length:
+        raise SizeMismatch(f"the stored file has {spool.size} bytes, {upload.length} declared")
+    if upload.expected_sha256 is not None and spool.sha256 != upload.expected_sha256:
+        raise Sha256Mismatch("the stored bytes do not have the sha256 that was declared")
+    spool.file.seek(0)  # flushed: the validation process reopens the file by its descriptor
+    await validator.precheck(spool.file)
+    return await validator.validate(spool.file)
+
+
+async def _promote(
+    session: AsyncSession,
+    uow: UnitOfWork,
+    store: QuarantineStore,
+    settings: Settings,
+    owner_id: uuid.UUID,
+    quarantine: str,
+    file: StoredFile,
+    title: str | None,
+    gallery_id: uuid.UUID | None,
+) -> tuple[Image, bool]:
+    """Copy the object to the original's key (before commit: a worker must find it) and record
+    the image. The copy goes on rollback, and after commit unless it became the original."""
+    delete_original = functools.partial(store.delete, file.key)
+    uow.undo(delete_original)
+    # A cancel must not return before the copy landed, or the undo could run before it.
+    await run_to_the_end(store.copy(quarantine, file.key, file.info.mime_type))
+    try:
+        image, created = await record_upload(
+            session, uow, settings, owner_id, file, title=title, gallery_id=gallery_id
+        )
+    except BaseException:
+        uow.after_commit(delete_original)  # a refusal commits the upload's rejection
+        raise
+    if not created:
+        uow.after_commit(delete_original)  # an identical upload committed first
+    return image, created
+
+
+def _problem(exc: MediaError | imaging.ProbeError) -> dict[str, Any] | None:
+    """The problem document a refusal is answered with; None for a 5xx (ours: try again)."""
+    if isinstance(exc, MediaError):
+        status, title, extra = exc.status_code, exc.title, exc.extra
+    else:
+        refusal = next((r for error, r in REFUSALS.items() if isinstance(exc, error)), None)
+        if refusal is None:
+            return None  # a code without a status is a bug, answered 500
+        status, title, extra = refusal.status_code, refusal.title, {}
+    if status >= 500:
+        return None
+    problem = Problem(
+        type=TYPE_BASE + exc.code,
+        title=title,
+        status=status,
+        detail=exc.detail,
+        code=exc.code,
+        **extra,
+    )
+    return problem.model_dump(mode="json")
