@@ -328,10 +328,25 @@ def install_problem_docs(app: FastAPI) -> None:
 
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
     """Build a problem+json response; every error the API emits goes through here."""
-    body = Problem(
+    body = _document(status, code, title, detail, **extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _document(status: int, code: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return Problem(
         type=TYPE_BASE + code, title=title, status=status, detail=detail, code=code, **extra
     ).model_dump(mode="json")
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def problem_document(exc: MediaError | ProbeError) -> dict[str, Any] | None:
+    """The problem+json body `exc` is answered with (also kept on records, e.g. a rejected
+    upload); None for a probe error no refusal maps, a bug answered 500."""
+    if isinstance(exc, MediaError):
+        return _document(exc.status_code, exc.code, exc.title, exc.detail, **exc.extra)
+    refusal = next((r for error, r in REFUSALS.items() if isinstance(exc, error)), None)
+    if refusal is None:
+        return None
+    return _document(refusal.status_code, refusal.code, refusal.title, exc.detail)
 
 
 _HTTP_CODES = {
@@ -354,10 +369,10 @@ async def _media_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _refused(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProbeError)
-    refusal = next((r for error, r in REFUSALS.items() if isinstance(exc, error)), None)
-    if refusal is None:
+    body = problem_document(exc)
+    if body is None:
         raise exc  # a code without a status is a bug: on to the 500 handler
-    return problem(refusal.status_code, refusal.code, refusal.title, exc.detail)
+    return JSONResponse(body, status_code=body["status"], media_type=PROBLEM_JSON)
 
 
 # Per app: each documented path as a regular expression, with the methods it documents.

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Update, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from media_api.accounts.models import ApiKey, Owner
 
@@ -97,18 +98,25 @@ async def bytes_held(session: AsyncSession, owner_id: uuid.UUID) -> int:
     return int(used or 0)
 
 
+def count_bytes(
+    owner_id: uuid.UUID, amount: int, quota: int, counter: InstrumentedAttribute[int]
+) -> Update:
+    """Add `amount` to `counter` (`Owner.bytes_used` or `Owner.bytes_reserved`) unless stored
+    plus reserved bytes would then pass `quota` (0 = no quota); returns the owner's id, no row
+    when refused. The row lock lasts until commit."""
+    stmt = update(Owner).where(Owner.id == owner_id).values({counter: counter + amount})
+    if quota:
+        stmt = stmt.where(Owner.bytes_used + Owner.bytes_reserved + amount <= quota)
+    return stmt.returning(Owner.id)
+
+
 async def reserve_bytes(
     session: AsyncSession, owner_id: uuid.UUID, amount: int, quota: int
 ) -> bool:
-    """Atomically count `amount` more bytes unless that, with the bytes unfinished uploads
-    reserve, passes `quota` (0 = no quota).
-
-    The row lock lasts until commit, so call it right before the insert it pays for."""
-    stmt = update(Owner).where(Owner.id == owner_id).values(bytes_used=Owner.bytes_used + amount)
-    if quota:
-        stmt = stmt.where(Owner.bytes_used + Owner.bytes_reserved + amount <= quota)
-    result = await session.execute(stmt.returning(Owner.id))
-    return result.scalar_one_or_none() is not None
+    """Atomically count `amount` more stored bytes unless the quota refuses them; call it right
+    before the insert it pays for (the owner row stays locked until commit)."""
+    stmt = count_bytes(owner_id, amount, quota, Owner.bytes_used)
+    return await session.scalar(stmt) is not None
 
 
 async def release_bytes(session: AsyncSession, owner_id: uuid.UUID, amount: int) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import RedirectResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import ClientDisconnect
 
 from media_api.api.deps import (
@@ -56,6 +57,8 @@ from media_api.imaging.probe import (
 )
 from media_api.metrics import counted
 from media_api.pagination import DEFAULT_LIMIT, InvalidCursor
+from media_api.settings import Settings
+from media_api.storage.signing import Signer
 from media_api.text import SINGLE_LINE_PATTERN, SingleLine
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -188,6 +191,20 @@ async def list_images(
         created_before=created_before,
         created_after=created_after,
     )
+    return await image_page(session, owner, filters, settings, signer, cursor, limit, include_total)
+
+
+async def image_page(
+    session: AsyncSession,
+    owner: uuid.UUID,
+    filters: ImageFilter,
+    settings: Settings,
+    signer: Signer,
+    cursor: str | None,
+    limit: int,
+    include_total: bool,
+) -> ImagePage:
+    """One page of the owner's images as the listing routes answer it."""
     page = await service.list_images(
         session,
         owner,

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from media_api.accounts.models import Owner
+from media_api.accounts.repository import count_bytes
 from media_api.storage import keys
 from media_api.uploads import statements
 from media_api.uploads.models import Upload, UploadKind
@@ -35,7 +36,8 @@ async def create(
 ) -> Upload | None:
     """A new upload holding `length` bytes of the owner's quota (0 = no quota), reserved in
     the same transaction; None when the quota refuses it (nothing written)."""
-    if await session.scalar(statements.reserve(owner_id, length, quota)) is None:
+    held = count_bytes(owner_id, length, quota, Owner.bytes_reserved)
+    if await session.scalar(held) is None:
         return None
     upload_id = uuid.uuid4()
     values: dict[str, Any] = {

@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from media_api.cleanup import run_to_the_end
-from media_api.errors import REFUSALS, TYPE_BASE, MediaError, Problem
+from media_api.errors import MediaError, problem_document
 from media_api.images.errors import StorageUnavailable
 from media_api.images.models import Image
 from media_api.images.service import StoredFile, duplicate_of, record_upload
@@ -156,21 +156,5 @@ async def _promote(
 
 def _problem(exc: MediaError | imaging.ProbeError) -> dict[str, Any] | None:
     """The problem document a refusal is answered with; None for a 5xx (ours: try again)."""
-    if isinstance(exc, MediaError):
-        status, title, extra = exc.status_code, exc.title, exc.extra
-    else:
-        refusal = next((r for error, r in REFUSALS.items() if isinstance(exc, error)), None)
-        if refusal is None:
-            return None  # a code without a status is a bug, answered 500
-        status, title, extra = refusal.status_code, refusal.title, {}
-    if status >= 500:
-        return None
-    problem = Problem(
-        type=TYPE_BASE + exc.code,
-        title=title,
-        status=status,
-        detail=exc.detail,
-        code=exc.code,
-        **extra,
-    )
-    return problem.model_dump(mode="json")
+    document = problem_document(exc)
+    return None if document is None or document["status"] >= 500 else document

@@ -17,15 +17,6 @@ from media_api.accounts.models import Owner
 from media_api.uploads.models import LIVE_STATES, Upload, UploadState
 
 
-def reserve(owner_id: uuid.UUID, amount: int, quota: int) -> Update:
-    """Hold `amount` bytes of the owner's quota (0 = no quota) unless stored plus reserved
-    bytes would pass it; returns the owner's id, no row when refused."""
-    stmt = update(Owner).where(Owner.id == owner_id)
-    if quota:
-        stmt = stmt.where(Owner.bytes_used + Owner.bytes_reserved + amount <= quota)
-    return stmt.values(bytes_reserved=Owner.bytes_reserved + amount).returning(Owner.id)
-
-
 def insert_upload(values: dict[str, Any]) -> Insert:
     """A new upload row (`values` as the model's attributes)."""
     return insert(Upload).values(**values)
