@@ -29,6 +29,8 @@ from media_api.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from media_api import ops
+
 log = logging.getLogger("media_api.cli")
 
 DEV_EMAIL = "dev@localhost"
@@ -202,7 +204,25 @@ def _gc(args: argparse.Namespace) -> int:
         f" {len(report.missing_originals)} rows without an original,"
         f" {report.young_skipped} objects younger than {args.grace_seconds:.0f} s skipped"
     )
+    _print_upload_leftovers(report, args.apply)
     return 0
+
+
+def _print_upload_leftovers(report: ops.GcReport, applied: bool) -> None:
+    """gc's upload lines: what the upload sweep is behind on, and what no live upload owns."""
+    for upload_id in report.lapsed_uploads:
+        print(f"upload past expiry: {upload_id}")
+    for key in report.orphan_quarantine:
+        print(f"orphan quarantine object: {key}")
+    for up in report.orphan_multipart:
+        print(f"orphan multipart upload: {up.key} {up.upload_id}")
+    print(
+        f"{len(report.lapsed_uploads)} uploads past expiry (the sweep expires them),"
+        f" {len(report.orphan_quarantine)} orphan quarantine objects"
+        f" ({report.quarantine_deleted} deleted),"
+        f" {len(report.orphan_multipart)} orphan multipart uploads"
+        f" ({report.multipart_aborted} aborted{'' if applied else '; --apply removes both'})"
+    )
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -351,8 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("ids", nargs="*", type=uuid.UUID, default=[], metavar="ID")
     reprocess.set_defaults(func=_reprocess)
 
-    gc = sub.add_parser("gc", help="find objects without a row and rows without an object")
-    gc.add_argument("--apply", action="store_true", help="delete the orphan objects")
+    gc = sub.add_parser(
+        "gc",
+        help="find objects without a row, rows without an object, and abandoned uploads' leftovers",
+    )
+    gc.add_argument(
+        "--apply",
+        action="store_true",
+        help="delete the orphan objects and abort the orphan multipart uploads",
+    )
     gc.add_argument(
         "--grace-seconds",
         type=float,

@@ -18,6 +18,8 @@ from media_api.api.accounts import auth_router, keys_router
 from media_api.api.deps import api_rate_limit
 from media_api.api.galleries import router as galleries_router
 from media_api.api.images import router as images_router
+from media_api.api.tus import router as tus_router
+from media_api.api.uploads import router as uploads_router
 from media_api.api.metrics_server import serving_metrics
 from media_api.api.middleware import InFlight, install_http_policies
 from media_api.api.web.docs import install_docs
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hashing=hashing,
             validator=validator,
             metrics=metrics,
+            finalizing=asyncio.Semaphore(settings.max_concurrent_validations),
         )
         try:
             # /metrics on a port of its own when MEDIA_METRICS_PORT is set; stopped first.
@@ -128,6 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys_router)
     app.include_router(images_router, dependencies=[Depends(api_rate_limit)])
     app.include_router(galleries_router, dependencies=[Depends(api_rate_limit)])
+    # tus first: its prefix is longer. OPTIONS is public (discovery), so each route limits.
+    app.include_router(tus_router)
+    app.include_router(uploads_router, dependencies=[Depends(api_rate_limit)])
     install_web(app)
     install_docs(app)
     return app

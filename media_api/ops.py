@@ -14,7 +14,7 @@ from media_api.images.models import ImageStatus
 from media_api.jobs.producer import JobProducer, create_producer
 from media_api.settings import Settings
 from media_api.storage import keys
-from media_api.storage.s3 import S3Store
+from media_api.storage.s3 import OpenMultipart, S3Store
 from media_api.uploads import repository as uploads_repository
 
 # Objects younger than this may belong to an upload whose row is not committed yet.
@@ -44,42 +44,82 @@ async def reprocess(
 
 @dataclass
 class GcReport:
-    """What gc found (and deleted, with --apply)."""
+    """What gc found (and deleted or aborted, with --apply)."""
 
     orphan_objects: list[str] = field(default_factory=list)
     missing_originals: list[str] = field(default_factory=list)
     young_skipped: int = 0
     deleted: int = 0
+    # Uploads: live ones past expiry (the sweep is behind), and S3 leftovers no live row owns.
+    lapsed_uploads: list[uuid.UUID] = field(default_factory=list)
+    orphan_quarantine: list[str] = field(default_factory=list)
+    orphan_multipart: list[OpenMultipart] = field(default_factory=list)
+    quarantine_deleted: int = 0
+    multipart_aborted: int = 0
 
 
 async def gc(
     session: AsyncSession, settings: Settings, *, apply: bool, grace: dt.timedelta = GC_GRACE
 ) -> GcReport:
-    """Objects no row points at (deleted with `apply`), and rows whose original is gone."""
+    """Objects no row points at (deleted with `apply`), rows whose original is gone, and the
+    upload leftovers: quarantine objects and open multipart uploads without a live upload
+    (removed with `apply`), live uploads past expiry (reported only: the sweep expires them)."""
     originals, variants = await repository.stored_keys(session)
+    live_keys, live_multipart = await uploads_repository.live_storage(session)
+    report = GcReport(lapsed_uploads=await uploads_repository.lapsed(session))
     store = S3Store(settings)
     try:
+        old = _OlderThan(grace, report)
         listed: list[tuple[str, dt.datetime]] = []
         for root in keys.ROOTS:
             listed += await asyncio.to_thread(store.list_objects, root)
-        report = GcReport()
-        now = dt.datetime.now(dt.UTC)
         present = {key for key, _ in listed}
-        for key, modified in listed:
-            if key in originals or key in variants:
-                continue
-            if now - modified < grace:
-                report.young_skipped += 1
-                continue
-            report.orphan_objects.append(key)
+        known = originals | variants
+        report.orphan_objects = [
+            key for key, modified in listed if key not in known and old(modified)
+        ]
         report.missing_originals = sorted(originals - present)
+        for root in keys.UPLOAD_ROOTS:
+            quarantined = await asyncio.to_thread(store.list_objects, root)
+            report.orphan_quarantine += [
+                key for key, modified in quarantined if key not in live_keys and old(modified)
+            ]
+            opened = await asyncio.to_thread(store.open_multipart_uploads, root)
+            report.orphan_multipart += [
+                up for up in opened if up.upload_id not in live_multipart and old(up.initiated)
+            ]
         if apply:
-            for key in report.orphan_objects:
-                await asyncio.to_thread(store.delete, key)
-                report.deleted += 1
+            await _remove(store, report)
         return report
     finally:
         store.close()
+
+
+class _OlderThan:
+    """Whether a time is older than the grace; counts the younger ones in the report."""
+
+    def __init__(self, grace: dt.timedelta, report: GcReport) -> None:
+        self.cutoff = dt.datetime.now(dt.UTC) - grace
+        self.report = report
+
+    def __call__(self, moment: dt.datetime) -> bool:
+        if moment > self.cutoff:
+            self.report.young_skipped += 1
+            return False
+        return True
+
+
+async def _remove(store: S3Store, report: GcReport) -> None:
+    """Delete the orphan objects and abort the orphan multipart uploads found."""
+    for key in report.orphan_objects:
+        await asyncio.to_thread(store.delete, key)
+        report.deleted += 1
+    for key in report.orphan_quarantine:
+        await asyncio.to_thread(store.delete, key)
+        report.quarantine_deleted += 1
+    for up in report.orphan_multipart:
+        await asyncio.to_thread(store.abort_multipart, up.key, up.upload_id)
+        report.multipart_aborted += 1
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -30,3 +31,6 @@ class AppState:
     hashing: ThreadPoolExecutor
     validator: Validator
     metrics: ApiMetrics
+    # Finalizations of tus and direct uploads at once: each downloads its file to temp disk
+    # before it waits for a validation slot, so this bounds that disk too.
+    finalizing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))

@@ -78,6 +78,15 @@ class Settings(BaseSettings):
     # An upload waits this long for a free validation slot, then gets 503 with Retry-After.
     validation_wait_seconds: float = Field(default=5.0, ge=0)
 
+    # Resumable (tus) and direct uploads: an upload untouched this long expires (its bytes and
+    # reservation are given back); a request waits this long for another to let go of an
+    # upload (then 423); a PATCH body silent this long is treated as a disconnect.
+    upload_expiry_seconds: int = Field(default=24 * 3600, ge=1, le=7 * 24 * 3600)
+    tus_lock_wait_seconds: float = Field(default=10.0, gt=0)
+    tus_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    # How long a request's hold on an upload lasts unless renewed (every third of it).
+    upload_lease_seconds: float = Field(default=10.0, ge=1)
+
     # Accounts. No default: `serve` refuses to start without a strong key (`dev` makes one).
     secret_key: SecretStr | None = None
     access_token_ttl_seconds: int = Field(default=1800, gt=0)

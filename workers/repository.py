@@ -192,6 +192,11 @@ def job_retry_later(session: Session, image_id: uuid.UUID, kind: JobKind, code: 
 SWEEP_LOCK = 727_001  # pg advisory lock id: one sweeper at a time across all workers
 
 
+def sweep_lock(session: Session) -> bool:
+    """Take the sweep lock for this transaction; False when another worker is sweeping."""
+    return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": SWEEP_LOCK}))
+
+
 def take_stale(
     session: Session,
     *,
@@ -202,7 +207,7 @@ def take_stale(
     """Claim stale jobs for re-dispatch: pending ones never picked up, running ones whose
     worker died. Touches them so the next sweep waits again; None when another worker is
     sweeping right now."""
-    if not session.scalar(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": SWEEP_LOCK}):
+    if not sweep_lock(session):
         return None
     rows = session.execute(jobs.stale(pending_for, running_for, limit)).all()
     if rows:

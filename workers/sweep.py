@@ -1,9 +1,10 @@
-"""Re-dispatch jobs that were never delivered or whose worker died.
+"""Re-dispatch jobs that were never delivered or whose worker died; expire abandoned uploads.
 
 An upload accepted while the broker was down leaves its job `pending` with no message; a
 worker killed mid-task leaves it `running` (and, on Redis, its unacked message invisible for
 an hour). Both are found here by age and published again; tasks are idempotent, so an
-occasional duplicate costs work, never correctness.
+occasional duplicate costs work, never correctness. The same thread runs the upload sweep
+(`workers.uploads`) under the same advisory lock.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from media_api.jobs.contract import JobKind
 from media_api.jobs.producer import JobProducer
 from workers import repository
 from workers.context import WorkerContext
+from workers.uploads import sweep_uploads
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,8 @@ def sweep(ctx: WorkerContext, producer: JobProducer) -> int:
 
 
 class Sweeper(threading.Thread):
-    """Runs `sweep` every interval in the worker's main process until stopped."""
+    """Runs `sweep` and `sweep_uploads` every interval in the worker's main process until
+    stopped."""
 
     def __init__(
         self, ctx_factory: Callable[[], WorkerContext], producer: JobProducer, every: float
@@ -63,11 +66,16 @@ class Sweeper(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.wait(self.every):
-            try:
-                sweep(self.ctx_factory(), self.producer)
-            except Exception:
-                # Database or broker down: try again next interval.
-                log.warning("sweep failed; retrying in %.0fs", self.every, exc_info=True)
+            # Each on its own: a broker outage must not hold up upload expiry, nor S3 the jobs.
+            self._guarded(lambda: sweep(self.ctx_factory(), self.producer))
+            self._guarded(lambda: sweep_uploads(self.ctx_factory()))
+
+    def _guarded(self, work: Callable[[], object]) -> None:
+        try:
+            work()
+        except Exception:
+            # Database, broker or S3 down: try again next interval.
+            log.warning("sweep failed; retrying in %.0fs", self.every, exc_info=True)
 
     def stop(self) -> None:
         self.stopped.set()

@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from media_api.api import tus
 from media_api.logs import RequestLog
 from media_api.settings import Settings
 
@@ -97,17 +98,19 @@ def install_http_policies(app: FastAPI, settings: Settings, in_flight: InFlight)
     unless asked for (and never with a wildcard: Settings refuses that combination). Every
     request is counted in `in_flight`, which shutdown waits on.
 
-    From the outside in: CountInFlight, RequestLog, GZip, SecurityHeaders, CORS. Every layer
+    From the outside in: CountInFlight, RequestLog, GZip, SecurityHeaders, CORS, TusProtocol
+    (on the tus prefix only, inside CORS so that its 412 carries the CORS headers). Every layer
     is pure ASGI and only GZip touches a body, the response's, so upload bodies stream through
     untouched; it sits inside RequestLog so that Server-Timing includes the compression."""
+    app.add_middleware(tus.TusProtocol)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_credentials=settings.cors_allow_credentials,
-            allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["Retry-After", "Location"],
+            allow_methods=["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", *tus.REQUEST_HEADERS],
+            expose_headers=["Retry-After", *tus.EXPOSED_HEADERS],
             max_age=600,
         )
     app.add_middleware(SecurityHeaders)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     )
 
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3's floor for every part but the last
+MAX_PARTS = 10_000  # S3's ceiling on the parts of one multipart upload
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,16 @@ class S3Store:
                 return False
             raise
         return True
+
+    def size(self, key: str) -> int | None:
+        """The object's size in bytes (HEAD, no body); None when the key does not exist."""
+        try:
+            resp = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as err:
+            if _is_missing(err):
+                return None
+            raise
+        return resp["ContentLength"]
 
     def delete(self, key: str) -> None:
         """Delete one key; deleting a missing key is not an error (idempotent)."""
@@ -600,3 +611,17 @@ class AsyncS3Store:
     ) -> SignedUrl:
         """Presigning is local computation, so it stays synchronous."""
         return self.sync.presign_get(key, ttl, content_type=content_type, disposition=disposition)
+
+    def presign_put(self, key: str, size: int, ttl: dt.timedelta) -> SignedUrl:
+        """A PUT URL for exactly `size` bytes (local computation, synchronous)."""
+        return self.sync.presign_put(key, size, ttl)
+
+    def presign_upload_part(
+        self, key: str, upload_id: str, number: int, size: int, ttl: dt.timedelta
+    ) -> SignedUrl:
+        """An UploadPart URL for part `number` of exactly `size` bytes (synchronous)."""
+        return self.sync.presign_upload_part(key, upload_id, number, size, ttl)
+
+    async def size(self, key: str) -> int | None:
+        """The object's size; None when it does not exist."""
+        return await asyncio.to_thread(self.sync.size, key)

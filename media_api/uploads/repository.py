@@ -18,6 +18,9 @@ from media_api.uploads.models import Upload, UploadKind
 
 # ORM statements returning rows refresh objects the session already holds.
 _FRESH = {"populate_existing": True}
+# Writes of the receiver, which mirrors them on the row object itself (`receiver._stored`):
+# synchronizing would expire the columns set from the database clock.
+_MIRRORED = {"synchronize_session": False}
 
 
 async def create(
@@ -106,13 +109,50 @@ async def record_progress(
     parts: list[dict[str, Any]],
     tail: bytes | None,
     expires_in: dt.timedelta,
-) -> bool:
-    """Commit progress while we hold the lease and the offset is `expected`; False (nothing
-    written) otherwise."""
+) -> dt.datetime | None:
+    """Commit progress while we hold the lease and the offset is `expected`: the new expiry,
+    or None (nothing written) otherwise."""
     stmt = statements.record_progress(
         upload_id, lease_id, expected, received, parts, tail, expires_in
     )
-    return await session.scalar(stmt) is not None
+    expires_at: dt.datetime | None = await session.scalar(stmt, execution_options=_MIRRORED)
+    return expires_at
+
+
+async def take_part_number(
+    session: AsyncSession, upload_id: uuid.UUID, lease_id: uuid.UUID
+) -> int | None:
+    """The next S3 part number for this upload; None when the lease is lost."""
+    stmt = statements.take_part_number(upload_id, lease_id)
+    number: int | None = await session.scalar(stmt, execution_options=_MIRRORED)
+    return number
+
+
+async def set_multipart(
+    session: AsyncSession, upload_id: uuid.UUID, lease_id: uuid.UUID, s3_upload_id: str
+) -> bool:
+    """Record the multipart upload; False when the lease is lost (the caller aborts it)."""
+    stmt = statements.set_multipart(upload_id, lease_id, s3_upload_id)
+    return await session.scalar(stmt, execution_options=_MIRRORED) is not None
+
+
+async def set_content_type(
+    session: AsyncSession, upload_id: uuid.UUID, lease_id: uuid.UUID, content_type: str
+) -> bool:
+    """Record the sniffed type; False when the lease is lost."""
+    stmt = statements.set_content_type(upload_id, lease_id, content_type)
+    return await session.scalar(stmt, execution_options=_MIRRORED) is not None
+
+
+async def mark_validating(session: AsyncSession, upload_id: uuid.UUID, lease_id: uuid.UUID) -> bool:
+    """Every byte is stored: `validating`; False when the lease is lost."""
+    stmt = statements.mark_validating(upload_id, lease_id)
+    return await session.scalar(stmt, execution_options=_MIRRORED) is not None
+
+
+async def delete(session: AsyncSession, upload_id: uuid.UUID) -> None:
+    """Remove the row (give its reservation back first)."""
+    await session.execute(statements.delete_upload(upload_id))
 
 
 async def accept(
@@ -157,3 +197,44 @@ async def repair_reservations(session: AsyncSession, owner_ids: list[uuid.UUID])
     await session.execute(select(Owner.id).where(Owner.id.in_(owner_ids)).with_for_update())
     for stmt in statements.repair_reservations(owner_ids):
         await session.execute(stmt)
+
+
+# Expiry and gc.
+
+
+async def lapsed(session: AsyncSession) -> list[uuid.UUID]:
+    """Live uploads past their expiry (the sweep is behind on them)."""
+    return list((await session.scalars(statements.lapsed())).all())
+
+
+async def live_storage(session: AsyncSession) -> tuple[set[str], set[str]]:
+    """The object keys and multipart upload ids of every live upload (gc leaves them alone)."""
+    rows = (await session.execute(statements.live_storage())).all()
+    return {key for key, _ in rows}, {upload_id for _, upload_id in rows if upload_id}
+
+
+# Direct uploads.
+
+
+async def start_multipart(
+    session: AsyncSession, upload_id: uuid.UUID, s3_upload_id: str, parts: list[dict[str, Any]]
+) -> None:
+    """Record the multipart upload and its plan of parts."""
+    await session.execute(statements.start_multipart(upload_id, s3_upload_id, parts))
+
+
+async def start_validating(
+    session: AsyncSession, upload_id: uuid.UUID, lease_id: uuid.UUID
+) -> Upload | None:
+    """Mark the upload `validating` with every byte received; None if we lost the lease."""
+    stmt = statements.start_validating(upload_id, lease_id).returning(Upload)
+    return (await session.scalars(stmt, execution_options=_FRESH)).one_or_none()
+
+
+async def renew_lease_if_free(
+    session: AsyncSession, upload_id: uuid.UUID, lease_id: uuid.UUID, duration: dt.timedelta
+) -> bool | None:
+    """`renew_lease`, but waiting at most a second for the row: our own request may hold its
+    lock until it commits (and nobody else can take the lease meanwhile)."""
+    await session.execute(statements.lock_timeout("1s"))
+    return await renew_lease(session, upload_id, lease_id, duration)

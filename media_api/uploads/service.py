@@ -8,6 +8,7 @@ no validation slot) records nothing: the upload stays `validating` and may be fi
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import tempfile
 import uuid
@@ -18,18 +19,71 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from media_api.cleanup import run_to_the_end
 from media_api.errors import MediaError, problem_document
-from media_api.images.errors import StorageUnavailable
+from media_api.images.errors import FileTooLarge, QuotaExceeded, StorageUnavailable
 from media_api.images.models import Image
-from media_api.images.service import StoredFile, duplicate_of, record_upload
-from media_api.images.upload import Spool, Validation, accepted_mime_type
+from media_api.images.service import (
+    StoredFile,
+    clean_title,
+    duplicate_of,
+    record_upload,
+    target_gallery,
+)
+from media_api.images.upload import Spool, Validation, accepted_mime_type, check_fields
 from media_api.imaging import probe as imaging
+from media_api.imaging.probe import EmptyFile
 from media_api.settings import Settings
 from media_api.storage import keys
 from media_api.storage.s3 import Sink
+from media_api.text import clean_filename
 from media_api.unit_of_work import UnitOfWork
 from media_api.uploads import repository
 from media_api.uploads.errors import Sha256Mismatch, SizeMismatch
-from media_api.uploads.models import Upload
+from media_api.uploads.models import Upload, UploadKind
+
+
+async def create(
+    session: AsyncSession,
+    settings: Settings,
+    owner_id: uuid.UUID,
+    kind: UploadKind,
+    length: int,
+    *,
+    filename: str | None = None,
+    title: str | None = None,
+    gallery_id: str | None = None,
+    metadata: str | None = None,
+    expected_sha256: bytes | None = None,
+) -> Upload:
+    """A new upload of `length` bytes, checked as `POST /v1/images` checks its fields (title
+    422, gallery 404, size 400/413) and holding that much of the quota (413), before any byte."""
+    if length == 0:
+        raise EmptyFile("the file is empty")
+    if length > settings.max_upload_bytes:
+        raise FileTooLarge(f"the file is over the limit of {settings.max_upload_bytes} bytes")
+    check_fields({"title": title} if title is not None else {})
+    target = await target_gallery(session, owner_id, gallery_id)
+    upload = await repository.create(
+        session,
+        owner_id=owner_id,
+        kind=kind,
+        length=length,
+        quota=settings.quota_bytes,
+        expires_in=expiry(settings),
+        filename=(clean_filename(filename)[:255] or None) if filename else None,
+        title=clean_title(title),
+        gallery_id=target,
+        metadata=metadata,
+        expected_sha256=expected_sha256,
+    )
+    if upload is None:
+        quota = settings.quota_bytes
+        raise QuotaExceeded(f"storing this would pass your quota of {quota} bytes")
+    return upload
+
+
+def expiry(settings: Settings) -> dt.timedelta:
+    """How long an upload lives past its last progress."""
+    return dt.timedelta(seconds=settings.upload_expiry_seconds)
 
 
 class QuarantineStore(Protocol):

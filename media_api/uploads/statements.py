@@ -11,10 +11,22 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import ColumnElement, Insert, Select, Update, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Insert,
+    Select,
+    Update,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from media_api.accounts.models import Owner
-from media_api.uploads.models import LIVE_STATES, Upload, UploadState
+from media_api.uploads.models import ENDED_STATES, LIVE_STATES, Upload, UploadState
 
 
 def insert_upload(values: dict[str, Any]) -> Insert:
@@ -86,7 +98,7 @@ def record_progress(
     expires_in: dt.timedelta,
 ) -> Update:
     """Commit what arrived: the new offset, parts and tail, and a later expiry; only while we
-    hold the lease and the offset is still `expected`. Returns the new offset, or no row."""
+    hold the lease and the offset is still `expected`. Returns the new expiry, or no row."""
     return (
         update(Upload)
         .where(Upload.id == upload_id, Upload.lease_id == lease_id, Upload.received == expected)
@@ -97,8 +109,61 @@ def record_progress(
             expires_at=func.now() + expires_in,
             updated_at=func.now(),
         )
-        .returning(Upload.received)
+        .returning(Upload.expires_at)
     )
+
+
+def take_part_number(upload_id: uuid.UUID, lease_id: uuid.UUID) -> Update:
+    """The next S3 part number, never handed out twice (a stalled holder and the next one
+    never write the same part); no row when the lease is lost."""
+    return (
+        update(Upload)
+        .where(Upload.id == upload_id, Upload.lease_id == lease_id)
+        .values(next_part=Upload.next_part + 1)
+        .returning(Upload.next_part - 1)
+    )
+
+
+def set_multipart(upload_id: uuid.UUID, lease_id: uuid.UUID, s3_upload_id: str) -> Update:
+    """Record the S3 multipart upload the parts go to; no row when the lease is lost or one
+    is recorded already."""
+    return (
+        update(Upload)
+        .where(Upload.id == upload_id, Upload.lease_id == lease_id, Upload.s3_upload_id.is_(None))
+        .values(s3_upload_id=s3_upload_id)
+        .returning(Upload.id)
+    )
+
+
+def set_content_type(upload_id: uuid.UUID, lease_id: uuid.UUID, content_type: str) -> Update:
+    """The type sniffed from the first bytes (the object and its parts are stored with it)."""
+    return (
+        update(Upload)
+        .where(Upload.id == upload_id, Upload.lease_id == lease_id)
+        .values(content_type=content_type)
+        .returning(Upload.id)
+    )
+
+
+def mark_validating(upload_id: uuid.UUID, lease_id: uuid.UUID) -> Update:
+    """Every byte is in the object: `validating`, the tail dropped. No row when the lease is
+    lost or the upload is not complete and receiving."""
+    return (
+        update(Upload)
+        .where(
+            Upload.id == upload_id,
+            Upload.lease_id == lease_id,
+            Upload.state == UploadState.RECEIVING,
+            Upload.received == Upload.length,
+        )
+        .values(state=UploadState.VALIDATING, tail=None, updated_at=func.now())
+        .returning(Upload.id)
+    )
+
+
+def delete_upload(upload_id: uuid.UUID) -> Delete:
+    """Remove the row (termination, once its reservation is given back)."""
+    return delete(Upload).where(Upload.id == upload_id)
 
 
 def accept(upload_id: uuid.UUID, image_id: uuid.UUID, sha256: bytes) -> Update:
@@ -209,3 +274,66 @@ def repair_reservations(owner_ids: list[uuid.UUID]) -> tuple[Update, Update]:
         update(Owner).where(Owner.id.in_(owner_ids)).values(bytes_reserved=held_by_live_uploads())
     )
     return ended, counted
+
+
+# Expiry and gc.
+
+
+def ended_before(age: dt.timedelta, limit: int) -> Select[uuid.UUID, str, str | None]:
+    """(id, object key, multipart id) of ended uploads unchanged for `age`, oldest first, at
+    most `limit`, locked and skipping rows another transaction holds: the sweep deletes them."""
+    return (
+        select(Upload.id, Upload.object_key, Upload.s3_upload_id)
+        .where(Upload.state.in_(ENDED_STATES), Upload.updated_at < func.now() - age)
+        .order_by(Upload.updated_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def delete_ended(upload_ids: list[uuid.UUID]) -> Delete:
+    """Delete these uploads if they ended (a live one is never deleted here)."""
+    return delete(Upload).where(Upload.id.in_(upload_ids), Upload.state.in_(ENDED_STATES))
+
+
+def lapsed() -> Select[uuid.UUID]:
+    """Live uploads past their expiry, oldest first: any that stay mean the sweep is behind."""
+    return (
+        select(Upload.id)
+        .where(Upload.state.in_(LIVE_STATES), Upload.expires_at < func.now())
+        .order_by(Upload.expires_at)
+    )
+
+
+def live_storage() -> Select[str, str | None]:
+    """(object key, multipart id) of every live upload: what gc must leave alone."""
+    return select(Upload.object_key, Upload.s3_upload_id).where(Upload.state.in_(LIVE_STATES))
+
+
+# Direct uploads.
+
+
+def start_multipart(upload_id: uuid.UUID, s3_upload_id: str, parts: list[dict[str, Any]]) -> Update:
+    """Record the multipart upload a direct upload's parts go to, and their plan
+    (`[{"n": 1, "size": ...}]`): `complete` checks the client's list against it."""
+    values = {"s3_upload_id": s3_upload_id, "parts": parts}
+    return update(Upload).where(Upload.id == upload_id).values(**values)
+
+
+def start_validating(upload_id: uuid.UUID, lease_id: uuid.UUID) -> Update:
+    """Every byte is in the object: `validating`, offset = length; only while we hold the lease
+    of an upload still `receiving`. Returns the row, or none."""
+    return (
+        update(Upload)
+        .where(
+            Upload.id == upload_id,
+            Upload.lease_id == lease_id,
+            Upload.state == UploadState.RECEIVING,
+        )
+        .values(state=UploadState.VALIDATING, received=Upload.length, updated_at=func.now())
+    )
+
+
+def lock_timeout(duration: str) -> Select[str]:
+    """`SET LOCAL lock_timeout`: this transaction waits at most `duration` for a row lock."""
+    return select(func.set_config("lock_timeout", duration, True))

@@ -108,7 +108,7 @@ async def test_progress_is_fenced_by_lease_and_offset(db: AsyncSession) -> None:
     part = [{"n": 1, "size": 100, "etag": "e1"}]
 
     async def progress(lease_id: uuid.UUID, expected: int) -> bool:
-        return await repository.record_progress(
+        return None is not await repository.record_progress(
             db,
             upload.id,
             lease_id,

@@ -1,7 +1,7 @@
-// The gallery page: sign-in, uploads with progress, the thumbnail grid (keyset pages through
-// `next_cursor`), filters and galleries. Everything goes through the public /v1 API.
+// The gallery page: sign-in, resumable uploads (tus) with progress, the thumbnail grid (keyset
+// pages through `next_cursor`), filters and galleries. Everything goes through the public /v1 API.
 
-import { ApiError, api, credential, onUnauthorized, uploadFile } from "./api.js";
+import { ApiError, ResumableUpload, api, credential, onUnauthorized } from "./api.js";
 import { placeholder } from "./blurhash.js";
 import { announce, el, imageLabel, plural } from "./dom.js";
 import { openViewer, setupViewer } from "./viewer.js";
@@ -10,6 +10,7 @@ const PAGE_SIZE = 24;
 const PARALLEL_UPLOADS = 3;
 const POLL_MS = 1500;
 const POLL_LIMIT_MS = 10 * 60 * 1000;
+const CLOCK_SKEW_MS = 60 * 1000; // between this browser and the server
 
 const $ = (id) => document.getElementById(id);
 
@@ -24,6 +25,7 @@ const view = {
   // One per signed-in session: aborting it cancels that session's uploads, and work that
   // finishes later sees it is no longer current and touches nothing.
   session: new AbortController(),
+  account: null, // the signed-in account (a promise): scopes the uploads kept for resuming
   fromLink: false, // signed in from a `#key=` link: say as whom
 };
 
@@ -61,8 +63,10 @@ async function showApp({ focus = false } = {}) {
   $("signin-error").textContent = "";
   if (focus) $("main").focus(); // the form that had the focus is gone
   const session = view.session;
+  view.account = api("/v1/auth/me");
+  view.account.catch(() => {}); // reported below
   try {
-    const account = await api("/v1/auth/me");
+    const account = await view.account;
     if (session !== view.session) return;
     $("account").textContent = `Signed in as ${account.email}`;
     if (view.fromLink) announce(`Signed in with the key from the link as ${account.email}.`);
@@ -370,10 +374,53 @@ let running = 0;
 function uploadRow(file) {
   const progress = el("progress", { max: 1, value: 0, "aria-label": `Uploading ${file.name}` });
   const status = el("span", { class: "status" }, "waiting");
+  const actions = el("span", { class: "row actions", hidden: true });
   const row = el("li", { class: "upload", "data-state": "waiting" },
-    el("span", { class: "name" }, file.name), progress, status);
+    el("span", { class: "name" }, file.name), progress, status, actions);
   $("uploads").prepend(row);
-  return { file, row, progress, status };
+  const job = { file, row, progress, status, actions, previous: null };
+  job.upload = new ResumableUpload(file, {
+    scope: view.account.then((account) => account.id),
+    galleryId: view.filters.gallery,
+    signal: view.session.signal,
+    onProgress: (fraction) => {
+      job.progress.value = fraction;
+    },
+    onWaiting: (waiting) => {
+      setState(job, "uploading", waiting ? "offline: waiting for the network" : "uploading");
+    },
+  });
+  return job;
+}
+
+/** A file whose earlier upload did not finish (say, the page was reloaded) may go on from
+ *  where the server stopped; the user says whether. */
+async function offerResume(job) {
+  const previous = await job.upload.previous();
+  if (previous.length === 0) return enqueue(job);
+  const when = new Date(previous[0].creationTime).toLocaleString();
+  setState(job, "resumable", `unfinished upload from ${when}`);
+  const choose = (resume) => async () => {
+    job.actions.replaceChildren();
+    job.actions.hidden = true;
+    if (resume) job.previous = previous[0];
+    else await job.upload.discard(previous);
+    enqueue(job);
+  };
+  job.actions.replaceChildren(
+    el("button", { type: "button", onclick: choose(true) }, "Resume"),
+    el("button", { type: "button", class: "secondary", onclick: choose(false) }, "Start over"),
+  );
+  job.actions.hidden = false;
+  job.actions.querySelector("button").focus();
+  announce(`${job.file.name} was partly uploaded before: resume it, or start over.`);
+}
+
+function enqueue(job) {
+  view.settled = false; // a reload is due once these are done
+  setState(job, "waiting");
+  queue.push(job);
+  pump();
 }
 
 function setState(job, state, message = state) {
@@ -386,13 +433,17 @@ function setState(job, state, message = state) {
 // Uploads from this page and tiles still processing are all followed by one request a round
 // (the owner's `status=processing` listing); an image's detail is fetched only once it has
 // left that list. A batch of a hundred uploads costs what one does, well inside the rate limit.
+// A finished upload gives only its image's id: the listing brings the rest, tile and all.
 
-const watched = new Map(); // image id -> {job, since}: uploads made from this page
+const watched = new Map(); // image id -> {job, since, fresh, started}: this page's uploads
 let polling = false;
+let wake = null; // cuts the poller's wait short
 
-function follow(image, job) {
-  watched.set(image.id, { job, since: Date.now() });
+/** Follow the image an upload (begun at `started`) became: `fresh` until it is first seen. */
+function follow(id, job, started) {
+  watched.set(id, { job, since: Date.now(), fresh: true, started });
   startPolling();
+  if (wake) wake(); // its tile is due now, not a round later
 }
 
 const tileSince = new Map(); // image id -> when its tile was first seen processing
@@ -406,13 +457,27 @@ function processingTiles() {
   return ids.filter((id) => now - tileSince.get(id) < POLL_LIMIT_MS);
 }
 
+/** A fresh upload's image seen for the first time: its row's state, and its tile first in the
+ *  grid unless it was there before (the same bytes uploaded earlier). */
+function arrived(image, entry) {
+  entry.fresh = false;
+  // One made before this upload began was a duplicate.
+  const created = !findTile(image.id)
+    && Date.parse(image.created_at) >= entry.started - CLOCK_SKEW_MS;
+  setState(entry.job, image.status, created ? image.status : `${image.status} (already uploaded)`);
+  if (!view.filters.tag) upsert(image, { prepend: created }); // no tags yet: cannot match
+}
+
 function settle(image) {
   const entry = watched.get(image.id);
   if (entry) {
-    const failed = image.status === "failed";
-    setState(entry.job, image.status, failed ? `failed: ${image.error_code}` : image.status);
-    if (failed) announce(`${imageLabel(image)} could not be processed: ${image.error_code}`);
     watched.delete(image.id);
+    if (entry.fresh) arrived(image, entry);
+    else setState(entry.job, image.status);
+    if (image.status === "failed") {
+      setState(entry.job, "failed", `failed: ${image.error_code}`);
+      announce(`${imageLabel(image)} could not be processed: ${image.error_code}`);
+    }
   }
   upsert(image, { prepend: false });
 }
@@ -425,7 +490,11 @@ async function pollOnce() {
   const ids = new Set([...watched.keys(), ...processingTiles()]);
   if (ids.size === 0) return false;
   const page = await api("/v1/images", { query: { status: "processing", limit: 100 } });
-  const still = new Set(page.items.map((item) => item.id));
+  const still = new Map(page.items.map((item) => [item.id, item]));
+  for (const [id, image] of still) {
+    const entry = watched.get(id);
+    if (entry && entry.fresh) arrived(image, entry);
+  }
   // Over a hundred processing: one missing from the page may still be processing, so ask
   // about a few at a time rather than about all of them.
   let budget = page.next_cursor === null ? Infinity : 10;
@@ -435,6 +504,7 @@ async function pollOnce() {
     try {
       const image = await api(`/v1/images/${id}`);
       if (image.status !== "processing") settle(image);
+      else if (watched.get(id)?.fresh) arrived(image, watched.get(id));
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) {
         watched.delete(id); // deleted meanwhile
@@ -451,7 +521,11 @@ async function startPolling() {
   try {
     let busy = true;
     while (busy && !$("app").hidden) {
-      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      await new Promise((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, POLL_MS);
+      });
+      wake = null;
       try {
         busy = await pollOnce();
       } catch {
@@ -474,27 +548,33 @@ function settled() {
 
 async function runUpload(job) {
   const session = view.session;
+  const started = Date.now();
   setState(job, "uploading", "uploading");
   job.progress.hidden = false;
   try {
-    const { image, created } = await uploadFile(job.file, {
-      galleryId: view.filters.gallery,
-      signal: session.signal,
-      onProgress: (fraction) => {
-        job.progress.value = fraction;
-      },
-    });
+    const id = await job.upload.run(job.previous);
+    job.previous = null;
     if (session !== view.session) return; // signed out meanwhile: not this account's page
-    const note = created ? image.status : `${image.status} (already uploaded)`;
-    setState(job, image.status, note);
-    if (!view.filters.tag) upsert(image, { prepend: created }); // no tags yet: cannot match
-    if (image.status === "processing") follow(image, job);
+    setState(job, "uploaded", "uploaded");
+    follow(id, job, started);
   } catch (error) {
     if (session !== view.session) return;
     const message = error instanceof ApiError ? explain(error) : String(error);
     setState(job, "failed", message);
     announce(`${job.file.name} was not uploaded: ${message}`, { error: true });
+    if (error.retryable) offerRetry(job);
   }
+}
+
+/** A failure that may pass (no answer, a server error): going on is the user's call. */
+function offerRetry(job) {
+  const retry = () => {
+    job.actions.replaceChildren();
+    job.actions.hidden = true;
+    enqueue(job);
+  };
+  job.actions.replaceChildren(el("button", { type: "button", onclick: retry }, "Retry"));
+  job.actions.hidden = false;
 }
 
 function pump() {
@@ -511,9 +591,12 @@ function pump() {
 }
 
 function addFiles(files) {
-  view.settled = false; // a reload is due once these are done
-  for (const file of files) queue.push(uploadRow(file));
-  pump();
+  for (const file of files) {
+    const job = uploadRow(file);
+    offerResume(job).catch((error) => {
+      setState(job, "failed", explain(error));
+    });
+  }
 }
 
 function setupUploads() {
