@@ -2,20 +2,24 @@
 
 Run: .venv/bin/python -m bench.upload [--sizes 1,20,100,200] [--repeat 3]
 
-For each size the same bytes go three ways: loopback (a discarding socket), s3 put (boto3
-multipart to the same SeaweedFS) and api (POST /v1/images), with the API's peak RSS sampled
-every 5 ms; each path has an untimed warm-up. Method: docs/benchmarks.md ("Upload throughput").
+For each size the same bytes go five ways: loopback (a discarding socket), s3 put (boto3
+multipart to the same SeaweedFS), api (POST /v1/images), tus (8 MiB PATCHes) and direct
+(presigned PUTs, then complete), with the API's peak RSS sampled every 5 ms; each path has an
+untimed warm-up. Then a tus upload cut at 50 % is resumed and the bytes sent twice counted.
+Method: docs/benchmarks.md ("Upload throughput").
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import socket
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -120,6 +124,125 @@ def api_seconds(
     return elapsed, before, sampler.peak
 
 
+TUS_CHUNK = 8 * MB
+
+
+def _tus_headers(token: str, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0", **extra}
+
+
+def _tus_patch(
+    http: httpx.Client, url: str, token: str, offset: int, data: bytes
+) -> httpx.Response:
+    headers = _tus_headers(
+        token, **{"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"}
+    )
+    return http.patch(url, headers=headers, content=data)
+
+
+def tus_upload(http: httpx.Client, base: str, token: str, path: Path, start: int = 0) -> str:
+    """Create a tus upload of the file and send it from `start` in 8 MiB PATCHes (as
+    tus-js-client does in the web page); returns its URL. `start` > 0 resumes `url`."""
+    size = path.stat().st_size
+    created = http.post(
+        f"{base}/v1/uploads/tus", headers=_tus_headers(token, **{"Upload-Length": str(size)})
+    )
+    if created.status_code != 201:
+        raise RuntimeError(f"tus creation failed: {created.status_code} {created.text}")
+    url = created.headers["Location"]
+    _tus_send(http, url, token, path, 0)
+    return url
+
+
+def _tus_send(http: httpx.Client, url: str, token: str, path: Path, offset: int) -> int:
+    """PATCH the file from `offset` to its end; the bytes sent."""
+    sent = 0
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        while data := fh.read(TUS_CHUNK):
+            resp = _tus_patch(http, url, token, offset, data)
+            if resp.status_code != 204:
+                raise RuntimeError(f"tus PATCH failed: {resp.status_code} {resp.text}")
+            offset += len(data)
+            sent += len(data)
+    return sent
+
+
+def direct_upload(http: httpx.Client, base: str, token: str, path: Path) -> None:
+    """POST /v1/uploads, PUT the bytes to the presigned URL(s) one part at a time, complete."""
+    size = path.stat().st_size
+    auth = {"Authorization": f"Bearer {token}"}
+    offer = http.post(
+        f"{base}/v1/uploads", headers=auth, json={"filename": path.name, "size": size}
+    )
+    if offer.status_code != 201:
+        raise RuntimeError(f"direct creation failed: {offer.status_code} {offer.text}")
+    body = offer.json()
+    parts = []
+    with path.open("rb") as fh:
+        if "url" in body:
+            http.put(body["url"], content=fh.read()).raise_for_status()
+        else:
+            for part in body["parts"]:
+                put = http.put(part["url"], content=fh.read(body["part_size"]))
+                put.raise_for_status()
+                parts.append({"number": part["number"], "etag": put.headers["ETag"]})
+    complete = http.post(
+        f"{base}/v1/uploads/{body['id']}/complete", headers=auth, json={"parts": parts}
+    )
+    if complete.status_code != 201:
+        raise RuntimeError(f"complete failed: {complete.status_code} {complete.text}")
+
+
+def timed_with_rss(pid: int, work: Callable[[], object]) -> tuple[float, int]:
+    """Seconds `work` took and the server's peak RSS meanwhile."""
+    sampler = RssSampler(pid)
+    with sampler:
+        start = time.perf_counter()
+        work()
+        elapsed = time.perf_counter() - start
+    return elapsed, sampler.peak
+
+
+def resent_after_cut(http: httpx.Client, base: str, token: str, path: Path) -> int:
+    """A tus upload whose connection drops at 50 % (mid-chunk), resumed as a client does
+    (HEAD, then PATCH from the offset answered): the bytes sent twice."""
+    size = path.stat().st_size
+    created = http.post(
+        f"{base}/v1/uploads/tus", headers=_tus_headers(token, **{"Upload-Length": str(size)})
+    )
+    url = created.headers["Location"]
+    half = size // 2
+    sent = 0
+    with path.open("rb") as fh:
+        while sent + TUS_CHUNK <= half:  # whole chunks before the one that is cut
+            data = fh.read(TUS_CHUNK)
+            _tus_patch(http, url, token, sent, data).raise_for_status()
+            sent += len(data)
+        cut_chunk = fh.read(TUS_CHUNK)
+    _cut_patch(url, token, sent, cut_chunk, half - sent)
+    sent = half
+    # HEAD waits for the request that held the upload to store what came and let go.
+    offset = int(http.head(url, headers=_tus_headers(token)).headers["Upload-Offset"])
+    sent += _tus_send(http, url, token, path, offset)
+    return sent - size
+
+
+def _cut_patch(url: str, token: str, offset: int, chunk: bytes, keep: int) -> None:
+    """A PATCH announcing `chunk` whose connection closes after `keep` bytes of it."""
+    target = httpx.URL(url)
+    assert target.port is not None
+    with socket.create_connection((target.host, target.port)) as sock:
+        head = (
+            f"PATCH {target.path} HTTP/1.1\r\nHost: {target.host}\r\n"
+            f"Authorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\n"
+            f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: {offset}\r\n"
+            f"Content-Length: {len(chunk)}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + chunk[:keep])
+        time.sleep(0.5)  # the bytes reach the server before the connection goes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1,20,100,200", help="file sizes in MB")
@@ -127,7 +250,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    rows = []
+    rows: list[tuple[int, dict[str, float], int, dict[str, int]]] = []
     # A 200 MB noise JPEG is 51 MP, just over the default 50 MP cap: the bench raises both caps.
     with bench_stack(MEDIA_MAX_UPLOAD_BYTES=str(256 * MB), MEDIA_MAX_PIXELS="60000000") as stack:
         work = stack.data_dir / "files"
@@ -143,40 +266,56 @@ def main() -> None:
             loopback_seconds(warm_up)
             s3_put_seconds(store, warm_up)
             api_seconds(http, base, stack.token, warm_up, proc.pid)
+            tus_upload(http, base, stack.token, warm_up)
+            direct_upload(http, base, stack.token, warm_up)
             warm_up.unlink()
             for size_mb in sizes:
-                loop, put, api, peaks, befores = [], [], [], [], []
+                runs: dict[str, list[float]] = {
+                    k: [] for k in ("loop", "put", "api", "tus", "direct")
+                }
+                befores, peaks = [], {"api": 0, "tus": 0, "direct": 0}
                 for i in range(args.repeat):
                     path = work / f"{size_mb}mb-{i}.jpg"
                     nbytes = make_jpeg(size_mb * MB, path)
-                    loop.append(nbytes / loopback_seconds(path))
-                    put.append(nbytes / s3_put_seconds(store, path))
+                    runs["loop"].append(nbytes / loopback_seconds(path))
+                    runs["put"].append(nbytes / s3_put_seconds(store, path))
                     seconds, before, peak = api_seconds(http, base, stack.token, path, proc.pid)
-                    api.append(nbytes / seconds)
+                    runs["api"].append(nbytes / seconds)
                     befores.append(before)
-                    peaks.append(peak)
+                    peaks["api"] = max(peaks["api"], peak)
+                    # Each path its own bytes: the same bytes again would be a duplicate.
+                    for name, upload in (("tus", tus_upload), ("direct", direct_upload)):
+                        distinct = work / f"{name}-{size_mb}mb-{i}.jpg"
+                        make_jpeg(size_mb * MB, distinct)
+                        send = functools.partial(upload, http, base, stack.token, distinct)
+                        seconds, peak = timed_with_rss(proc.pid, send)
+                        runs[name].append(distinct.stat().st_size / seconds)
+                        peaks[name] = max(peaks[name], peak)
+                        distinct.unlink()
                     path.unlink()
-                rows.append(
-                    (
-                        size_mb,
-                        statistics.median(loop),
-                        statistics.median(put),
-                        statistics.median(api),
-                        max(befores),
-                        max(peaks),
-                    )
-                )
+                medians = {name: statistics.median(values) for name, values in runs.items()}
+                rows.append((size_mb, medians, max(befores), peaks))
+            cut_file = work / "cut.jpg"
+            make_jpeg(max(sizes) * MB, cut_file)
+            resent = resent_after_cut(http, base, stack.token, cut_file)
 
     print(
-        "| file | loopback MB/s | S3 PUT MB/s | API upload MB/s | API / S3 PUT "
-        "| server RSS before | server peak RSS |"
+        "| file | loopback MB/s | S3 PUT MB/s | POST MB/s | tus MB/s | direct MB/s "
+        "| POST / PUT | tus / PUT | direct / PUT | RSS before | peak RSS POST / tus / direct |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for size_mb, loop, put, api, before, peak in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for size_mb, m, before, peak_rss in rows:
         print(
-            f"| {size_mb} MB | {loop / MB:,.0f} | {put / MB:,.0f} | {api / MB:,.0f} "
-            f"| {api / put:.2f} | {before / MB:,.0f} MB | {peak / MB:,.0f} MB |"
+            f"| {size_mb} MB | {m['loop'] / MB:,.0f} | {m['put'] / MB:,.0f} | {m['api'] / MB:,.0f} "
+            f"| {m['tus'] / MB:,.0f} | {m['direct'] / MB:,.0f} | {m['api'] / m['put']:.2f} "
+            f"| {m['tus'] / m['put']:.2f} | {m['direct'] / m['put']:.2f} | {before / MB:,.0f} MB "
+            f"| {peak_rss['api'] / MB:,.0f} / {peak_rss['tus'] / MB:,.0f} "
+            f"/ {peak_rss['direct'] / MB:,.0f} MB |"
         )
+    print(
+        f"\ntus cut at 50 % of {max(sizes)} MB and resumed: {resent:,} bytes sent twice "
+        f"({resent / TUS_CHUNK:.2f} of an 8 MiB chunk)"
+    )
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ from media_api.api.accounts import auth_router, keys_router
 from media_api.api.deps import api_rate_limit
 from media_api.api.galleries import router as galleries_router
 from media_api.api.images import router as images_router
-from media_api.api.tus import router as tus_router
-from media_api.api.uploads import router as uploads_router
 from media_api.api.metrics_server import serving_metrics
 from media_api.api.middleware import InFlight, install_http_policies
+from media_api.api.tus import router as tus_router
+from media_api.api.uploads import router as uploads_router
 from media_api.api.web.docs import install_docs
 from media_api.api.web.router import install_web
 from media_api.db import create_engine, session_factory
