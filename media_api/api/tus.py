@@ -60,8 +60,9 @@ from media_api.uploads.errors import (
     UploadLocked,
     tus_problem,
 )
+from media_api.uploads.lease import Hold, holding
 from media_api.uploads.models import Upload, UploadKind, UploadState
-from media_api.uploads.receiver import Hold, Receiver, chunks, holding, seal
+from media_api.uploads.receiver import Receiver, chunks, seal
 
 PREFIX = "/v1/uploads/tus"
 IMAGE_ID_HEADER = "Media-Image-Id"

@@ -20,7 +20,6 @@ from media_api.api.deps import (
     UnitOfWorkDep,
     upload_rate_limit,
 )
-from media_api.cleanup import run_to_the_end
 from media_api.errors import (
     MediaError,
     NotFound,
@@ -43,6 +42,7 @@ from media_api.uploads.errors import (
     UploadIncomplete,
     UploadLocked,
 )
+from media_api.uploads.lease import holding
 from media_api.uploads.models import Upload, UploadState
 from media_api.uploads.schemas import (
     CompleteIn,
@@ -174,17 +174,13 @@ async def complete_upload(
     """Every byte is uploaded: assemble, validate and store the image (`201`; `200` for bytes
     already stored, or when repeated). A refusal rejects the upload and deletes its bytes."""
     parts = [(part.number, part.etag) for part in (body.parts or [])] if body else []
-    lease_id = uuid.uuid4()
-    upload = await direct.lease(session, state.settings, owner, upload_id, lease_id)
+    await direct.get_direct(session, owner, upload_id)
     await session.commit()
-    duration = direct.lease_duration(state.settings)
-    try:
-        async with direct.holding(state.sessions, upload.id, lease_id, duration):
-            image, created = await _completed(state, session, uow, owner, upload, lease_id, parts)
-        await direct.release_lease(session, upload.id, lease_id)
-    except BaseException:
-        await run_to_the_end(direct.let_go(session, upload.id, lease_id))
-        raise
+    async with holding(state.sessions, session, state.settings, owner, upload_id) as (upload, hold):
+        assert hold is not None
+        image, created = await _completed(state, session, uow, owner, upload, hold.lease_id, parts)
+        await session.commit()  # before the lease is let go
+        await uow.committed()
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return ImageOut.of(image, signer)
 

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_s3.type_defs import (
         CompletedPartTypeDef,
+        CopyObjectRequestTypeDef,
+        GetObjectOutputTypeDef,
         GetObjectRequestTypeDef,
         ObjectIdentifierTypeDef,
     )
@@ -67,6 +69,10 @@ class Sink(Protocol):
     """Where `download_to` writes: a file opened for binary writing, or a wrapper that hashes."""
 
     def write(self, data: bytes, /) -> object: ...
+
+
+class SourceChangedError(Exception):
+    """A conditional copy's source is no longer the object it was meant to be."""
 
 
 class ObjectNotFoundError(Exception):
@@ -178,41 +184,55 @@ class S3Store:
                 return b""
             raise
 
-    def download_to(self, key: str, fileobj: Sink, chunk_bytes: int = DOWNLOAD_CHUNK_BYTES) -> int:
-        """Stream an object into `fileobj`, one chunk in memory at a time; returns its size."""
-        body = self._body(key)
-        size = 0
-        with body:
+    def download_to(
+        self, key: str, fileobj: Sink, chunk_bytes: int = DOWNLOAD_CHUNK_BYTES
+    ) -> StoredObject:
+        """Stream an object into `fileobj`, one chunk in memory at a time; returns its size and
+        the ETag of exactly the bytes written."""
+        response = self._get(key)
+        body, size = response["Body"], 0
+        with body:  # (`as` would give the raw stream, without iter_chunks)
             for chunk in body.iter_chunks(chunk_bytes):
                 fileobj.write(chunk)
                 size += len(chunk)
-        return size
+        return StoredObject(key=key, size=size, etag=response["ETag"].strip('"'))
 
     def _body(self, key: str, byte_range: str | None = None) -> StreamingBody:
         """GetObject's body; a missing key raises ObjectNotFoundError."""
+        return self._get(key, byte_range)["Body"]
+
+    def _get(self, key: str, byte_range: str | None = None) -> GetObjectOutputTypeDef:
         request: GetObjectRequestTypeDef = {"Bucket": self.bucket, "Key": key}
         if byte_range is not None:
             request["Range"] = byte_range
         try:
-            return self.client.get_object(**request)["Body"]
+            return self.client.get_object(**request)
         except ClientError as err:
             if _is_missing(err):
                 raise ObjectNotFoundError(key) from err
             raise
 
-    def copy(self, source_key: str, dest_key: str, content_type: str) -> None:
-        """Server-side copy (promotion out of quarantine), with the content type replaced."""
+    def copy(
+        self, source_key: str, dest_key: str, content_type: str, *, if_match: str | None = None
+    ) -> None:
+        """Server-side copy (promotion out of quarantine), with the content type replaced; with
+        `if_match`, only if the source still has that ETag (else SourceChangedError)."""
+        request: CopyObjectRequestTypeDef = {
+            "Bucket": self.bucket,
+            "Key": dest_key,
+            "CopySource": {"Bucket": self.bucket, "Key": source_key},
+            "MetadataDirective": "REPLACE",
+            "ContentType": content_type,
+        }
+        if if_match:
+            request["CopySourceIfMatch"] = _quoted(if_match)
         try:
-            self.client.copy_object(
-                Bucket=self.bucket,
-                Key=dest_key,
-                CopySource={"Bucket": self.bucket, "Key": source_key},
-                MetadataDirective="REPLACE",
-                ContentType=content_type,
-            )
+            self.client.copy_object(**request)
         except ClientError as err:
             if _is_missing(err):
                 raise ObjectNotFoundError(source_key) from err
+            if _code(err) in {"PreconditionFailed", "412"}:
+                raise SourceChangedError(source_key) from err
             raise
 
     def exists(self, key: str) -> bool:
@@ -565,9 +585,12 @@ class AsyncS3Store:
         """Delete everything under a prefix."""
         return await asyncio.to_thread(self.sync.delete_prefix, prefix)
 
-    async def copy(self, source_key: str, dest_key: str, content_type: str) -> None:
-        """Server-side copy with the content type replaced."""
-        await asyncio.to_thread(self.sync.copy, source_key, dest_key, content_type)
+    async def copy(
+        self, source_key: str, dest_key: str, content_type: str, *, if_match: str | None = None
+    ) -> None:
+        """Server-side copy with the content type replaced (conditional with `if_match`)."""
+        copy = functools.partial(self.sync.copy, if_match=if_match)
+        await asyncio.to_thread(copy, source_key, dest_key, content_type)
 
     async def get_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of an object."""
@@ -575,7 +598,7 @@ class AsyncS3Store:
 
     async def download_to(
         self, key: str, fileobj: Sink, chunk_bytes: int = DOWNLOAD_CHUNK_BYTES
-    ) -> int:
+    ) -> StoredObject:
         """Stream an object into `fileobj` from a thread (the writes happen there too)."""
         return await asyncio.to_thread(self.sync.download_to, key, fileobj, chunk_bytes)
 

@@ -4,17 +4,14 @@ and hands it to finalization (docs/uploads-design.md, section 3)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from media_api.cleanup import run_to_the_end
 from media_api.errors import MediaError, NotFound, problem_document
@@ -117,85 +114,12 @@ async def _start_multipart(uow: UnitOfWork, store: AsyncS3Store, key: str) -> st
     return started[0]
 
 
-def lease_duration(settings: Settings) -> dt.timedelta:
-    return dt.timedelta(seconds=settings.upload_lease_seconds)
-
-
-async def lease(
-    session: AsyncSession,
-    settings: Settings,
-    owner_id: uuid.UUID,
-    upload_id: uuid.UUID,
-    lease_id: uuid.UUID,
-) -> Upload:
-    """The caller's direct upload, leased to `lease_id` (commit it at once); 404 for any other
-    id, 423 while another request holds it."""
-    found = await repository.get(session, owner_id, upload_id)
-    if found is None or found.kind != UploadKind.DIRECT:
+async def get_direct(session: AsyncSession, owner_id: uuid.UUID, upload_id: uuid.UUID) -> Upload:
+    """One of the owner's direct uploads, or 404 (a tus upload's id included)."""
+    upload = await repository.get(session, owner_id, upload_id)
+    if upload is None or upload.kind != UploadKind.DIRECT:
         raise NotFound("upload not found")
-    duration = lease_duration(settings)
-    upload = await repository.acquire_lease(session, owner_id, upload_id, lease_id, duration)
-    if upload is None:
-        raise UploadLocked("another request is completing this upload; retry shortly")
     return upload
-
-
-@contextlib.asynccontextmanager
-async def holding(
-    sessions: async_sessionmaker[AsyncSession],
-    upload_id: uuid.UUID,
-    lease_id: uuid.UUID,
-    duration: dt.timedelta,
-) -> AsyncIterator[None]:
-    """Renew our lease every third of its duration while the block runs (finalization may
-    outlast one lease), from a session of its own."""
-    stop = asyncio.Event()
-    beat = asyncio.create_task(_heartbeat(sessions, upload_id, lease_id, duration, stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await run_to_the_end(_stopped(beat))
-
-
-async def _stopped(beat: asyncio.Task[None]) -> None:
-    await asyncio.wait([beat])
-
-
-async def _heartbeat(
-    sessions: async_sessionmaker[AsyncSession],
-    upload_id: uuid.UUID,
-    lease_id: uuid.UUID,
-    duration: dt.timedelta,
-    stop: asyncio.Event,
-) -> None:
-    while True:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(duration.total_seconds() / 3):
-                await stop.wait()
-                return
-        try:
-            async with sessions() as session:
-                await repository.renew_lease_if_free(session, upload_id, lease_id, duration)
-                await session.commit()
-        except Exception:  # a beat missed (our own request may hold the row): the next one
-            log.warning("could not renew the lease of upload %s", upload_id, exc_info=True)
-
-
-async def let_go(session: AsyncSession, upload_id: uuid.UUID, lease_id: uuid.UUID) -> None:
-    """After a failure: drop what the request did not commit and release the lease. A failure
-    here is only logged: the lease lapses by itself."""
-    try:
-        await session.rollback()
-        await repository.release_lease(session, upload_id, lease_id)
-        await session.commit()
-    except Exception:
-        log.warning("could not release the lease of upload %s", upload_id, exc_info=True)
-
-
-async def release_lease(session: AsyncSession, upload_id: uuid.UUID, lease_id: uuid.UUID) -> None:
-    """Release the lease in the request's transaction (with what it recorded)."""
-    await repository.release_lease(session, upload_id, lease_id)
 
 
 async def accepted_image(session: AsyncSession, owner_id: uuid.UUID, upload: Upload) -> Image:

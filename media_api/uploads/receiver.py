@@ -5,117 +5,24 @@ the upload, and one request body cut into S3 parts and the row's tail (docs/uplo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 from botocore.exceptions import ClientError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from media_api.cleanup import run_to_the_end
-from media_api.errors import NotFound
 from media_api.images.errors import FileTooLarge
 from media_api.images.upload import accepted_mime_type
 from media_api.imaging import probe as imaging
 from media_api.settings import Settings
 from media_api.storage.s3 import MIN_PART_BYTES, AsyncS3Store
 from media_api.uploads import repository, tus
-from media_api.uploads.errors import ChecksumMismatch, UploadLocked
+from media_api.uploads.errors import ChecksumMismatch
+from media_api.uploads.lease import Hold, LeaseLost
 from media_api.uploads.models import Upload, UploadState
-
-# How often a request waiting for an upload looks again whether its holder let go.
-TAKEOVER_POLL_SECONDS = 0.25
-
-
-class LeaseLost(UploadLocked):
-    """Another request took the upload over while this one wrote: nothing more is stored."""
-
-
-class Hold:
-    """One request's lease on an upload, renewed in the background until released. `let_go`
-    is set when another request asks for the upload, or the lease is lost."""
-
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], upload_id: uuid.UUID, settings: Settings
-    ) -> None:
-        self.sessions = sessions
-        self.upload_id = upload_id
-        self.lease_id = uuid.uuid4()
-        self.duration = dt.timedelta(seconds=settings.upload_lease_seconds)
-        self.let_go = asyncio.Event()
-        self.lost = False
-
-    async def renew_until_released(self) -> None:
-        """The heartbeat: renew every third of the lease; stop at a takeover or a loss."""
-        while not self.let_go.is_set():
-            await asyncio.sleep(self.duration.total_seconds() / 3)
-            async with self.sessions() as session:
-                wanted = await repository.renew_lease(
-                    session, self.upload_id, self.lease_id, self.duration
-                )
-                await session.commit()
-            if wanted is None:
-                self.lost = True
-            if wanted is None or wanted:
-                self.let_go.set()
-
-    async def release(self) -> None:
-        async with self.sessions() as session:
-            await repository.release_lease(session, self.upload_id, self.lease_id)
-            await session.commit()
-
-
-@contextlib.asynccontextmanager
-async def holding(
-    sessions: async_sessionmaker[AsyncSession],
-    session: AsyncSession,
-    settings: Settings,
-    owner_id: uuid.UUID,
-    upload_id: uuid.UUID,
-    *,
-    wait_or_lock: bool = True,
-) -> AsyncIterator[tuple[Upload, Hold | None]]:
-    """The upload, leased to this request until the block ends. A holder is asked to let go
-    and waited for up to `MEDIA_TUS_LOCK_WAIT_SECONDS`: then 423 `upload-locked`, or, with
-    `wait_or_lock=False` (HEAD), the upload as stored and no hold. 404 when there is none."""
-    hold = Hold(sessions, upload_id, settings)
-    deadline = asyncio.get_running_loop().time() + settings.tus_lock_wait_seconds
-    asked = False
-    while True:
-        upload = await repository.acquire_lease(
-            session, owner_id, upload_id, hold.lease_id, hold.duration
-        )
-        await session.commit()
-        if upload is not None:
-            break
-        if not asked:
-            if not await repository.want_takeover(session, owner_id, upload_id):
-                raise NotFound("upload not found")
-            await session.commit()
-            asked = True
-        if asyncio.get_running_loop().time() >= deadline:
-            if wait_or_lock:
-                raise UploadLocked("another request is writing this upload; retry shortly")
-            upload = await repository.get(session, owner_id, upload_id)
-            await session.commit()
-            if upload is None:
-                raise NotFound("upload not found")
-            yield upload, None
-            return
-        await asyncio.sleep(TAKEOVER_POLL_SECONDS)
-    heartbeat = asyncio.create_task(hold.renew_until_released())
-    try:
-        yield upload, hold
-    finally:
-        # Whatever the block left uncommitted goes: it would hold the row the release updates.
-        await run_to_the_end(session.rollback())
-        heartbeat.cancel()
-        await asyncio.gather(heartbeat, return_exceptions=True)
-        if not hold.lost:
-            await run_to_the_end(hold.release())
 
 
 async def chunks(
@@ -285,12 +192,11 @@ async def seal(session: AsyncSession, store: AsyncS3Store, upload: Upload, hold:
             # Completed already by a request that died before recording it: the object is there.
             if err.response.get("Error", {}).get("Code") != "NoSuchUpload":
                 raise
-    if not await repository.mark_validating(session, upload.id, hold.lease_id):
+    if await repository.start_validating(session, upload.id, hold.lease_id) is None:
         await session.rollback()
         hold.lost = True
         raise LeaseLost("another request took this upload over; HEAD, then continue")
     await session.commit()
-    _stored(upload, state=UploadState.VALIDATING, tail=None)
 
 
 def _stored(upload: Upload, **values: Any) -> None:

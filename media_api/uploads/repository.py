@@ -144,12 +144,6 @@ async def set_content_type(
     return await session.scalar(stmt, execution_options=_MIRRORED) is not None
 
 
-async def mark_validating(session: AsyncSession, upload_id: uuid.UUID, lease_id: uuid.UUID) -> bool:
-    """Every byte is stored: `validating`; False when the lease is lost."""
-    stmt = statements.mark_validating(upload_id, lease_id)
-    return await session.scalar(stmt, execution_options=_MIRRORED) is not None
-
-
 async def delete(session: AsyncSession, upload_id: uuid.UUID) -> None:
     """Remove the row (give its reservation back first)."""
     await session.execute(statements.delete_upload(upload_id))
@@ -229,12 +223,3 @@ async def start_validating(
     """Mark the upload `validating` with every byte received; None if we lost the lease."""
     stmt = statements.start_validating(upload_id, lease_id).returning(Upload)
     return (await session.scalars(stmt, execution_options=_FRESH)).one_or_none()
-
-
-async def renew_lease_if_free(
-    session: AsyncSession, upload_id: uuid.UUID, lease_id: uuid.UUID, duration: dt.timedelta
-) -> bool | None:
-    """`renew_lease`, but waiting at most a second for the row: our own request may hold its
-    lock until it commits (and nobody else can take the lease meanwhile)."""
-    await session.execute(statements.lock_timeout("1s"))
-    return await renew_lease(session, upload_id, lease_id, duration)

@@ -33,7 +33,7 @@ from media_api.imaging import probe as imaging
 from media_api.imaging.probe import EmptyFile
 from media_api.settings import Settings
 from media_api.storage import keys
-from media_api.storage.s3 import Sink
+from media_api.storage.s3 import Sink, SourceChangedError, StoredObject
 from media_api.text import clean_filename
 from media_api.unit_of_work import UnitOfWork
 from media_api.uploads import repository
@@ -90,8 +90,10 @@ class QuarantineStore(Protocol):
     """What finalization needs of the store (`storage.s3.AsyncS3Store`)."""
 
     async def get_range(self, key: str, start: int, end: int) -> bytes: ...
-    async def download_to(self, key: str, fileobj: Sink) -> int: ...
-    async def copy(self, source_key: str, dest_key: str, content_type: str) -> None: ...
+    async def download_to(self, key: str, fileobj: Sink) -> StoredObject: ...
+    async def copy(
+        self, source_key: str, dest_key: str, content_type: str, *, if_match: str | None = None
+    ) -> None: ...
     async def delete(self, key: str) -> None: ...
 
 
@@ -113,8 +115,8 @@ async def finalize(
             # Anonymous (O_TMPFILE), closed whatever happens: nothing of it survives the process.
             with tempfile.TemporaryFile(dir=settings.upload_tmp_dir, prefix="upload-") as temp:
                 spool = Spool(temp, upload.filename)
-                info = await _validated(store, validator, settings, upload, spool)
-            return await _accept(session, uow, store, settings, upload, spool, info)
+                info, etag = await _validated(store, validator, settings, upload, spool)
+            return await _accept(session, uow, store, settings, upload, spool, info, etag)
         except (BotoCoreError, ClientError) as exc:
             raise StorageUnavailable("the upload could not be read or stored; try again") from exc
     except (MediaError, imaging.ProbeError) as exc:
@@ -135,8 +137,10 @@ async def _accept(
     upload: Upload,
     spool: Spool,
     info: imaging.ImageInfo,
+    etag: str,
 ) -> tuple[Image, bool]:
-    """Dedupe or promote the validated file; the upload ends `accepted` either way."""
+    """Dedupe or promote the validated file (the object of ETag `etag`); the upload ends
+    `accepted` either way."""
     upload_id, owner_id, quarantine = upload.id, upload.owner_id, upload.object_key
     title, gallery_id = upload.title, upload.gallery_id
     # A savepoint: a refusal after the image's row was written (quota, gallery) takes it back,
@@ -151,7 +155,7 @@ async def _accept(
             key = keys.original_key(owner_id, image_id)
             file = StoredFile(image_id, key, info, spool.size, spool.sha256, spool.filename)
             image, created = await _promote(
-                session, uow, store, settings, owner_id, quarantine, file, title, gallery_id
+                session, uow, store, settings, owner_id, (quarantine, etag), file, title, gallery_id
             )
         await repository.accept(session, upload_id, image.id, spool.sha256)
     uow.after_commit(functools.partial(store.delete, quarantine))
@@ -164,19 +168,20 @@ async def _validated(
     settings: Settings,
     upload: Upload,
     spool: Spool,
-) -> imaging.ImageInfo:
+) -> tuple[imaging.ImageInfo, str]:
     """The checks of `POST /v1/images` on the quarantine object, downloaded into `spool`
-    (hashed on the way, one chunk in memory); a PDF is refused from its head alone."""
+    (hashed on the way, one chunk in memory); a PDF is refused from its head alone. Returns
+    what the probe found and the ETag of the object checked."""
     head = await store.get_range(upload.object_key, 0, imaging.SNIFF_BYTES)
     accepted_mime_type(head, settings.allowed_formats)
-    await store.download_to(upload.object_key, spool)
+    downloaded = await store.download_to(upload.object_key, spool)
     if spool.size != upload.length:
         raise SizeMismatch(f"the stored file has {spool.size} bytes, {upload.length} declared")
     if upload.expected_sha256 is not None and spool.sha256 != upload.expected_sha256:
         raise Sha256Mismatch("the stored bytes do not have the sha256 that was declared")
     spool.file.seek(0)  # flushed: the validation process reopens the file by its descriptor
     await validator.precheck(spool.file)
-    return await validator.validate(spool.file)
+    return await validator.validate(spool.file), downloaded.etag
 
 
 async def _promote(
@@ -185,17 +190,23 @@ async def _promote(
     store: QuarantineStore,
     settings: Settings,
     owner_id: uuid.UUID,
-    quarantine: str,
+    validated: tuple[str, str],
     file: StoredFile,
     title: str | None,
     gallery_id: uuid.UUID | None,
 ) -> tuple[Image, bool]:
-    """Copy the object to the original's key (before commit: a worker must find it) and record
-    the image. The copy goes on rollback, and after commit unless it became the original."""
+    """Copy the validated object (key, ETag) to the original's key (before commit: a worker
+    must find it) and record the image. The copy goes on rollback, and after commit unless it
+    became the original. A presigned PUT stays valid until it expires: only the object that was
+    validated is copied."""
+    (quarantine, etag), mime_type = validated, file.info.mime_type
     delete_original = functools.partial(store.delete, file.key)
     uow.undo(delete_original)
-    # A cancel must not return before the copy landed, or the undo could run before it.
-    await run_to_the_end(store.copy(quarantine, file.key, file.info.mime_type))
+    try:
+        # A cancel must not return before the copy landed, or the undo could run before it.
+        await run_to_the_end(store.copy(quarantine, file.key, mime_type, if_match=etag))
+    except SourceChangedError:
+        raise Sha256Mismatch("the stored bytes changed while they were validated") from None
     try:
         image, created = await record_upload(
             session, uow, settings, owner_id, file, title=title, gallery_id=gallery_id

@@ -145,22 +145,6 @@ def set_content_type(upload_id: uuid.UUID, lease_id: uuid.UUID, content_type: st
     )
 
 
-def mark_validating(upload_id: uuid.UUID, lease_id: uuid.UUID) -> Update:
-    """Every byte is in the object: `validating`, the tail dropped. No row when the lease is
-    lost or the upload is not complete and receiving."""
-    return (
-        update(Upload)
-        .where(
-            Upload.id == upload_id,
-            Upload.lease_id == lease_id,
-            Upload.state == UploadState.RECEIVING,
-            Upload.received == Upload.length,
-        )
-        .values(state=UploadState.VALIDATING, tail=None, updated_at=func.now())
-        .returning(Upload.id)
-    )
-
-
 def delete_upload(upload_id: uuid.UUID) -> Delete:
     """Remove the row (termination, once its reservation is given back)."""
     return delete(Upload).where(Upload.id == upload_id)
@@ -321,8 +305,8 @@ def start_multipart(upload_id: uuid.UUID, s3_upload_id: str, parts: list[dict[st
 
 
 def start_validating(upload_id: uuid.UUID, lease_id: uuid.UUID) -> Update:
-    """Every byte is in the object: `validating`, offset = length; only while we hold the lease
-    of an upload still `receiving`. Returns the row, or none."""
+    """Every byte is in the object: `validating`, offset = length, the tail dropped; only while
+    we hold the lease of an upload still `receiving`."""
     return (
         update(Upload)
         .where(
@@ -330,10 +314,7 @@ def start_validating(upload_id: uuid.UUID, lease_id: uuid.UUID) -> Update:
             Upload.lease_id == lease_id,
             Upload.state == UploadState.RECEIVING,
         )
-        .values(state=UploadState.VALIDATING, received=Upload.length, updated_at=func.now())
+        .values(
+            state=UploadState.VALIDATING, received=Upload.length, tail=None, updated_at=func.now()
+        )
     )
-
-
-def lock_timeout(duration: str) -> Select[str]:
-    """`SET LOCAL lock_timeout`: this transaction waits at most `duration` for a row lock."""
-    return select(func.set_config("lock_timeout", duration, True))

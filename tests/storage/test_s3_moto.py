@@ -279,7 +279,7 @@ def test_copy_range_and_download(moto_store: S3Store) -> None:
         def write(self, chunk: bytes) -> None:
             writes.append(chunk)
 
-    assert moto_store.download_to("dst", Sink(), chunk_bytes=4096) == len(data)
+    assert moto_store.download_to("dst", Sink(), chunk_bytes=4096).size == len(data)
     assert [len(w) for w in writes] == [4096, 4096, len(data) - 8192]
     assert b"".join(writes) == data
 

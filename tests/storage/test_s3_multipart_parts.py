@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from media_api.settings import Settings
 from media_api.storage import keys
-from media_api.storage.s3 import AsyncS3Store, ObjectNotFoundError, S3Store
+from media_api.storage.s3 import AsyncS3Store, ObjectNotFoundError, S3Store, SourceChangedError
 
 MB = 1024 * 1024
 
@@ -119,6 +119,16 @@ def test_open_uploads_are_listed_by_prefix_across_pages(store: S3Store) -> None:
     assert store.open_multipart_uploads(prefix) == []
 
 
+def test_a_conditional_copy_copies_only_the_object_it_names(store: S3Store) -> None:
+    source, dest = _key(), _key()
+    first = store.put_bytes(source, b"validated bytes", "application/octet-stream")
+    store.copy(source, dest, "image/png", if_match=first.etag)
+    assert store.get_bytes(dest) == b"validated bytes"
+    store.put_bytes(source, b"swapped in after", "application/octet-stream")
+    with pytest.raises(SourceChangedError):
+        store.copy(source, _key(), "image/png", if_match=first.etag)
+
+
 @pytest.mark.parametrize("size", [1000, 12 * MB + 7])
 def test_copy_replaces_the_content_type_and_keeps_the_bytes(settings: Settings, size: int) -> None:
     """Promotion out of quarantine: SeaweedFS implements CopyObject, for single-PUT objects and
@@ -164,7 +174,7 @@ def test_download_streams_with_one_chunk_in_memory(settings: Settings) -> None:
     sink = HashingSink()
     tracemalloc.start()
     try:
-        size = store.download_to(key, sink)
+        size = store.download_to(key, sink).size
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -193,7 +203,7 @@ async def test_the_async_face_runs_the_same_calls(store: S3Store, tmp_path: Any)
     assert await astore.get_range(key, 0, 4) == first[:4]
     await astore.copy(key, dest, "image/gif")
     with (tmp_path / "spool").open("w+b") as spool:
-        assert await astore.download_to(dest, spool) == 5 * MB + 4
+        assert (await astore.download_to(dest, spool)).size == 5 * MB + 4
         spool.seek(0)
         assert spool.read() == first + b"tail"
     assert store.exists(key)  # completion after abort would have lost it

@@ -23,7 +23,8 @@ from media_api.resources import AppState
 from media_api.settings import Settings
 from media_api.storage import keys
 from media_api.storage.s3 import S3Store
-from media_api.uploads import direct, repository
+from media_api.uploads import repository
+from media_api.uploads.lease import holding
 from media_api.uploads.models import Upload, UploadKind
 from tests.support.callers import Caller, job_states, new_caller, upload
 from tests.support.images import noise_png, png
@@ -383,31 +384,31 @@ def test_a_rollback_after_the_multipart_upload_started_aborts_it(
 
 
 def test_the_lease_is_renewed_while_held(client: TestClient, caller: Caller) -> None:
-    """A finalization may outlast one lease: `holding` keeps renewing it."""
+    """A finalization may outlast one lease: `holding` keeps renewing it, then lets it go."""
     offer = create(client, caller, png(8, 64))
-    upload_id, lease_id = uuid.UUID(offer["id"]), uuid.uuid4()
-    sessions = app_state(client).sessions
-    second = dt.timedelta(seconds=1)
+    upload_id = uuid.UUID(offer["id"])
+    state = app_state(client)
+    settings = state.settings.model_copy(update={"upload_lease_seconds": 1})
 
     async def lease_until() -> dt.datetime | None:
-        async with sessions() as session:
+        async with state.sessions() as session:
             row = await repository.get(session, caller.owner_id, upload_id)
             assert row is not None
             return row.lease_until
 
-    async def hold() -> tuple[dt.datetime | None, dt.datetime | None]:
-        async with sessions() as session:
-            assert await repository.acquire_lease(
-                session, caller.owner_id, upload_id, lease_id, second
-            )
-            await session.commit()
-        first = await lease_until()
-        async with direct.holding(sessions, upload_id, lease_id, second):
+    async def hold() -> tuple[dt.datetime | None, dt.datetime | None, dt.datetime | None]:
+        async with (
+            state.sessions() as session,
+            holding(state.sessions, session, settings, caller.owner_id, upload_id),
+        ):
+            first = await lease_until()
             await asyncio.sleep(1.5)
-        return first, await lease_until()
+            last = await lease_until()
+        return first, last, await lease_until()
 
     assert client.portal is not None
-    first, last = client.portal.call(hold)
+    first, last, after = client.portal.call(hold)
     assert first is not None
     assert last is not None
-    assert last > first + second / 2
+    assert last > first + dt.timedelta(seconds=0.5)
+    assert after is None

@@ -293,3 +293,18 @@ async def test_a_cancelled_finalization_closes_its_file_and_records_nothing(
     assert validator.spool.closed
     assert (upload.state, upload.reserved_bytes) == (UploadState.RECEIVING, upload.length)
     assert (uploads.uow.on_commit, uploads.uow.on_rollback) == ([], [])
+
+
+async def test_bytes_swapped_after_validation_are_never_promoted(uploads: Finalizing) -> None:
+    """A presigned PUT URL stays valid until it expires: a client that PUTs other bytes while
+    the first ones are validated gets nothing stored."""
+    upload = await uploads.upload(png(40))
+    sync, store = uploads.sync, uploads.store
+    copy = store.copy
+
+    async def swap_then_copy(source: str, dest: str, content_type: str, **kw: str | None) -> None:
+        sync.put_bytes(source, b"%PDF-1.7 swapped in", "application/octet-stream")
+        await copy(source, dest, content_type, **kw)
+
+    store.copy = swap_then_copy  # type: ignore[method-assign]
+    await uploads.refused(upload, Sha256Mismatch)
