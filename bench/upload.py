@@ -80,20 +80,27 @@ def s3_put_seconds(store: S3Store, path: Path) -> float:
 
 
 class RssSampler:
-    """Peak RSS of a process (and its children) while active."""
+    """Peak RSS of a process while active, and apart of it that of its children (the
+    validation processes, whose decode grows with the image, not with the upload path)."""
 
     def __init__(self, pid: int) -> None:
         self.proc = psutil.Process(pid)
         self.peak = 0
+        self.children_peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def rss(self) -> int:
-        return sum(p.memory_info().rss for p in [self.proc, *self.proc.children(recursive=True)])
+        rss: int = self.proc.memory_info().rss
+        return rss
+
+    def children_rss(self) -> int:
+        return sum(p.memory_info().rss for p in self.proc.children(recursive=True))
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, self.rss())
+            self.children_peak = max(self.children_peak, self.children_rss())
             time.sleep(0.005)
 
     def __enter__(self) -> RssSampler:
@@ -107,8 +114,9 @@ class RssSampler:
 
 def api_seconds(
     http: httpx.Client, base: str, token: str, path: Path, sampler_pid: int
-) -> tuple[float, int, int]:
-    """Upload through the API; returns seconds, server RSS before and its peak during."""
+) -> tuple[float, int, int, int]:
+    """Upload through the API; returns seconds, the API process's RSS before and its peak
+    during, and the validation processes' peak."""
     sampler = RssSampler(sampler_pid)
     before = sampler.rss()
     with sampler, path.open("rb") as fh:
@@ -121,7 +129,7 @@ def api_seconds(
         elapsed = time.perf_counter() - start
     if resp.status_code != 201:
         raise RuntimeError(f"upload failed: {resp.status_code} {resp.text}")
-    return elapsed, before, sampler.peak
+    return elapsed, before, sampler.peak, sampler.children_peak
 
 
 TUS_CHUNK = 8 * MB
@@ -194,14 +202,14 @@ def direct_upload(http: httpx.Client, base: str, token: str, path: Path) -> None
         raise RuntimeError(f"complete failed: {complete.status_code} {complete.text}")
 
 
-def timed_with_rss(pid: int, work: Callable[[], object]) -> tuple[float, int]:
-    """Seconds `work` took and the server's peak RSS meanwhile."""
+def timed_with_rss(pid: int, work: Callable[[], object]) -> tuple[float, int, int]:
+    """Seconds `work` took, the API process's peak RSS meanwhile and its children's."""
     sampler = RssSampler(pid)
     with sampler:
         start = time.perf_counter()
         work()
         elapsed = time.perf_counter() - start
-    return elapsed, sampler.peak
+    return elapsed, sampler.peak, sampler.children_peak
 
 
 def resent_after_cut(http: httpx.Client, base: str, token: str, path: Path) -> int:
@@ -266,31 +274,36 @@ def main() -> None:
             loopback_seconds(warm_up)
             s3_put_seconds(store, warm_up)
             api_seconds(http, base, stack.token, warm_up, proc.pid)
-            tus_upload(http, base, stack.token, warm_up)
-            direct_upload(http, base, stack.token, warm_up)
+            for warm_up_path in (tus_upload, direct_upload):  # new bytes each: no duplicate
+                make_jpeg(MB, warm_up)
+                warm_up_path(http, base, stack.token, warm_up)
             warm_up.unlink()
             for size_mb in sizes:
                 runs: dict[str, list[float]] = {
                     k: [] for k in ("loop", "put", "api", "tus", "direct")
                 }
-                befores, peaks = [], {"api": 0, "tus": 0, "direct": 0}
+                befores, peaks = [], {"api": 0, "tus": 0, "direct": 0, "decode": 0}
                 for i in range(args.repeat):
                     path = work / f"{size_mb}mb-{i}.jpg"
                     nbytes = make_jpeg(size_mb * MB, path)
                     runs["loop"].append(nbytes / loopback_seconds(path))
                     runs["put"].append(nbytes / s3_put_seconds(store, path))
-                    seconds, before, peak = api_seconds(http, base, stack.token, path, proc.pid)
+                    seconds, before, peak, decode = api_seconds(
+                        http, base, stack.token, path, proc.pid
+                    )
                     runs["api"].append(nbytes / seconds)
                     befores.append(before)
                     peaks["api"] = max(peaks["api"], peak)
+                    peaks["decode"] = max(peaks["decode"], decode)
                     # Each path its own bytes: the same bytes again would be a duplicate.
                     for name, upload in (("tus", tus_upload), ("direct", direct_upload)):
                         distinct = work / f"{name}-{size_mb}mb-{i}.jpg"
                         make_jpeg(size_mb * MB, distinct)
                         send = functools.partial(upload, http, base, stack.token, distinct)
-                        seconds, peak = timed_with_rss(proc.pid, send)
+                        seconds, peak, decode = timed_with_rss(proc.pid, send)
                         runs[name].append(distinct.stat().st_size / seconds)
                         peaks[name] = max(peaks[name], peak)
+                        peaks["decode"] = max(peaks["decode"], decode)
                         distinct.unlink()
                     path.unlink()
                 medians = {name: statistics.median(values) for name, values in runs.items()}
@@ -301,16 +314,17 @@ def main() -> None:
 
     print(
         "| file | loopback MB/s | S3 PUT MB/s | POST MB/s | tus MB/s | direct MB/s "
-        "| POST / PUT | tus / PUT | direct / PUT | RSS before | peak RSS POST / tus / direct |"
+        "| POST / PUT | tus / PUT | direct / PUT | API RSS before "
+        "| API peak RSS POST / tus / direct | validation processes' peak RSS |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size_mb, m, before, peak_rss in rows:
         print(
             f"| {size_mb} MB | {m['loop'] / MB:,.0f} | {m['put'] / MB:,.0f} | {m['api'] / MB:,.0f} "
             f"| {m['tus'] / MB:,.0f} | {m['direct'] / MB:,.0f} | {m['api'] / m['put']:.2f} "
             f"| {m['tus'] / m['put']:.2f} | {m['direct'] / m['put']:.2f} | {before / MB:,.0f} MB "
             f"| {peak_rss['api'] / MB:,.0f} / {peak_rss['tus'] / MB:,.0f} "
-            f"/ {peak_rss['direct'] / MB:,.0f} MB |"
+            f"/ {peak_rss['direct'] / MB:,.0f} MB | {peak_rss['decode'] / MB:,.0f} MB |"
         )
     print(
         f"\ntus cut at 50 % of {max(sizes)} MB and resumed: {resent:,} bytes sent twice "

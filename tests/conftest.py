@@ -13,6 +13,8 @@ from media_api.db import create_engine
 from media_api.dev.stack import free_port, start_redis
 from media_api.settings import Settings
 from media_api.storage.s3 import S3Store
+from tests.support.callers import Caller, new_caller
+from tests.support.leftovers import assert_nothing_left
 from tests.support.serving import api_client, api_server
 from tests.support.stack import running_stack
 from tests.support.workers import running_worker
@@ -111,3 +113,19 @@ def client(app_settings: Settings) -> Iterator[TestClient]:
 def live_server(app_settings: Settings) -> Iterator[str]:
     """The same API served by uvicorn on a real socket (disconnects, raw HTTP, concurrency)."""
     yield from api_server(app_settings)
+
+
+@pytest.fixture
+def caller(client: TestClient) -> Caller:
+    """A fresh owner with an API key."""
+    return new_caller(client)
+
+
+@pytest.fixture
+def leftovers(
+    client: TestClient, store: S3Store, upload_tmp: Path, caller: Caller
+) -> Iterator[None]:
+    """After the test: the owner's rows and objects agree, and no temp file, upload bytes,
+    multipart upload or quota reservation remains."""
+    yield
+    assert_nothing_left(client, store, caller.owner_id, upload_tmp)

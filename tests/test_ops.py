@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 import uuid
 
 from fastapi.testclient import TestClient
@@ -23,21 +21,8 @@ from media_api.uploads.models import Upload, UploadKind, UploadState
 from tests.support.callers import new_caller, upload
 from tests.support.images import png
 from tests.support.jobs import run_variants
-from tests.support.stack import settings_env
+from tests.support.stack import run_cli
 from workers.context import context
-
-
-def _cli(settings: Settings, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "media_api.cli", *args],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
 
 
 def test_gc_reports_then_deletes_orphans_only(
@@ -52,14 +37,15 @@ def test_gc_reports_then_deletes_orphans_only(
     orphan = keys.original_key(caller.owner_id, uuid.uuid4())
     store.put_bytes(orphan, b"left behind", "image/png")
 
-    careful = _cli(app_settings, "gc")  # default grace: a fresh object may be an upload in flight
+    # The default grace: a fresh object may be an upload in flight.
+    careful = run_cli(app_settings, "gc")
     assert orphan not in careful
     assert f"row without its original: {lost_key}" in careful
 
-    report = _cli(app_settings, "gc", "--grace-seconds", "0")
+    report = run_cli(app_settings, "gc", "--grace-seconds", "0")
     assert f"orphan object: {orphan}" in report
     assert store.exists(orphan)  # only reported
-    _cli(app_settings, "gc", "--grace-seconds", "0", "--apply")
+    run_cli(app_settings, "gc", "--grace-seconds", "0", "--apply")
     assert not store.exists(orphan)
     assert store.exists(kept_key)
 
@@ -77,16 +63,16 @@ def test_reprocess_failed_images_and_stats(
     assert client.get(f"/v1/images/{image_id}", headers=caller.headers).json()["status"] == "failed"
     store.put_bytes(key, data, "image/png")
 
-    stats = json.loads(_cli(app_settings, "stats"))
+    stats = json.loads(run_cli(app_settings, "stats"))
     assert stats["images"]["failed"] >= 1
     assert stats["original_bytes"] > 0
 
-    out = _cli(app_settings, "reprocess", image_id)
+    out = run_cli(app_settings, "reprocess", image_id)
     assert out.strip() == "reprocessing 1 images"
     after = client.get(f"/v1/images/{image_id}", headers=caller.headers).json()
     assert after["status"] == "processing"
     assert {j["state"] for j in after["jobs"]} == {"pending"}
-    assert "reprocessing" in _cli(app_settings, "reprocess", "--failed")
+    assert "reprocessing" in run_cli(app_settings, "reprocess", "--failed")
 
 
 async def test_check_quota_compares_reservations_with_live_uploads(db: AsyncSession) -> None:

@@ -28,7 +28,7 @@ from media_api.text import (
     multi_line,
     single_line,
 )
-from tests.support.callers import Caller, new_caller, upload
+from tests.support.callers import Caller, upload
 from tests.support.images import png
 from tests.support.leftovers import assert_nothing_left
 
@@ -140,11 +140,6 @@ def test_storage_unavailable_says_when_to_retry() -> None:
 
 
 # -- over HTTP -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def caller(client: TestClient) -> Caller:
-    return new_caller(client)
 
 
 @pytest.fixture

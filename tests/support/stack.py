@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,3 +44,17 @@ def settings_env(settings: Settings) -> dict[str, str]:
     other MEDIA_* from the environment."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("MEDIA_")}
     return {**inherited, **stack_env(settings)}
+
+
+def run_cli(settings: Settings, *args: str) -> str:
+    """`media-api ARGS` against the stack of `settings`; its output (it must exit 0)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "media_api.cli", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout

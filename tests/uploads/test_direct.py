@@ -8,8 +8,6 @@ import datetime as dt
 import hashlib
 import math
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,23 +26,10 @@ from media_api.uploads.lease import holding
 from media_api.uploads.models import Upload, UploadKind
 from tests.support.callers import Caller, job_states, new_caller, upload
 from tests.support.images import noise_png, png
-from tests.support.leftovers import assert_nothing_left, bytes_reserved
+from tests.support.leftovers import bytes_reserved
+from tests.support.uploads import complete, create, put_parts, status_of
 
 PDF = b"%PDF-1.7\n" + bytes(4096)
-
-
-@pytest.fixture
-def caller(client: TestClient) -> Caller:
-    return new_caller(client)
-
-
-@pytest.fixture
-def leftovers(
-    client: TestClient, store: S3Store, upload_tmp: Path, caller: Caller
-) -> Iterator[None]:
-    """After the test: no upload's bytes, reservation or multipart upload is left."""
-    yield
-    assert_nothing_left(client, store, caller.owner_id, upload_tmp)
 
 
 @pytest.fixture
@@ -55,48 +40,6 @@ def chunk(app_settings: Settings) -> int:
 def app_state(client: TestClient) -> AppState:
     state: AppState = client.app.state.media  # type: ignore[attr-defined]
     return state
-
-
-def create(client: TestClient, caller: Caller, data: bytes, **body: Any) -> dict[str, Any]:
-    """POST /v1/uploads for `data` (201 expected); the offer."""
-    resp = client.post(
-        "/v1/uploads",
-        headers=caller.headers,
-        json={"filename": "cat.png", "size": len(data), **body},
-    )
-    assert resp.status_code == 201, resp.text
-    offer: dict[str, Any] = resp.json()
-    assert resp.headers["Location"] == f"http://testserver/v1/uploads/{offer['id']}"
-    return offer
-
-
-def put_parts(offer: dict[str, Any], data: bytes) -> list[dict[str, Any]]:
-    """PUT each part of a multipart offer to its URL; the `parts` for `complete`."""
-    size = offer["part_size"]
-    parts = []
-    for part in offer["parts"]:
-        start = (part["number"] - 1) * size
-        resp = httpx.put(part["url"], content=data[start : start + size], timeout=30)
-        assert resp.status_code == 200, resp.text
-        parts.append({"number": part["number"], "etag": resp.headers["ETag"]})
-    return parts
-
-
-def complete(
-    client: TestClient, caller: Caller, upload_id: str, parts: list[dict[str, Any]] | None = None
-) -> httpx.Response:
-    body = {"parts": parts} if parts is not None else None
-    resp: httpx.Response = client.post(
-        f"/v1/uploads/{upload_id}/complete", headers=caller.headers, json=body
-    )
-    return resp
-
-
-def status_of(client: TestClient, caller: Caller, upload_id: str) -> dict[str, Any]:
-    resp = client.get(f"/v1/uploads/{upload_id}", headers=caller.headers)
-    assert resp.status_code == 200, resp.text
-    body: dict[str, Any] = resp.json()
-    return body
 
 
 def count_uploads(client: TestClient, owner_id: uuid.UUID) -> int:

@@ -4,8 +4,6 @@ multipart uploads no live upload owns are reported, then removed with --apply.""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import uuid
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -16,20 +14,7 @@ from media_api.storage import keys
 from media_api.storage.s3 import S3Store
 from media_api.uploads.models import UploadKind, UploadState
 from tests.support.seeded_uploads import PART, Seeder
-from tests.support.stack import settings_env
-
-
-def _gc(settings: Settings, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "media_api.cli", "gc", *args],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+from tests.support.stack import run_cli
 
 
 async def test_gc_reports_then_removes_upload_leftovers(
@@ -55,7 +40,7 @@ async def test_gc_reports_then_removes_upload_leftovers(
     assert orphan not in careful.orphan_quarantine  # young: its row may not be committed yet
     assert stray_id not in {up.upload_id for up in careful.orphan_multipart}
 
-    report = _gc(app_settings, "--grace-seconds", "0")
+    report = run_cli(app_settings, "gc", "--grace-seconds", "0")
     assert f"upload past expiry: {lapsed.id}" in report
     assert f"orphan quarantine object: {orphan}" in report
     assert f"orphan multipart upload: {stray} {stray_id}" in report
@@ -65,7 +50,7 @@ async def test_gc_reports_then_removes_upload_leftovers(
     assert seed.objects(owner) == {live.object_key, lapsed.object_key, orphan}  # only reported
     assert seed.open_multipart(owner) == {live.s3_upload_id, ended.s3_upload_id, stray_id}
 
-    applied = _gc(app_settings, "--grace-seconds", "0", "--apply")
+    applied = run_cli(app_settings, "gc", "--grace-seconds", "0", "--apply")
     removed = re.search(
         r"\((\d+) deleted\), \d+ orphan multipart uploads \((\d+) aborted\)", applied
     )
@@ -74,7 +59,7 @@ async def test_gc_reports_then_removes_upload_leftovers(
     assert int(removed[2]) >= 2
     assert seed.objects(owner) == {live.object_key, lapsed.object_key}
     assert seed.open_multipart(owner) == {live.s3_upload_id}
-    after = _gc(app_settings, "--grace-seconds", "0")
+    after = run_cli(app_settings, "gc", "--grace-seconds", "0")
     assert str(owner) not in after.replace(f"upload past expiry: {lapsed.id}", "")
 
     # Leave the session's bucket clean.

@@ -19,10 +19,10 @@ from tusclient.uploader import Uploader
 from media_api.settings import Settings
 from media_api.uploads import tus
 from media_api.uploads.models import Upload
-from tests.support.callers import Caller, new_caller
+from tests.support.callers import Caller
 from tests.support.images import noise_png
 from tests.support.serving import serve_process
-from tests.support.tus import ENDPOINT, Tus, upload_row
+from tests.support.uploads import ENDPOINT, Tus, upload_row
 from tests.support.waiting import poll
 
 CHUNK = 512 * 1024
@@ -46,11 +46,6 @@ class Sha256Uploader(Uploader):
 @pytest.fixture(scope="module")
 def photo() -> bytes:
     return noise_png(1400)  # about 2 MB: four chunks
-
-
-@pytest.fixture
-def caller(client: TestClient) -> Caller:
-    return new_caller(client)
 
 
 def image_of(base: str, caller: Caller, url: str) -> dict[str, object]:

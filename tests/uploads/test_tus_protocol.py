@@ -17,12 +17,7 @@ from media_api.uploads.models import UploadState
 from tests.support.callers import Caller, new_caller
 from tests.support.images import noise_png, png
 from tests.support.leftovers import assert_nothing_left, bytes_reserved
-from tests.support.tus import ENDPOINT, OCTETS, Tus, upload_row
-
-
-@pytest.fixture
-def caller(client: TestClient) -> Caller:
-    return new_caller(client)
+from tests.support.uploads import ENDPOINT, OCTETS, Tus, upload_row
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import hashlib
 import uuid
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 
 from media_api.resources import AppState
@@ -16,24 +15,9 @@ from media_api.uploads import repository
 from media_api.uploads.models import UploadKind
 from tests.support.callers import Caller, new_caller
 from tests.support.images import png
+from tests.support.uploads import create
 
 HOUR = dt.timedelta(hours=1)
-
-
-@pytest.fixture
-def caller(client: TestClient) -> Caller:
-    return new_caller(client)
-
-
-def create(client: TestClient, caller: Caller, data: bytes, **body: object) -> dict[str, str]:
-    resp = client.post(
-        "/v1/uploads",
-        headers=caller.headers,
-        json={"filename": "a.png", "size": len(data), **body},
-    )
-    assert resp.status_code == 201, resp.text
-    offer: dict[str, str] = resp.json()
-    return offer
 
 
 def test_a_receiving_upload_shows_its_offset_and_expiry(

@@ -1,4 +1,5 @@
-"""tus requests as a client makes them, and the upload rows they leave, for the upload tests."""
+"""Uploads as clients make them (tus requests, direct uploads through presigned URLs) and the
+rows they leave, for the upload tests."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import base64
 import hashlib
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
@@ -81,3 +83,45 @@ def upload_row(client: TestClient, url: str) -> Upload | None:
 
     assert client.portal is not None
     return client.portal.call(query)
+
+
+def create(client: TestClient, caller: Caller, data: bytes, **body: Any) -> dict[str, Any]:
+    """POST /v1/uploads for `data` (201 expected); the offer."""
+    resp = client.post(
+        "/v1/uploads",
+        headers=caller.headers,
+        json={"filename": "cat.png", "size": len(data), **body},
+    )
+    assert resp.status_code == 201, resp.text
+    offer: dict[str, Any] = resp.json()
+    assert resp.headers["Location"] == f"http://testserver/v1/uploads/{offer['id']}"
+    return offer
+
+
+def put_parts(offer: dict[str, Any], data: bytes) -> list[dict[str, Any]]:
+    """PUT each part of a multipart offer to its URL; the `parts` for `complete`."""
+    size = offer["part_size"]
+    parts = []
+    for part in offer["parts"]:
+        start = (part["number"] - 1) * size
+        resp = httpx.put(part["url"], content=data[start : start + size], timeout=30)
+        assert resp.status_code == 200, resp.text
+        parts.append({"number": part["number"], "etag": resp.headers["ETag"]})
+    return parts
+
+
+def complete(
+    client: TestClient, caller: Caller, upload_id: str, parts: list[dict[str, Any]] | None = None
+) -> httpx.Response:
+    body = {"parts": parts} if parts is not None else None
+    resp: httpx.Response = client.post(
+        f"/v1/uploads/{upload_id}/complete", headers=caller.headers, json=body
+    )
+    return resp
+
+
+def status_of(client: TestClient, caller: Caller, upload_id: str) -> dict[str, Any]:
+    resp = client.get(f"/v1/uploads/{upload_id}", headers=caller.headers)
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
