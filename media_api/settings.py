@@ -147,6 +147,23 @@ class Settings(BaseSettings):
     # A running job not updated for this long lost its worker (killed mid-task).
     job_running_timeout_seconds: float = Field(default=600.0, gt=0)
 
+    # Webhooks: a delivery's timeout; the waits between its attempts (seconds, comma list:
+    # Standard Webhooks' schedule, about 27 h in all), after which it fails and the endpoint is
+    # turned off; private, loopback and link-local addresses only when allowed (`dev`).
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_retry_schedule: Annotated[tuple[float, ...], NoDecode] = (
+        5.0,
+        300.0,
+        1800.0,
+        7200.0,
+        18000.0,
+        36000.0,
+        36000.0,
+    )
+    webhook_allow_private: bool = False
+    # Live updates: a comment line this often keeps a quiet event stream (and proxies) alive.
+    sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
+
     # Time limits per task kind (soft: the job fails `processing-timeout`; the hard limit,
     # this grace later, kills the pool process), and the memory after which a pool process is
     # replaced once its task ends.
@@ -171,6 +188,14 @@ class Settings(BaseSettings):
 
     # Readiness probes must answer fast even when a dependency hangs.
     readiness_timeout_seconds: float = 2.0
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        """`MEDIA_WEBHOOK_RETRY_SCHEDULE=5,300,1800`: seconds before each retry."""
+        if isinstance(value, str):
+            return tuple(float(part) for part in value.replace(" ", "").split(",") if part)
+        return value
 
     @field_validator("allowed_formats", mode="before")
     @classmethod

@@ -29,12 +29,17 @@ class UnitOfWork:
     producer: JobProducer
     request_id: str | None = None
     sends: list[tuple[JobKind, uuid.UUID]] = field(default_factory=list)
+    deliveries: list[uuid.UUID] = field(default_factory=list)
     on_commit: list[Action] = field(default_factory=list)
     on_rollback: list[Action] = field(default_factory=list)
 
     def send_jobs(self, image_id: uuid.UUID) -> None:
         """Publish every job of the image once the transaction has committed."""
         self.sends.extend((kind, image_id) for kind in JOBS)
+
+    def send_deliveries(self, delivery_ids: list[uuid.UUID]) -> None:
+        """Publish these webhook deliveries once the transaction has committed."""
+        self.deliveries.extend(delivery_ids)
 
     def after_commit(self, action: Action) -> None:
         """Run `action` once the transaction has committed (e.g. delete objects of a row)."""
@@ -55,17 +60,24 @@ class UnitOfWork:
                 log.warning(
                     "could not publish the %s job of %s; the sweep will retry", kind, image_id
                 )
+        deliveries, self.deliveries = self.deliveries, []
+        for delivery_id in deliveries:
+            try:
+                self.producer.send_delivery(delivery_id)
+            except Exception:
+                log.warning("could not publish delivery %s; the sweep will retry", delivery_id)
 
     async def committed(self) -> None:
         """The transaction is durable: publish, then run the post-commit actions."""
         self.on_rollback.clear()
-        if self.sends:
+        if self.sends or self.deliveries:
             await asyncio.to_thread(self.publish)
         await _run_all(self.on_commit, "post-commit action")
 
     async def rolled_back(self) -> None:
         """The transaction is gone: drop the sends and undo what already happened outside it."""
         self.sends.clear()
+        self.deliveries.clear()
         self.on_commit.clear()
         await _run_all(self.on_rollback, "compensation")
 

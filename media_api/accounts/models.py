@@ -23,6 +23,9 @@ class Owner(UUIDPk, Timestamped, Base):
     bytes_used: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), default=0)
     # Bytes held by unfinished uploads (uploads.reserved_bytes); the quota counts both.
     bytes_reserved: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), default=0)
+    # The last event's number (events.seq): taken with this row locked, so an owner's
+    # events commit in order.
+    event_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), default=0)
     # The next slot of this owner's jobs in the fair claim order (images.repository).
     job_clock: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -50,5 +50,13 @@ BY_TASK: dict[str, JobType] = {job.task: job for job in JOBS.values()}
 
 PING_TASK = "media.ping"
 MAINTENANCE_QUEUE = "maintenance"  # pings and anything that is no image job
+# One webhook delivery (an event to one endpoint), on a queue of its own: a slow receiver
+# never holds image jobs back.
+DELIVER_TASK = "media.deliver_webhook"
+WEBHOOKS_QUEUE = "webhooks"
 # Every queue the workers consume by default (they declare these; /metrics reports depths).
-QUEUES: tuple[str, ...] = (*dict.fromkeys(job.queue for job in JOBS.values()), MAINTENANCE_QUEUE)
+QUEUES: tuple[str, ...] = (
+    *dict.fromkeys(job.queue for job in JOBS.values()),
+    WEBHOOKS_QUEUE,
+    MAINTENANCE_QUEUE,
+)

@@ -18,7 +18,7 @@ from celery import Celery
 from kombu import Connection
 from kombu.connection import ConnectionPool
 
-from media_api.jobs.contract import JOBS, QUEUES, JobKind
+from media_api.jobs.contract import DELIVER_TASK, JOBS, QUEUES, WEBHOOKS_QUEUE, JobKind
 from media_api.settings import Settings
 
 # Longest wait for a broker's answer (Redis): a publish is a few milliseconds.
@@ -48,6 +48,12 @@ class JobProducer:
         """Publish every job of the image (an upload's, a reprocess's)."""
         for kind in JOBS:
             self.send(kind, image_id, request_id)
+
+    def send_delivery(self, delivery_id: uuid.UUID | str, countdown: float | None = None) -> None:
+        """Publish one webhook delivery's task (after `countdown` seconds, for a retry)."""
+        self.publisher.send_task(
+            DELIVER_TASK, args=(str(delivery_id),), queue=WEBHOOKS_QUEUE, countdown=countdown
+        )
 
 
 def create_producer(settings: Settings, *, with_results: bool = False) -> Celery:
