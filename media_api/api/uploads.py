@@ -60,23 +60,30 @@ async def finalize(
 ) -> tuple[Image, bool]:
     """`service.finalize` within the process's finalization slots (503 `server-busy` past
     `MEDIA_VALIDATION_WAIT_SECONDS`). A refusal is committed (the upload `rejected`, its
-    object deleted) before it is answered: the request's own transaction rolls back."""
+    object deleted) before it is answered: the request's own transaction rolls back. Counted
+    in `media_uploads_total` like `POST /v1/images`."""
     try:
         async with asyncio.timeout(state.settings.validation_wait_seconds):
             await state.finalizing.acquire()
     except TimeoutError:
         raise ServerBusy("every validation slot is taken; retry shortly") from None
+    counted = state.metrics.uploads
     try:
-        return await service.finalize(
+        image, created = await service.finalize(
             session, uow, state.store, state.validator, state.settings, upload
         )
-    except (MediaError, ProbeError):
+    except (MediaError, ProbeError) as exc:
         if upload.state == UploadState.REJECTED:
+            counted.labels(outcome="rejected", code=exc.code).inc()
             await session.commit()
             await uow.committed()
         raise
     finally:
         state.finalizing.release()
+    counted.labels(outcome="created" if created else "duplicate", code="").inc()
+    if created:
+        state.metrics.upload_bytes.inc(image.size_bytes)
+    return image, created
 
 
 @router.post(

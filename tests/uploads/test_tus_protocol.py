@@ -17,6 +17,7 @@ from media_api.uploads.models import UploadState
 from tests.support.callers import Caller, new_caller
 from tests.support.images import noise_png, png
 from tests.support.leftovers import assert_nothing_left, bytes_reserved
+from tests.support.metrics import metric_samples
 from tests.support.uploads import ENDPOINT, OCTETS, Tus, upload_row
 
 
@@ -108,8 +109,10 @@ def test_small_pieces_wait_in_the_tail_until_the_last(client: TestClient, tus: T
 
 def test_creation_with_upload(client: TestClient, tus: Tus, caller: Caller) -> None:
     data = png(3, 40)
+    created = uploads_counted(client, "created")
     resp = tus.create(len(data), data, filename="a.png")
     assert resp.status_code == 201, resp.text
+    assert uploads_counted(client, "created") == created + 1
     assert resp.headers["Upload-Offset"] == str(len(data))
     image = client.get(f"/v1/images/{resp.headers['Media-Image-Id']}", headers=caller.headers)
     assert image.status_code == 200
@@ -176,14 +179,21 @@ def test_a_pdf_is_refused_at_its_first_patch(
     assert_nothing_left(client, store, caller.owner_id, upload_tmp)
 
 
+def uploads_counted(client: TestClient, outcome: str, code: str = "") -> float:
+    samples = metric_samples(client.get("/metrics").text)
+    return samples.get(("media_uploads_total", (("code", code), ("outcome", outcome))), 0.0)
+
+
 def test_a_truncated_image_is_refused_after_its_last_byte(
     client: TestClient, tus: Tus, caller: Caller, store: S3Store, upload_tmp: Path
 ) -> None:
     data = png(8, 300)[:-40]
     url = tus.created(len(data))
     assert tus.patch(url, 0, data[:100]).status_code == 204
+    refused = uploads_counted(client, "rejected", "corrupt-image")
     resp = tus.patch(url, 100, data[100:])
     assert (resp.status_code, problem_code(resp)) == (422, "corrupt-image")
+    assert uploads_counted(client, "rejected", "corrupt-image") == refused + 1
     row = upload_row(client, url)
     assert row is not None
     assert (row.state, row.image_id) == (UploadState.REJECTED, None)
