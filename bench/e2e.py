@@ -1,10 +1,13 @@
-"""End-to-end latency, upload to `ready` and to tagged, under concurrent load.
+"""End-to-end latency, upload to `ready` and to tagged, under concurrent load, and how soon a
+client learns an image is ready: by polling, by webhook and by Server-Sent Events, in one run.
 
 Run: .venv/bin/python -m bench.e2e [--levels 1,4,16] [--burst 16] [--images 96] [--repeats 3]
 
 The whole service as compose deploys it, each part its own process (bench.stack, `serve`, a
-thumbnails and a tagging worker); 12 MP photos through closed-loop clients and bursts, runs
-interleaved across the levels. Method and what each figure means: docs/benchmarks.md.
+thumbnails, a tagging and a webhooks worker); 12 MP photos through closed-loop clients and
+bursts, runs interleaved across the levels. Each run's owner has a webhook for `image.ready` to a
+receiver in this process, and each client reads the owner's event stream. Method and what each
+figure means: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import datetime as dt
 import importlib.resources
 import io
+import json
 import os
 import platform
 import signal
@@ -39,7 +43,17 @@ from media_api.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "fixtures" / "corpus"
 TERMINAL = {"done", "failed"}
-COMPONENTS = ("api", "thumbnails", "tagging", "postgres", "seaweedfs", "redis", "client")
+COMPONENTS = (
+    "api",
+    "thumbnails",
+    "tagging",
+    "webhooks",
+    "postgres",
+    "seaweedfs",
+    "redis",
+    "client",
+)
+NOTIFY_WAIT = 60.0  # seconds after a run for its last webhooks and stream events
 
 
 # --- the photos -----------------------------------------------------------------------------
@@ -115,10 +129,11 @@ class Service:
     api: devstack.Child
     thumbnails: devstack.Child
     tagging: devstack.Child
+    webhooks: devstack.Child
     base: str
 
     def children(self) -> list[devstack.Child]:
-        return [self.api, self.thumbnails, self.tagging]
+        return [self.api, self.thumbnails, self.tagging, self.webhooks]
 
     def check_alive(self) -> None:
         for child in self.children():
@@ -140,7 +155,7 @@ def _stop(child: devstack.Child) -> None:
 
 @contextlib.contextmanager
 def service(stack: BenchStack, thumb_concurrency: int | None) -> Iterator[Service]:
-    """`media-api serve` and the two workers, each in its own process group, always stopped."""
+    """`media-api serve` and the three workers, each in its own process group, always stopped."""
     logs = stack.data_dir / "logs"
     me = [sys.executable, "-m", "media_api.cli"]
     port = devstack.free_port()
@@ -148,12 +163,14 @@ def service(stack: BenchStack, thumb_concurrency: int | None) -> Iterator[Servic
     if thumb_concurrency:
         thumbs += ["--concurrency", str(thumb_concurrency)]
     tagging = ["-Q", "tagging", "--concurrency", "1", "--no-sweep", "--hostname", "tagging@%h"]
+    hooks = ["-Q", "webhooks", "--concurrency", "2", "--no-sweep", "--hostname", "webhooks@%h"]
     with contextlib.ExitStack() as started:
         children = []
         for name, argv in (
             ("api", [*me, "serve", "--port", str(port)]),
             ("thumbnails-worker", [*me, "worker", *thumbs]),
             ("tagging-worker", [*me, "worker", *tagging]),
+            ("webhooks-worker", [*me, "worker", *hooks]),
         ):
             child = devstack.spawn(name, argv, logs, env=stack.env)
             started.callback(_stop, child)
@@ -165,7 +182,7 @@ def service(stack: BenchStack, thumb_concurrency: int | None) -> Iterator[Servic
                 return bool(resp.status == 200)
 
         devstack.wait_until(healthy, 60, "the API", children[0])
-        yield Service(children[0], children[1], children[2], base)
+        yield Service(children[0], children[1], children[2], children[3], base)
 
 
 def own_processes(svc: Service) -> dict[str, psutil.Process]:
@@ -174,6 +191,7 @@ def own_processes(svc: Service) -> dict[str, psutil.Process]:
         "api": psutil.Process(svc.api.popen.pid),
         "thumbnails": psutil.Process(svc.thumbnails.popen.pid),
         "tagging": psutil.Process(svc.tagging.popen.pid),
+        "webhooks": psutil.Process(svc.webhooks.popen.pid),
     }
     for proc in psutil.Process().children():
         name = proc.name()
@@ -213,15 +231,20 @@ def _ts(value: str | None) -> float | None:
 
 @dataclass
 class Sample:
-    """One image: when its POST started (wall clock), how long it took, and its jobs."""
+    """One image: when its POST started (wall clock), how long it took, its jobs, and when the
+    client learned it was ready each way (wall clock)."""
 
     start: float
     upload: float
+    client: int = 0  # which client uploaded it (and whose stream reports it)
     registered: float = 0.0  # monotonic, when the upload's response was in
     checked: float = 0.0  # monotonic, last detail fetch
     gap: float | None = None  # closed loop: both jobs finished -> this client's next upload
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    polled: float | None = None  # a detail fetch first said `ready`
+    hooked: float | None = None  # the webhook receiver got its image.ready
+    streamed: float | None = None  # its client's event stream brought its image.ready
 
     def at(self, kind: str, key: str) -> float:
         value = _ts(self.jobs[kind][key])
@@ -247,6 +270,125 @@ class Sample:
 
     def run(self, kind: str) -> float:
         return self.at(kind, "finished_at") - self.at(kind, "started_at")
+
+    def notified(self, way: str) -> float | None:
+        """Upload start to the client learning the image is ready: polled, hooked or streamed."""
+        at: float | None = getattr(self, way)
+        return None if at is None else at - self.start
+
+
+class Receiver:
+    """A webhook endpoint on a local port (HTTP/1.1, keep-alive): when each image's
+    `image.ready` arrived. Signatures are not checked: only the arrival time counts."""
+
+    def __init__(self) -> None:
+        self.ready: dict[str, float] = {}
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self.connection, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/hook"
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for writer in self.writers:  # the sender's idle keep-alive connections
+                writer.close()
+            await self.server.wait_closed()
+
+    async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                self.received(await reader.readexactly(length))
+                writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the sender closed the connection
+        finally:
+            self.writers.discard(writer)
+            writer.close()
+
+    def received(self, body: bytes) -> None:
+        event = json.loads(body)
+        if event["type"] == "image.ready":
+            self.ready.setdefault(event["data"]["image_id"], time.time())
+
+
+async def read_stream(
+    base: str, auth: dict[str, str], seen: dict[str, float], connected: asyncio.Event
+) -> None:
+    """One client's event stream (`GET /v1/events`, text/event-stream): when each image's
+    `image.ready` came through it."""
+    timeout = httpx.Timeout(30, read=None)  # heartbeats only, between events
+    headers = {**auth, "Accept": "text/event-stream"}
+    async with (
+        httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout) as http,
+        http.stream("GET", "/v1/events") as resp,
+    ):
+        if resp.status_code != 200:
+            raise RuntimeError(f"event stream: {resp.status_code} {(await resp.aread())[:200]!r}")
+        connected.set()
+        kind = ""
+        async for line in resp.aiter_lines():
+            if line.startswith("event:"):
+                kind = line[6:].strip()
+            elif line.startswith("data:") and kind == "image.ready":
+                event = json.loads(line[5:])
+                seen.setdefault(event["data"]["image_id"], time.time())
+            elif not line:
+                kind = ""
+
+
+async def notifications(
+    http: httpx.AsyncClient, base: str, auth: dict[str, str], clients: int
+) -> tuple[Receiver, list[dict[str, float]], list[asyncio.Task[None]]]:
+    """A webhook for `image.ready` to a new receiver, and a connected stream per client."""
+    receiver = Receiver()
+    url = await receiver.start()
+    resp = await http.post("/v1/webhooks", json={"url": url, "events": ["image.ready"]})
+    if resp.status_code != 201:
+        raise RuntimeError(f"webhook: {resp.status_code} {resp.text}")
+    seen: list[dict[str, float]] = [{} for _ in range(clients)]
+    connected = [asyncio.Event() for _ in range(clients)]
+    readers = [
+        asyncio.create_task(read_stream(base, auth, seen[n], connected[n])) for n in range(clients)
+    ]
+    every: asyncio.Future[Any] = asyncio.gather(*(c.wait() for c in connected))
+    done, _ = await asyncio.wait([every, *readers], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    for task in readers:
+        if task in done:
+            task.result()  # raises why it ended
+    if every not in done:
+        every.cancel()
+        raise TimeoutError("the event streams did not connect in 30 s")
+    return receiver, seen, readers
+
+
+async def collect_notifications(
+    samples: list[Sample],
+    ids: dict[str, Sample],
+    receiver: Receiver,
+    seen: list[dict[str, float]],
+) -> None:
+    """Wait (a while) for every ready image's webhook and stream event; note their times."""
+    ready = {i: s for i, s in ids.items() if s.polled is not None}
+    deadline = time.monotonic() + NOTIFY_WAIT
+    while time.monotonic() < deadline:
+        if all(i in receiver.ready and i in seen[s.client] for i, s in ready.items()):
+            break
+        await asyncio.sleep(0.1)
+    for image_id, sample in ids.items():
+        sample.hooked = receiver.ready.get(image_id)
+        sample.streamed = seen[sample.client].get(image_id)
 
 
 @dataclass
@@ -289,9 +431,11 @@ async def one_run(
     todo = list(reversed(photos))
     requests = 0
     limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
+    ids: dict[str, Sample] = {}
     async with httpx.AsyncClient(base_url=base, headers=auth, timeout=120, limits=limits) as http:
+        receiver, seen, readers = await notifications(http, base, auth, clients)
 
-        async def client() -> None:
+        async def client(n: int) -> None:
             nonlocal requests
             waits = []
             previous: Sample | None = None
@@ -308,9 +452,9 @@ async def one_run(
                 requests += 1
                 if resp.status_code != 201:
                     raise RuntimeError(f"upload of {photo.name}: {resp.status_code} {resp.text}")
-                sample = Sample(start, upload, registered=time.monotonic())
+                sample = Sample(start, upload, client=n, registered=time.monotonic())
                 samples.append(sample)
-                pending[resp.json()["id"]] = sample
+                pending[resp.json()["id"]] = ids[resp.json()["id"]] = sample
                 if burst:
                     waits.append(sample.done.wait())
                 else:
@@ -324,6 +468,8 @@ async def one_run(
             resp = await http.get(f"/v1/images/{image_id}")
             requests += 1
             resp.raise_for_status()
+            if resp.json()["status"] == "ready" and sample.polled is None:
+                sample.polled = time.time()
             jobs = {job["kind"]: job for job in resp.json()["jobs"]}
             if all(jobs.get(k, {}).get("state") in TERMINAL for k in ("thumbnails", "tagging")):
                 sample.jobs = jobs
@@ -357,17 +503,21 @@ async def one_run(
                 await asyncio.gather(*(detail(image_id, s) for image_id, s in due))
 
         watcher = asyncio.create_task(poller())
-        uploads = asyncio.gather(*(client() for _ in range(clients)))
+        uploads = asyncio.gather(*(client(n) for n in range(clients)))
         try:
             both: set[asyncio.Future[Any]] = {watcher, uploads}
             done, _ = await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
             if watcher in done:
                 watcher.result()  # raises what stopped it
             await uploads
+            await collect_notifications(samples, ids, receiver, seen)
         finally:
             watcher.cancel()
             uploads.cancel()
-            await asyncio.gather(watcher, uploads, return_exceptions=True)
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(watcher, uploads, *readers, return_exceptions=True)
+            await receiver.stop()
     return samples, requests
 
 
@@ -449,6 +599,28 @@ def report(runs: list[Run], cores: int) -> str:
             f"| {label} | {med(lambda s: s.upload)} | {med(lambda s: s.wait('thumbnails'))} "
             f"| {med(lambda s: s.run('thumbnails'))} | {med(lambda s: s.wait('tagging'))} "
             f"| {med(lambda s: s.run('tagging'))} | {gap} |"
+        )
+    lines += [
+        "",
+        "Seconds from the start of the upload to the client knowing the image is ready, "
+        "p50 / p95 / max: the thumbnails job's finish (the floor), a detail fetch saying "
+        "`ready` (the `status=processing` listing polled as above), the `image.ready` webhook "
+        "arriving at a receiver on this machine, the `image.ready` event on the uploading "
+        "client's stream. Missed: not notified within a minute of the run's end.",
+        "",
+        "| load | ready (job finished) | polling | webhook | SSE | webhook missed | SSE missed |",
+        "|---|---|---|---|---|---:|---:|",
+    ]
+    for label, level in by_level.items():
+        samples = ok(level)
+        ways = []
+        for way in ("polled", "hooked", "streamed"):
+            got = [v for s in samples if (v := s.notified(way)) is not None]
+            ways.append(trio(got) if got else "-")
+        missed = [sum(1 for s in samples if s.notified(w) is None) for w in ("hooked", "streamed")]
+        lines.append(
+            f"| {label} | {trio([s.ready() for s in samples])} | {' | '.join(ways)} "
+            f"| {missed[0]} | {missed[1]} |"
         )
     lines += [
         "",
@@ -559,9 +731,12 @@ def main() -> None:
 
     runs: list[Run] = []
     # Limits off: one owner uploads a set of 96 in seconds (the default is 120 a minute).
+    # Webhooks to this machine's receiver: private addresses allowed, as `make dev` does.
     with (
         bench_stack(
-            MEDIA_RATE_LIMIT_UPLOADS_PER_MINUTE="0", MEDIA_RATE_LIMIT_REQUESTS_PER_MINUTE="0"
+            MEDIA_RATE_LIMIT_UPLOADS_PER_MINUTE="0",
+            MEDIA_RATE_LIMIT_REQUESTS_PER_MINUTE="0",
+            MEDIA_WEBHOOK_ALLOW_PRIVATE="true",
         ) as stack,
         service(stack, args.thumb_concurrency) as svc,
     ):
@@ -603,7 +778,8 @@ def main() -> None:
     print(f"Versions: {info}.")
     print(
         f"{args.images} photos a run, {args.repeats} runs a row, interleaved; thumbnails worker "
-        f"with {worker_pool} pool processes, tagging worker with 1; poll {args.poll} s; "
+        f"with {worker_pool} pool processes, tagging worker with 1, webhooks worker with 2; "
+        f"a webhook and an event stream per client beside the poll; poll {args.poll} s; "
         f"whole bench {time.monotonic() - began:.0f} s.\n"
     )
     print(report(runs, os.cpu_count() or 1))

@@ -286,6 +286,7 @@ def _dev(args: argparse.Namespace) -> int:
     stop = _Stop()
     os.environ.setdefault("MEDIA_LOG_FORMAT", "text")  # people read these logs
     os.environ.setdefault("MEDIA_WEB_KEY_LINKS", "true")  # the link printed below
+    os.environ.setdefault("MEDIA_WEBHOOK_ALLOW_PRIVATE", "true")  # webhooks to local receivers
     # Ctrl-C should not wait long: this grace plus the lifespan's cleanup bound (10 s) must
     # end before devstack kills the API (15 s).
     os.environ.setdefault("MEDIA_SHUTDOWN_GRACE_SECONDS", "3")

@@ -16,6 +16,7 @@ from media_api.accounts.throttles import AuthThrottles, create_throttle
 from media_api.api import health
 from media_api.api.accounts import auth_router, keys_router
 from media_api.api.deps import api_rate_limit
+from media_api.api.events import router as events_router
 from media_api.api.galleries import router as galleries_router
 from media_api.api.images import router as images_router
 from media_api.api.metrics_server import serving_metrics
@@ -24,8 +25,10 @@ from media_api.api.tus import router as tus_router
 from media_api.api.uploads import router as uploads_router
 from media_api.api.web.docs import install_docs
 from media_api.api.web.router import install_web
+from media_api.api.webhooks import router as webhooks_router
 from media_api.db import create_engine, session_factory
 from media_api.errors import install_error_handlers
+from media_api.events.listener import Listener, listen_dsn
 from media_api.images.validation import Validator
 from media_api.jobs.producer import create_producer
 from media_api.metrics import ApiMetrics
@@ -80,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         hashing = ThreadPoolExecutor(settings.password_hash_workers, "password-hash")
         validator = Validator(settings)
+        listener = Listener(listen_dsn(settings), settings.db_connect_timeout_seconds)
+        listener.start()
         app.state.media = AppState(
             settings=settings,
             engine=engine,
@@ -91,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hashing=hashing,
             validator=validator,
             metrics=metrics,
+            listener=listener,
             finalizing=asyncio.Semaphore(settings.max_concurrent_validations),
         )
         try:
@@ -110,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     in_flight.count,
                     CLEANUP_GRACE_SECONDS,
                 )
+            await listener.stop()
             await throttle.close()
             hashing.shutdown(wait=False, cancel_futures=True)
             await asyncio.to_thread(validator.close)
@@ -134,6 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # tus first: its prefix is longer. OPTIONS is public (discovery), so each route limits.
     app.include_router(tus_router)
     app.include_router(uploads_router, dependencies=[Depends(api_rate_limit)])
+    app.include_router(events_router, dependencies=[Depends(api_rate_limit)])
+    app.include_router(webhooks_router, dependencies=[Depends(api_rate_limit)])
     install_web(app)
     install_docs(app)
     return app

@@ -10,6 +10,7 @@ from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from media_api.accounts.throttles import AuthThrottles, Throttle
+from media_api.events.listener import Listener
 from media_api.images.validation import Validator
 from media_api.metrics import ApiMetrics
 from media_api.settings import Settings
@@ -31,6 +32,8 @@ class AppState:
     hashing: ThreadPoolExecutor
     validator: Validator
     metrics: ApiMetrics
+    # This process's LISTEN connection, which wakes the event streams (GET /v1/events).
+    listener: Listener
     # Finalizations of tus and direct uploads at once: each downloads its file to temp disk
     # before it waits for a validation slot, so this bounds that disk too.
     finalizing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))

@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from media_api.jobs.contract import JOBS, MAINTENANCE_QUEUE, QUEUES
+from media_api.jobs.contract import DELIVER_TASK, JOBS, MAINTENANCE_QUEUE, QUEUES, WEBHOOKS_QUEUE
 from media_api.jobs.producer import JobProducer
 from media_api.settings import Settings
 
@@ -31,7 +31,10 @@ def create_celery(settings: Settings, *, sweep: bool = True) -> Celery:
         # A pool process that grew past this (a huge decode) is replaced after its task.
         worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,
         task_queues=[Queue(name) for name in QUEUES],
-        task_routes={job.task: {"queue": job.queue} for job in JOBS.values()},
+        task_routes={
+            **{job.task: {"queue": job.queue} for job in JOBS.values()},
+            DELIVER_TASK: {"queue": WEBHOOKS_QUEUE},
+        },
         task_default_queue=MAINTENANCE_QUEUE,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
 
 from media_api.events import statements
 from media_api.events.models import EventType
@@ -25,6 +27,31 @@ def record(
     deliveries = list(session.scalars(statements.insert_deliveries(owner_id, event_id, type_)))
     session.execute(statements.notify(owner_id))
     return deliveries
+
+
+# Where `announce` leaves a session's deliveries until it commits.
+_PENDING = "event_deliveries"
+
+
+def announce(session: Session, owner_id: uuid.UUID, type_: EventType, data: dict[str, Any]) -> None:
+    """`record`, its deliveries sent once the session commits (`send_on_commit`), dropped if
+    it rolls back: the repository announces without knowing who commits."""
+    session.info.setdefault(_PENDING, []).extend(record(session, owner_id, type_, data))
+
+
+def send_on_commit(sessions: sessionmaker[Session], producer: Callable[[], JobProducer]) -> None:
+    """Send what `announce` recorded in these sessions after each commit."""
+
+    def committed(session: Session) -> None:
+        deliveries = session.info.pop(_PENDING, [])
+        if deliveries:
+            send_after_commit(producer(), deliveries)
+
+    def rolled_back(session: Session) -> None:
+        session.info.pop(_PENDING, None)
+
+    event.listen(sessions, "after_commit", committed)
+    event.listen(sessions, "after_rollback", rolled_back)
 
 
 def send_after_commit(producer: JobProducer, deliveries: list[uuid.UUID]) -> None:

@@ -260,8 +260,13 @@ def _tag_claimed(ctx: WorkerContext, claimed: list[repository.Claimed]) -> str:
         for job, _ in decoded:
             _fail(ctx, job.image_id, kind, "tagging-failed")
         return f"failed: tagging-failed ({len(decoded)} images)"
+    tagged = sorted(
+        ((job, result) for (job, _), result in zip(decoded, results, strict=True)),
+        # Each announcement locks its owner's row until commit: always in the same order.
+        key=lambda pair: pair[0].owner_id,
+    )
     with ctx.sessions.begin() as session:
-        for (job, _), result in zip(decoded, results, strict=True):
+        for job, result in tagged:
             repository.tags_ready(
                 session,
                 job,

@@ -12,10 +12,12 @@ from sqlalchemy import ColumnElement, and_, delete, insert, select, text, true, 
 from sqlalchemy.orm import Session
 
 import media_api.models  # noqa: F401 - every table, so foreign keys resolve in this process
+from media_api.events.models import EventType
 from media_api.images.models import Image, ImageStatus, ImageTag
 from media_api.jobs import statements as jobs
 from media_api.jobs.contract import JOBS, JobKind
 from media_api.jobs.models import JobState
+from workers import events
 
 
 @dataclass(frozen=True)
@@ -128,24 +130,37 @@ def tags_ready(
         update(Image).where(Image.id == claimed.image_id).values(nsfw=nsfw, flagged=flagged)
     )
     session.execute(jobs.finish(claimed.image_id, JobKind.TAGGING, JobState.DONE, None))
+    data = {
+        "image_id": str(claimed.image_id),
+        "tags": [{"name": tag["name"], "confidence": tag["confidence"]} for tag in tags],
+        "nsfw": nsfw,
+        "flagged": flagged,
+    }
+    events.announce(session, claimed.owner_id, EventType.IMAGE_TAGGED, data)
 
 
 def variants_ready(
     session: Session, image_id: uuid.UUID, variants: list[dict[str, Any]], placeholder: str
 ) -> bool:
-    """Record the variants and flip the image to ready, with its job, in one transaction;
-    False when the image was deleted meanwhile."""
-    updated = session.scalar(
+    """Record the variants and flip the image to ready, with its job and its `image.ready`,
+    in one transaction; False when the image was deleted meanwhile."""
+    owner_id = session.scalar(
         update(Image)
         .where(Image.id == image_id)
         .values(
             variants=variants, placeholder=placeholder, status=ImageStatus.READY, error_code=None
         )
-        .returning(Image.id)
+        .returning(Image.owner_id)
     )
-    if updated is None:
+    if owner_id is None:
         return False
     session.execute(jobs.finish(image_id, JobKind.THUMBNAILS, JobState.DONE, None))
+    data = {
+        "image_id": str(image_id),
+        "status": ImageStatus.READY.value,
+        "variants": [variant["name"] for variant in variants],
+    }
+    events.announce(session, owner_id, EventType.IMAGE_READY, data)
     return True
 
 
@@ -177,11 +192,17 @@ def _fail_running(session: Session, which: ColumnElement[bool], code: str) -> in
 
 
 def _fail_images(session: Session, image_ids: list[uuid.UUID], code: str) -> None:
-    session.execute(
+    """Fail the images, each with its `image.failed`."""
+    failed = session.execute(
         update(Image)
         .where(Image.id.in_(image_ids))
         .values(status=ImageStatus.FAILED, error_code=code)
-    )
+        .returning(Image.id, Image.owner_id)
+    ).all()
+    # Each announcement locks its owner's row until commit: always in the same order.
+    for image_id, owner_id in sorted(failed, key=lambda row: row.owner_id):
+        data = {"image_id": str(image_id), "status": ImageStatus.FAILED.value, "error_code": code}
+        events.announce(session, owner_id, EventType.IMAGE_FAILED, data)
 
 
 def job_retry_later(session: Session, image_id: uuid.UUID, kind: JobKind, code: str) -> None:

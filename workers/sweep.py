@@ -4,7 +4,8 @@ An upload accepted while the broker was down leaves its job `pending` with no me
 worker killed mid-task leaves it `running` (and, on Redis, its unacked message invisible for
 an hour). Both are found here by age and published again; tasks are idempotent, so an
 occasional duplicate costs work, never correctness. The same thread runs the upload sweep
-(`workers.uploads`) under the same advisory lock.
+(`workers.uploads`) and the webhook deliveries' (`workers.webhooks`) under the same advisory
+lock.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from media_api.jobs.producer import JobProducer
 from workers import repository
 from workers.context import WorkerContext
 from workers.uploads import sweep_uploads
+from workers.webhooks import sweep_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,8 @@ def sweep(ctx: WorkerContext, producer: JobProducer) -> int:
 
 
 class Sweeper(threading.Thread):
-    """Runs `sweep` and `sweep_uploads` every interval in the worker's main process until
-    stopped."""
+    """Runs `sweep`, `sweep_uploads` and `sweep_deliveries` every interval in the worker's
+    main process until stopped."""
 
     def __init__(
         self, ctx_factory: Callable[[], WorkerContext], producer: JobProducer, every: float
@@ -69,6 +71,7 @@ class Sweeper(threading.Thread):
             # Each on its own: a broker outage must not hold up upload expiry, nor S3 the jobs.
             self._guarded(lambda: sweep(self.ctx_factory(), self.producer))
             self._guarded(lambda: sweep_uploads(self.ctx_factory()))
+            self._guarded(lambda: sweep_deliveries(self.ctx_factory(), self.producer))
 
     def _guarded(self, work: Callable[[], object]) -> None:
         try:

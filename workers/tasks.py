@@ -9,11 +9,11 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
-from media_api.jobs.contract import BY_TASK, JOBS, PING_TASK, JobKind, JobType
+from media_api.jobs.contract import BY_TASK, DELIVER_TASK, JOBS, PING_TASK, JobKind, JobType
 from media_api.jobs.models import JobState
 from media_api.jobs.producer import JobProducer
 from media_api.settings import Settings
-from workers import pipeline, repository
+from workers import pipeline, repository, webhooks
 from workers.context import WorkerContext, context
 
 # The work behind each kind's task (its name, queue and limits come from the contract).
@@ -105,6 +105,25 @@ def register(app: Celery, settings: Settings) -> None:
 
     for job in JOBS.values():
         _register_job(app, settings, base, job)
+    _register_delivery(app, settings)
+
+
+def _register_delivery(app: Celery, settings: Settings) -> None:
+    # Acked late and rejected on a lost worker, like the jobs; the row's lease and the sweep
+    # bring back an attempt whose worker was killed outright. Routed to `WEBHOOKS_QUEUE`
+    # (task_routes in workers.celery_app; JobProducer.send_delivery names it too).
+    @app.task(
+        name=DELIVER_TASK,
+        bind=True,
+        ignore_result=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        time_limit=webhooks.attempt_limit(settings),
+        shared=False,
+    )
+    def deliver_webhook(self: Task[[str], str], delivery_id: str) -> str:
+        """One attempt of one webhook delivery (queue `webhooks`)."""
+        return webhooks.deliver(context(settings), JobProducer(self.app), uuid.UUID(delivery_id))
 
 
 def _register_job(

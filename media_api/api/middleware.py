@@ -109,7 +109,13 @@ def install_http_policies(app: FastAPI, settings: Settings, in_flight: InFlight)
             allow_origins=settings.cors_origins,
             allow_credentials=settings.cors_allow_credentials,
             allow_methods=["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID", *tus.REQUEST_HEADERS],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Request-ID",
+                "Last-Event-ID",  # a fetch-based SSE client resuming a stream
+                *tus.REQUEST_HEADERS,
+            ],
             expose_headers=["Retry-After", *tus.EXPOSED_HEADERS],
             max_age=600,
         )

@@ -504,7 +504,7 @@ async def _receive(
         # Stored as far as it came, even when the request is being cancelled.
         await run_to_the_end(_finish(receiver))
     except UnsupportedMediaType as exc:
-        await _reject(state, session, ids, exc)
+        await _reject(state, session, uow, ids, exc)
         raise
     except (BotoCoreError, ClientError) as exc:
         raise StorageUnavailable("the upload could not be stored; try again") from exc
@@ -544,16 +544,20 @@ class _Stored(NamedTuple):
 
 
 async def _reject(
-    state: AppState, session: AsyncSession, stored: _Stored, exc: MediaError | ProbeError
+    state: AppState,
+    session: AsyncSession,
+    uow: UnitOfWork,
+    stored: _Stored,
+    exc: MediaError | ProbeError,
 ) -> None:
     """End the upload refused, committed before the answer; its bytes go after."""
     s3_upload_id = stored.s3_upload_id()
     await session.rollback()
     document = problem_document(exc)
     assert document is not None
-    await repository.release_reservation(session, [stored.upload_id])
-    await repository.reject(session, stored.upload_id, document)
+    await service.reject(session, uow, stored.upload_id, document)
     await session.commit()
+    await uow.committed()  # the rejection's webhook deliveries (nothing else is queued yet)
     await run_to_the_end(_discard_bytes(state, stored.object_key, s3_upload_id))
 
 

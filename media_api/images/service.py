@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from media_api.accounts import repository as owners
 from media_api.errors import NotFound
+from media_api.events import service as events
+from media_api.events.models import EventType
 from media_api.galleries import service as galleries
 from media_api.images import repository
 from media_api.images.errors import (
@@ -138,8 +140,21 @@ async def record_upload(
     slot = await jobs.take_slot(session, owner_id, _spacing(settings))
     repository.attach_jobs(image, await jobs.add_pending(session, image.id, JOBS, slot))
     await _into_gallery(session, owner_id, gallery_id, image.id)
+    await events.announce(session, uow, owner_id, EventType.IMAGE_CREATED, _created(image))
     uow.send_jobs(image.id)
     return image, True
+
+
+def _created(image: Image) -> dict[str, Any]:
+    """What `image.created` tells: the new image as recorded (never a URL)."""
+    return {
+        "image_id": str(image.id),
+        "status": image.status.value,
+        "content_type": image.content_type,
+        "size": image.size_bytes,
+        "filename": image.original_filename,
+        "title": image.title,
+    }
 
 
 async def duplicate_of(
@@ -256,6 +271,8 @@ async def delete(
     if deleted is None:
         raise NotFound("image not found")
     await owners.release_bytes(session, owner_id, deleted.size_bytes)
+    data = {"image_id": str(image_id)}
+    await events.announce(session, uow, owner_id, EventType.IMAGE_DELETED, data)
     uow.after_commit(functools.partial(store.delete, deleted.original_key))
     uow.after_commit(
         functools.partial(store.delete_prefix, keys.variants_prefix(owner_id, image_id))

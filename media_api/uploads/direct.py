@@ -191,8 +191,7 @@ async def reject(
     object deleted after commit (as finalization rejects)."""
     document = problem_document(exc)
     assert document is not None
-    await repository.release_reservation(session, [upload.id])
-    await repository.reject(session, upload.id, document)
+    await service.reject(session, uow, upload.id, document)
     uow.after_commit(functools.partial(store.delete, upload.object_key))
 
 

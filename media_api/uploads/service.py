@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from media_api.cleanup import run_to_the_end
 from media_api.errors import MediaError, problem_document
+from media_api.events import service as events
+from media_api.events.models import EventType
 from media_api.images.errors import FileTooLarge, QuotaExceeded, StorageUnavailable
 from media_api.images.models import Image
 from media_api.images.service import (
@@ -123,10 +125,21 @@ async def finalize(
         error = _problem(exc)
         if error is None:
             raise
-        await repository.release_reservation(session, [upload_id])
-        await repository.reject(session, upload_id, error)
+        await reject(session, uow, upload_id, error)
         uow.after_commit(functools.partial(store.delete, quarantine))
         raise
+
+
+async def reject(
+    session: AsyncSession, uow: UnitOfWork, upload_id: uuid.UUID, error: dict[str, Any]
+) -> Upload:
+    """End the upload `rejected` with the problem `error`, its reservation given back, and
+    announce it (`upload.rejected`), all in the session's transaction."""
+    await repository.release_reservation(session, [upload_id])
+    upload = await repository.reject(session, upload_id, error)
+    data = {"upload_id": str(upload.id), "kind": upload.kind.value, "error": error}
+    await events.announce(session, uow, upload.owner_id, EventType.UPLOAD_REJECTED, data)
+    return upload
 
 
 async def _accept(

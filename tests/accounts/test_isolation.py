@@ -17,6 +17,8 @@ from media_api.settings import Settings
 from media_api.uploads.tus import OFFSET_CONTENT_TYPE
 from tests.support.callers import Caller, new_caller, upload
 from tests.support.corpus import CORPUS
+from tests.support.fakes import FakeProducer
+from tests.support.webhooks import announce
 
 PUBLIC = {("POST", "/v1/auth/signup"), ("POST", "/v1/auth/token"), ("OPTIONS", "/v1/uploads/tus")}
 # What a tus request carries besides credentials (without it, 412 comes before the key check);
@@ -58,6 +60,8 @@ def test_every_private_route_needs_credentials(client: TestClient, app_settings:
         "gallery_id": str(uuid.uuid4()),
         "name": "thumb",
         "upload_id": str(uuid.uuid4()),
+        "webhook_id": str(uuid.uuid4()),
+        "delivery_id": str(uuid.uuid4()),
     }
     checked = 0
     for method, path in _routes(app_settings):
@@ -82,12 +86,20 @@ def victim(client: TestClient) -> tuple[Caller, dict[str, str]]:
     assert added.status_code == 204
     tus = client.post("/v1/uploads/tus", headers={**owner.headers, **TUS, "Upload-Length": "9"})
     assert tus.status_code == 201
+    # An endpoint nothing is sent to (off), with one delivery.
+    hook = client.post("/v1/webhooks", headers=owner.headers, json={"url": "http://127.0.0.1:9/"})
+    announce(client, owner, producer=FakeProducer())
+    hook_path = f"/v1/webhooks/{hook.json()['id']}"
+    client.patch(hook_path, headers=owner.headers, json={"active": False})
+    (delivery,) = client.get(f"{hook_path}/deliveries", headers=owner.headers).json()["items"]
     return owner, {
         "image_id": str(image["id"]),
         "key_id": str(key["id"]),
         "gallery_id": str(gallery["id"]),
         "name": "thumb",
         "upload_id": tus.headers["Location"].rsplit("/", 1)[1],
+        "webhook_id": str(hook.json()["id"]),
+        "delivery_id": str(delivery["id"]),
     }
 
 
@@ -119,6 +131,10 @@ def test_another_owners_resources_are_404_on_every_route(
     assert [i["id"] for i in in_gallery.json()["items"]] == [ids["image_id"]]
     state = client.get(f"/v1/uploads/{ids['upload_id']}", headers=owner.headers).json()
     assert (state["state"], state["offset"]) == ("receiving", 0)
+    hook = f"/v1/webhooks/{ids['webhook_id']}"
+    assert client.get(hook, headers=owner.headers).json()["url"] == "http://127.0.0.1:9/"
+    deliveries = client.get(f"{hook}/deliveries", headers=owner.headers).json()["items"]
+    assert [d["id"] for d in deliveries] == [ids["delivery_id"]]
 
 
 def test_listings_show_only_the_callers_images_and_galleries(

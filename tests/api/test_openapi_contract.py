@@ -39,6 +39,12 @@ PUBLIC = {("POST", "/v1/auth/signup"), ("POST", "/v1/auth/token")}
 DISCOVERY = {("OPTIONS", "/v1/uploads/tus")}
 # tus answers in headers: creation's 201 and HEAD's 200 have no body.
 NO_BODY = {("POST", "/v1/uploads/tus", "201"), ("HEAD", "/v1/uploads/tus/{upload_id}", "200")}
+# Success bodies other than JSON: the Prometheus text, and the events as Server-Sent Events
+# for a client that asks for them (`Accept: text/event-stream`), a JSON page otherwise.
+EXPECTED_TYPES = {
+    ("GET", "/metrics"): ["text/plain"],
+    ("GET", "/v1/events"): ["application/json", "text/event-stream"],
+}
 
 SEED = 14
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -221,7 +227,7 @@ def test_successes_declare_their_real_content_types(document: dict[str, Any]) ->
             if status in {"204", "307"} or (method, path, status) in NO_BODY:
                 assert kinds == [], (method, path, status)
             elif int(status) < 400:
-                expected = ["text/plain"] if path == "/metrics" else ["application/json"]
+                expected = EXPECTED_TYPES.get((method, path), ["application/json"])
                 assert kinds == expected, (method, path, status)
             if status == "307":
                 assert "Location" in response["headers"]

@@ -30,7 +30,12 @@ export function onUnauthorized(callback) {
   unauthorized = callback;
 }
 
-function authHeaders() {
+/** Tell the page its credential was refused (a request outside `api()` got a 401). */
+export function refusedCredential() {
+  unauthorized();
+}
+
+export function authHeaders() {
   const token = credential.get();
   return token ? { Authorization: `Bearer ${token}` } : {};
 }

@@ -1,9 +1,11 @@
 // The gallery page: sign-in, resumable uploads (tus) with progress, the thumbnail grid (keyset
-// pages through `next_cursor`), filters and galleries. Everything goes through the public /v1 API.
+// pages through `next_cursor`), filters and galleries, kept up to date by the owner's live
+// events (a poller stands in while the stream is down). Everything goes through the public /v1 API.
 
 import { ApiError, ResumableUpload, api, credential, onUnauthorized } from "./api.js";
 import { placeholder } from "./blurhash.js";
 import { announce, el, imageLabel, plural } from "./dom.js";
+import { LiveEvents } from "./live.js";
 import { openViewer, setupViewer } from "./viewer.js";
 
 const PAGE_SIZE = 24;
@@ -11,6 +13,8 @@ const PARALLEL_UPLOADS = 3;
 const POLL_MS = 1500;
 const POLL_LIMIT_MS = 10 * 60 * 1000;
 const CLOCK_SKEW_MS = 60 * 1000; // between this browser and the server
+const STREAM_WAIT_MS = 3000; // at most this long for the stream before the first listing
+const CREATED_WAIT_MS = 1500; // for an upload's image.created after its response
 
 const $ = (id) => document.getElementById(id);
 
@@ -40,6 +44,9 @@ function showSignIn(message = "") {
   queue.length = 0;
   watched.clear();
   tileSince.clear();
+  live.up = false;
+  live.created.clear();
+  live.finished.clear();
   $("grid").replaceChildren();
   $("uploads").replaceChildren();
   $("filters").reset();
@@ -67,6 +74,9 @@ async function showApp({ focus = false } = {}) {
   view.account.catch(() => {}); // reported below
   try {
     const account = await view.account;
+    if (session !== view.session) return;
+    // The stream first: what changes after the listing is read then comes as events.
+    await startLive(session);
     if (session !== view.session) return;
     $("account").textContent = `Signed in as ${account.email}`;
     if (view.fromLink) announce(`Signed in with the key from the link as ${account.email}.`);
@@ -271,7 +281,10 @@ function appendPage(page) {
   $("grid").append(...page.items.map(tile));
   view.cursor = page.next_cursor;
   $("more").hidden = !view.cursor;
-  if (page.items.some((image) => image.status === "processing")) startPolling();
+  const processing = page.items.filter((image) => image.status === "processing");
+  if (!live.up && processing.length) startPolling();
+  // Finished while this page was on its way: the event came before the tile.
+  for (const image of processing) if (live.finished.has(image.id)) refreshImage(image.id);
 }
 
 async function reload() {
@@ -441,7 +454,12 @@ let wake = null; // cuts the poller's wait short
 
 /** Follow the image an upload (begun at `started`) became: `fresh` until it is first seen. */
 function follow(id, job, started) {
-  watched.set(id, { job, since: Date.now(), fresh: true, started });
+  const entry = { job, since: Date.now(), fresh: true, started };
+  watched.set(id, entry);
+  if (live.up) {
+    followLive(id, entry);
+    return;
+  }
   startPolling();
   if (wake) wake(); // its tile is due now, not a round later
 }
@@ -462,8 +480,8 @@ function processingTiles() {
 function arrived(image, entry) {
   entry.fresh = false;
   // One made before this upload began was a duplicate.
-  const created = !findTile(image.id)
-    && Date.parse(image.created_at) >= entry.started - CLOCK_SKEW_MS;
+  const created = createdSince(image.id, entry.started) || (!findTile(image.id)
+    && Date.parse(image.created_at) >= entry.started - CLOCK_SKEW_MS);
   setState(entry.job, image.status, created ? image.status : `${image.status} (already uploaded)`);
   if (!view.filters.tag) upsert(image, { prepend: created }); // no tags yet: cannot match
 }
@@ -520,12 +538,13 @@ async function startPolling() {
   polling = true;
   try {
     let busy = true;
-    while (busy && !$("app").hidden) {
+    while (busy && !$("app").hidden && !live.up) {
       await new Promise((resolve) => {
         wake = resolve;
         setTimeout(resolve, POLL_MS);
       });
       wake = null;
+      if (live.up) break; // the stream is back: it brings the changes from here on
       try {
         busy = await pollOnce();
       } catch {
@@ -536,6 +555,130 @@ async function startPolling() {
   } finally {
     polling = false;
   }
+}
+
+// ---- live updates: the owner's event stream --------------------------------------------------
+// While the stream is up, images are followed by their events: image.created puts an upload's
+// tile in, image.ready and image.failed fetch the image's detail once. When the stream is down
+// (not answered, cut, silent past two heartbeats) the poller above takes over until it is back.
+
+const live = {
+  up: false,
+  created: new Map(), // image id -> when its image.created came (this browser's clock)
+  finished: new Set(), // ids announced ready or failed (a listing on its way may be older)
+};
+
+/** Connect the session's stream; settles once it is up or has failed (or after a while). */
+function startLive(session) {
+  const stream = new LiveEvents({
+    signal: session.signal,
+    onEvent: (event) => {
+      if (session === view.session) onLiveEvent(event);
+    },
+    onUp: ({ resumed }) => {
+      live.up = true;
+      // Started afresh: what happened while nothing listened is caught up by one round.
+      if (!resumed) pollOnce().catch(() => {});
+    },
+    onDown: () => {
+      live.up = false;
+      if (session === view.session) startPolling();
+    },
+  });
+  const waited = new Promise((resolve) => setTimeout(resolve, STREAM_WAIT_MS));
+  return Promise.race([stream.start(), waited]);
+}
+
+function onLiveEvent({ type, data, timestamp }) {
+  const id = data && data.image_id;
+  if (!id) return;
+  if (type === "image.created") liveCreated(id, data, timestamp);
+  else if (type === "image.ready" || type === "image.failed") liveFinished(id, data.status);
+  else if (type === "image.tagged") liveTagged(id, data);
+  else if (type === "image.deleted") {
+    watched.delete(id);
+    remove(id);
+    if (watched.size === 0) settled();
+  }
+}
+
+/** A new image: its tile from the event itself (no variants yet), first in the grid. */
+function liveCreated(id, data, timestamp) {
+  live.created.set(id, Date.now());
+  if (findTile(id)) return;
+  const entry = watched.get(id);
+  const mine = entry || running > 0; // this page's uploads go to the gallery on show
+  // An event older than the page (a replay) is in the listing already, or was deleted.
+  const recent = Date.parse(timestamp) >= pageStarted - CLOCK_SKEW_MS;
+  const shown = !view.filters.tag && (!view.filters.gallery || mine);
+  if (shown && recent) {
+    upsert({ ...data, id, variants: [], placeholder: null, created_at: timestamp }, {
+      prepend: true,
+    });
+  }
+  if (entry && entry.fresh) {
+    entry.fresh = false;
+    setState(entry.job, data.status);
+  }
+}
+
+function liveFinished(id, status) {
+  live.finished.add(id);
+  const existing = findTile(id);
+  // Already shown so (a replay, or the poller got there first): nothing to fetch.
+  if (!watched.has(id) && (!existing || existing.dataset.status === status)) return;
+  refreshImage(id);
+}
+
+/** Tiles show no tags; under a tag filter, an image that now has the tag joins the grid. */
+function liveTagged(id, data) {
+  const wanted = view.filters.tag.toLowerCase();
+  if (!wanted || findTile(id)) return;
+  if ((data.tags || []).some((tag) => tag.name.toLowerCase() === wanted)) {
+    api(`/v1/images/${id}`).then((image) => upsert(image, { prepend: true }), () => {});
+  }
+}
+
+/** An upload's image while the stream is up: its image.created is usually in before the
+ *  upload's response; a duplicate of an earlier image has none, so its detail is fetched. */
+function followLive(id, entry) {
+  const existing = findTile(id);
+  const status = existing ? existing.dataset.status : null;
+  const created = createdSince(id, entry.started);
+  if (status === "processing" || status === "ready") {
+    entry.fresh = false;
+    setState(entry.job, status, created ? status : `${status} (already uploaded)`);
+    if (status === "ready") watched.delete(id);
+  } else if (status === "failed") {
+    refreshImage(id); // for its error code
+  } else if (created) {
+    entry.fresh = false; // new, but not for this grid (a tag filter): its events settle it
+    setState(entry.job, "processing");
+  } else {
+    setTimeout(() => {
+      if (watched.get(id) === entry && entry.fresh && !findTile(id)) refreshImage(id);
+    }, CREATED_WAIT_MS);
+  }
+  if (watched.size === 0) settled();
+}
+
+/** Did an upload begun at `started` create this image? A duplicate's upload creates none. */
+function createdSince(id, started) {
+  return (live.created.get(id) ?? -Infinity) >= started;
+}
+
+/** One image's detail, settling its upload row and tile. */
+async function refreshImage(id) {
+  try {
+    const image = await api(`/v1/images/${id}`);
+    if (image.status !== "processing") settle(image);
+    else if (watched.get(id)?.fresh) arrived(image, watched.get(id));
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 404)) return;
+    watched.delete(id); // deleted meanwhile
+    remove(id);
+  }
+  if (watched.size === 0) settled();
 }
 
 /** Nothing uploading or processing any more: show the server's order (and any new tags). */
@@ -648,6 +791,7 @@ setupViewer({
     return true;
   },
 });
+const pageStarted = Date.now();
 const refused = takeKeyFromFragment();
 if (credential.get()) showApp();
 else showSignIn(refused);
