@@ -118,7 +118,8 @@ def _register_delivery(app: Celery, settings: Settings) -> None:
         ignore_result=True,
         acks_late=True,
         reject_on_worker_lost=True,
-        time_limit=webhooks.attempt_limit(settings),
+        soft_time_limit=webhooks.attempt_limit(settings),
+        time_limit=webhooks.attempt_limit(settings) + webhooks.KILL_GRACE_SECONDS,
         shared=False,
     )
     def deliver_webhook(self: Task[[str], str], delivery_id: str) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 
@@ -31,14 +32,22 @@ log = logging.getLogger(__name__)
 # A wait shorter than this is a Celery countdown; a longer one is left to the sweep (Redis
 # hands long-ETA messages out again after its visibility timeout: the row is the schedule).
 COUNTDOWN_LIMIT_SECONDS = 60.0
+# Seconds between the soft time limit (the attempt recorded as failed) and the kill.
+KILL_GRACE_SECONDS = 5
 BATCH = 500
 USER_AGENT = "media-service-webhooks/1"
 
 
 def attempt_limit(settings: Settings) -> int:
-    """The longest an attempt takes (connect and response, each within the timeout, plus the
-    resolver and the database): the claim's lease, and the task's hard time limit."""
+    """The longest an attempt may take (connect and response, each within the timeout, plus
+    the resolver and the database): the task's soft time limit, after which the attempt is
+    recorded as failed. The claim's lease and the hard limit allow a few seconds more."""
     return math.ceil(2 * settings.webhook_timeout_seconds) + 2
+
+
+def claim_lease(settings: Settings) -> dt.timedelta:
+    """How long a claimed attempt is left alone: past the hard time limit."""
+    return dt.timedelta(seconds=attempt_limit(settings) + KILL_GRACE_SECONDS + 1)
 
 
 @dataclass(frozen=True)
@@ -75,12 +84,21 @@ class Attempt:
 
 def deliver(ctx: WorkerContext, producer: JobProducer, delivery_id: uuid.UUID) -> str:
     """One attempt of one delivery, if it is due; returns what happened."""
-    lease = dt.timedelta(seconds=attempt_limit(ctx.settings))
     with ctx.sessions.begin() as session:
-        target = claim(session, delivery_id, lease)
+        target = claim(session, delivery_id, claim_lease(ctx.settings))
     if target is None:
         return "nothing to send: delivered, failed, not due, in flight or the endpoint is off"
-    attempt = post(target, ctx.settings)
+    if target.attempts > len(ctx.settings.webhook_retry_schedule) + 1:
+        # Earlier attempts were killed before they were recorded (a receiver that trickles
+        # its answer past the task's limits): the schedule is over all the same.
+        cut = Attempt(dt.datetime.now(dt.UTC), None, 0, "attempts cut off by the time limit")
+        return record(ctx, producer, target, cut)
+    started = dt.datetime.now(dt.UTC)
+    try:
+        attempt = post(target, ctx.settings)
+    except SoftTimeLimitExceeded:  # httpx bounds each read, not the whole answer
+        spent = round((dt.datetime.now(dt.UTC) - started).total_seconds() * 1000)
+        attempt = Attempt(started, None, spent, "no complete answer within the attempt's limit")
     return record(ctx, producer, target, attempt)
 
 

@@ -3,6 +3,7 @@ termination, plus the protocol middleware (docs/uploads-design.md, section 1).""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -298,12 +299,15 @@ async def create_upload(
     answer = Response(status_code=status.HTTP_201_CREATED)
     answer.headers["Location"] = str(request.url_for("tus_upload", upload_id=upload.id))
     if with_body:
-        async with holding(state.sessions, session, state.settings, owner, upload.id) as (
-            upload,
-            hold,
-        ):
-            assert hold is not None
-            upload = await _receive(request, state, session, uow, upload, hold, checksum)
+        upload_id = upload.id
+        try:
+            async with _held(state, session, owner, upload_id) as (upload, hold):
+                assert hold is not None
+                upload = await _receive(request, state, session, uow, upload, hold, checksum)
+        except BaseException:
+            # The client never learns the upload's URL from a refusal: nothing of it may stay.
+            await run_to_the_end(_abandon(state, owner, upload_id))
+            raise
         answer.headers["Upload-Offset"] = str(upload.received)
     _describe(answer, upload)
     return answer
@@ -345,7 +349,13 @@ async def upload_offset(
     to let go first, so the answer does not move under the client."""
     await session.commit()
     async with holding(
-        state.sessions, session, state.settings, owner, upload_id, wait_or_lock=False
+        state.sessions,
+        session,
+        state.settings,
+        owner,
+        upload_id,
+        UploadKind.TUS,
+        wait_or_lock=False,
     ) as (upload, hold):
         if hold is not None:
             upload = await _finish_if_complete(state, session, uow, upload, hold)
@@ -412,7 +422,9 @@ async def upload_bytes(
         raise tus_problem(exc) from None
     _offset_content_type(request)
     declared = request.headers.get("content-length")
-    async with holding(state.sessions, session, state.settings, owner, upload_id) as (upload, hold):
+    async with holding(
+        state.sessions, session, state.settings, owner, upload_id, UploadKind.TUS
+    ) as (upload, hold):
         assert hold is not None
         _refuse_ended(upload)
         if offset != upload.received:
@@ -443,12 +455,29 @@ async def terminate_upload(
     """Termination: the upload and every byte of it are gone, its quota given back (an image
     it became stays)."""
     await session.commit()
-    async with holding(state.sessions, session, state.settings, owner, upload_id) as (upload, _):
+    async with holding(
+        state.sessions, session, state.settings, owner, upload_id, UploadKind.TUS
+    ) as (upload, _):
         await repository.release_reservation(session, [upload.id])
         await repository.delete(session, upload.id)
         await session.commit()
     await _discard_bytes(state, upload.object_key, upload.s3_upload_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _held(
+    state: AppState,
+    session: AsyncSession,
+    owner: uuid.UUID,
+    upload_id: uuid.UUID,
+    *,
+    wait_or_lock: bool = True,
+) -> contextlib.AbstractAsyncContextManager[tuple[Upload, Hold | None]]:
+    """The caller's tus upload, leased to this request (`lease.holding`)."""
+    settings, kind = state.settings, UploadKind.TUS
+    return holding(
+        state.sessions, session, settings, owner, upload_id, kind, wait_or_lock=wait_or_lock
+    )
 
 
 def _checksum(header: str | None) -> tus.Checksum | None:
@@ -533,6 +562,19 @@ async def _finish_if_complete(
     await session.commit()
     await uow.committed()
     return upload
+
+
+async def _abandon(state: AppState, owner: uuid.UUID, upload_id: uuid.UUID) -> None:
+    """Remove an upload still receiving (a Creation With Upload whose body failed), its
+    reservation given back; one that ended (rejected) stays, as the record of why."""
+    async with state.sessions() as session:
+        upload = await repository.get(session, owner, upload_id)
+        if upload is None or upload.state != UploadState.RECEIVING:
+            return
+        await repository.release_reservation(session, [upload_id])
+        await repository.delete(session, upload_id)
+        await session.commit()
+    await _discard_bytes(state, upload.object_key, upload.s3_upload_id)
 
 
 class _Stored(NamedTuple):

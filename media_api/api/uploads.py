@@ -43,7 +43,7 @@ from media_api.uploads.errors import (
     UploadLocked,
 )
 from media_api.uploads.lease import holding
-from media_api.uploads.models import Upload, UploadState
+from media_api.uploads.models import Upload, UploadKind, UploadState
 from media_api.uploads.schemas import (
     CompleteIn,
     DirectUploadIn,
@@ -181,9 +181,8 @@ async def complete_upload(
     """Every byte is uploaded: assemble, validate and store the image (`201`; `200` for bytes
     already stored, or when repeated). A refusal rejects the upload and deletes its bytes."""
     parts = [(part.number, part.etag) for part in (body.parts or [])] if body else []
-    await direct.get_direct(session, owner, upload_id)
-    await session.commit()
-    async with holding(state.sessions, session, state.settings, owner, upload_id) as (upload, hold):
+    lease = holding(state.sessions, session, state.settings, owner, upload_id, UploadKind.DIRECT)
+    async with lease as (upload, hold):
         assert hold is not None
         image, created = await _completed(state, session, uow, owner, upload, hold.lease_id, parts)
         await session.commit()  # before the lease is let go

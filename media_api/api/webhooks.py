@@ -21,7 +21,7 @@ from media_api.events.schemas import (
     WebhookPatch,
     WebhookSecret,
 )
-from media_api.events.webhooks import WebhookInactive
+from media_api.events.webhooks import WebhookInactive, WebhookLimit
 from media_api.pagination import DEFAULT_LIMIT, InvalidCursor
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -29,7 +29,7 @@ router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 NOT_FOUND = problem_responses(NotFound)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=problem_responses(WebhookLimit))
 async def create_webhook(
     body: WebhookIn, owner: CurrentOwner, session: SessionDep
 ) -> WebhookCreated:

@@ -64,6 +64,13 @@ class DeliveryRow:
         self.id, self.created_at = self.delivery.id, self.delivery.created_at
 
 
+async def count_webhooks(session: AsyncSession, owner_id: uuid.UUID) -> int:
+    """The owner's endpoints, counted with the owner's row locked (two creations in a race
+    count one after the other)."""
+    await session.execute(statements.lock_owner(owner_id))
+    return int(await session.scalar(statements.count_webhooks(owner_id)) or 0)
+
+
 async def add_webhook(
     session: AsyncSession, owner_id: uuid.UUID, url: str, events: list[str], secret: str
 ) -> Webhook:

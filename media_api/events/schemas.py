@@ -142,7 +142,9 @@ class EventBody(BaseModel):
     event's `data`."""
 
     type: EventType
-    timestamp: dt.datetime = Field(description="When the change was committed.")
+    timestamp: dt.datetime = Field(
+        description="When the change was made (its transaction began); `id` gives the order."
+    )
     data: dict[str, Any] = Field(description="What changed; its fields depend on `type`.")
 
     @classmethod

@@ -185,3 +185,13 @@ def retry_delivery(webhook_id: uuid.UUID, delivery_id: uuid.UUID) -> Update:
         .values(state=DeliveryState.PENDING, attempts=0, next_attempt_at=func.now())
         .returning(WebhookDelivery.id)
     )
+
+
+def lock_owner(owner_id: uuid.UUID) -> Select[uuid.UUID]:
+    """The owner's row, locked until commit."""
+    return select(Owner.id).where(Owner.id == owner_id).with_for_update()
+
+
+def count_webhooks(owner_id: uuid.UUID) -> Select[int]:
+    """How many endpoints the owner has."""
+    return select(func.count()).select_from(Webhook).where(Webhook.owner_id == owner_id)

@@ -21,10 +21,20 @@ SCOPE = "webhooks"
 DELIVERIES_SCOPE = "webhook-deliveries"
 
 
+# Endpoints per owner: every event makes a delivery for each, in the change's transaction.
+MAX_WEBHOOKS = 25
+
+
 class WebhookInactive(MediaError):
     status_code = 409
     code = "webhook-inactive"
     title = "Webhook inactive"
+
+
+class WebhookLimit(MediaError):
+    status_code = 409
+    code = "webhook-limit"
+    title = "Too many webhooks"
 
 
 def new_secret() -> str:
@@ -35,7 +45,9 @@ def new_secret() -> str:
 async def create(
     session: AsyncSession, owner_id: uuid.UUID, url: str, events: list[str]
 ) -> Webhook:
-    """A new, active endpoint with a fresh secret."""
+    """A new, active endpoint with a fresh secret; at most MAX_WEBHOOKS per owner."""
+    if await repository.count_webhooks(session, owner_id) >= MAX_WEBHOOKS:
+        raise WebhookLimit(f"at most {MAX_WEBHOOKS} webhooks; delete one first")
     return await repository.add_webhook(session, owner_id, url, events, new_secret())
 
 

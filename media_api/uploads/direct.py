@@ -114,14 +114,6 @@ async def _start_multipart(uow: UnitOfWork, store: AsyncS3Store, key: str) -> st
     return started[0]
 
 
-async def get_direct(session: AsyncSession, owner_id: uuid.UUID, upload_id: uuid.UUID) -> Upload:
-    """One of the owner's direct uploads, or 404 (a tus upload's id included)."""
-    upload = await repository.get(session, owner_id, upload_id)
-    if upload is None or upload.kind != UploadKind.DIRECT:
-        raise NotFound("upload not found")
-    return upload
-
-
 async def accepted_image(session: AsyncSession, owner_id: uuid.UUID, upload: Upload) -> Image:
     """The image an accepted upload became (repeating `complete` answers it again)."""
     if upload.image_id is None:

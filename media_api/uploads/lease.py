@@ -16,7 +16,7 @@ from media_api.errors import NotFound
 from media_api.settings import Settings
 from media_api.uploads import repository
 from media_api.uploads.errors import UploadLocked
-from media_api.uploads.models import Upload
+from media_api.uploads.models import Upload, UploadKind
 
 # How often a request waiting for an upload looks again whether its holder let go.
 TAKEOVER_POLL_SECONDS = 0.25
@@ -41,8 +41,10 @@ class Hold:
         self.lost = False
 
     async def renew_until_released(self) -> None:
-        """The heartbeat: renew every third of the lease; stop at a takeover or a loss."""
-        while not self.let_go.is_set():
+        """The heartbeat: renew every third of the lease until released or lost. A takeover
+        request only sets `let_go` (the body reader stops); the lease itself is kept until
+        the holder lets go, so work past the body (sealing, finalizing) is never doubled."""
+        while not self.lost:
             await asyncio.sleep(self.duration.total_seconds() / 3)
             async with self.sessions() as session:
                 wanted = await repository.renew_lease(
@@ -67,12 +69,18 @@ async def holding(
     settings: Settings,
     owner_id: uuid.UUID,
     upload_id: uuid.UUID,
+    kind: UploadKind,
     *,
     wait_or_lock: bool = True,
 ) -> AsyncIterator[tuple[Upload, Hold | None]]:
     """The upload, leased to this request until the block ends. A holder is asked to let go
     and waited for up to `MEDIA_TUS_LOCK_WAIT_SECONDS`: then 423 `upload-locked`, or, with
-    `wait_or_lock=False` (HEAD), the upload as stored and no hold. 404 when there is none."""
+    `wait_or_lock=False` (HEAD), the upload as stored and no hold. 404 when the owner has no
+    upload of this `kind` with this id (a tus route never touches a direct upload)."""
+    found = await repository.get(session, owner_id, upload_id)
+    await session.commit()
+    if found is None or found.kind != kind:
+        raise NotFound("upload not found")
     hold = Hold(sessions, upload_id, settings)
     deadline = asyncio.get_running_loop().time() + settings.tus_lock_wait_seconds
     asked = False

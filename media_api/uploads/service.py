@@ -35,7 +35,7 @@ from media_api.imaging import probe as imaging
 from media_api.imaging.probe import EmptyFile
 from media_api.settings import Settings
 from media_api.storage import keys
-from media_api.storage.s3 import Sink, SourceChangedError, StoredObject
+from media_api.storage.s3 import ObjectNotFoundError, Sink, SourceChangedError, StoredObject
 from media_api.text import clean_filename
 from media_api.unit_of_work import UnitOfWork
 from media_api.uploads import repository
@@ -119,7 +119,8 @@ async def finalize(
                 spool = Spool(temp, upload.filename)
                 info, etag = await _validated(store, validator, settings, upload, spool)
             return await _accept(session, uow, store, settings, upload, spool, info, etag)
-        except (BotoCoreError, ClientError) as exc:
+        except (BotoCoreError, ClientError, ObjectNotFoundError) as exc:
+            # A missing object too: a concurrent finalization took it; the retry sees the end.
             raise StorageUnavailable("the upload could not be read or stored; try again") from exc
     except (MediaError, imaging.ProbeError) as exc:
         error = _problem(exc)

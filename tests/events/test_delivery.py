@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from media_api.dev.stack import free_port, start_redis
-from media_api.events.models import EventType
+from media_api.events.models import EventType, WebhookDelivery
 from media_api.jobs.contract import DELIVER_TASK, WEBHOOKS_QUEUE
 from media_api.jobs.producer import create_producer
 from media_api.main import create_app
@@ -200,6 +201,38 @@ def test_a_private_address_is_refused_unless_allowed(
         assert receiver.bad == []
     assert _delivery(client, caller, webhook["id"])["state"] == "delivered"
     assert client.delete(f"/v1/webhooks/{webhook['id']}", headers=caller.headers).status_code == 204
+
+
+def test_attempts_cut_off_before_they_were_recorded_still_end_the_schedule(
+    client: TestClient, caller: Caller, app_settings: Settings
+) -> None:
+    """A receiver that trickles its answer gets the attempt killed before it is recorded; the
+    claims still count, so the delivery fails and the endpoint goes off, not retried forever."""
+    producer = FakeProducer()
+    ctx = dataclasses.replace(
+        context(app_settings),
+        settings=app_settings.model_copy(
+            update={"webhook_allow_private": True, "webhook_retry_schedule": (0.0,)}
+        ),
+    )
+    with receiving() as receiver:
+        webhook = _create(client, caller, receiver)
+        announce(client, caller, producer=producer)
+        ((_, (delivery_id,), _),) = producer.sent
+        with ctx.sessions.begin() as session:  # two attempts claimed, both killed unrecorded
+            session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id == uuid.UUID(delivery_id))
+                .values(attempts=2)
+            )
+        outcome = deliver(ctx, producer, uuid.UUID(delivery_id))
+        assert receiver.received == []
+    assert outcome == "failed after 3 attempts"
+    failed = _delivery(client, caller, webhook["id"])
+    assert failed["state"] == "failed"
+    assert failed["log"][-1]["error"] == "attempts cut off by the time limit"
+    off = client.get(f"/v1/webhooks/{webhook['id']}", headers=caller.headers).json()
+    assert off["active"] is False
 
 
 @pytest.mark.parametrize(

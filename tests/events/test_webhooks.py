@@ -7,6 +7,7 @@ import base64
 
 from fastapi.testclient import TestClient
 
+from media_api.events.webhooks import MAX_WEBHOOKS
 from media_api.jobs.contract import DELIVER_TASK, WEBHOOKS_QUEUE
 from tests.support.callers import Caller, new_caller
 from tests.support.fakes import FakeProducer
@@ -145,3 +146,15 @@ def test_deliveries_follow_the_endpoints_types_and_retry_sends_again(
     assert (off.status_code, off.json()["code"]) == (409, "webhook-inactive")
     other = f"/v1/webhooks/{only_ready['id']}/deliveries/{delivery['id']}/retry"
     assert client.post(other, headers=caller.headers).status_code == 404
+
+
+def test_an_owner_has_at_most_25_webhooks(client: TestClient, caller: Caller) -> None:
+    for n in range(MAX_WEBHOOKS):
+        made = client.post(
+            "/v1/webhooks", headers=caller.headers, json={"url": f"https://example.com/{n}"}
+        )
+        assert made.status_code == 201
+    over = client.post(
+        "/v1/webhooks", headers=caller.headers, json={"url": "https://example.com/x"}
+    )
+    assert (over.status_code, over.json()["code"]) == (409, "webhook-limit")

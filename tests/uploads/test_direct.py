@@ -342,7 +342,9 @@ def test_the_lease_is_renewed_while_held(client: TestClient, caller: Caller) -> 
     async def hold() -> tuple[dt.datetime | None, dt.datetime | None, dt.datetime | None]:
         async with (
             state.sessions() as session,
-            holding(state.sessions, session, settings, caller.owner_id, upload_id),
+            holding(
+                state.sessions, session, settings, caller.owner_id, upload_id, UploadKind.DIRECT
+            ),
         ):
             first = await lease_until()
             await asyncio.sleep(1.5)

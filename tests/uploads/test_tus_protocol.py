@@ -324,3 +324,31 @@ def test_parts_leave_as_they_fill_and_the_rest_waits_in_the_row(
     original = store.get_bytes(original_key(caller.owner_id, uuid.UUID(image.json()["id"])))
     assert hashlib.sha256(original).digest() == hashlib.sha256(data).digest()
     assert_nothing_left(client, store, caller.owner_id, upload_tmp)
+
+
+def test_a_refused_creation_with_upload_leaves_nothing(
+    client: TestClient, tus: Tus, caller: Caller, store: S3Store, upload_tmp: Path
+) -> None:
+    """Its URL never reached the client, so nothing of it may stay (not even a reservation)."""
+    data = png(12, 40)
+    wrong = base64.b64encode(b"\0" * 32).decode()
+    headers = {**tus.headers, **OCTETS, "Upload-Length": str(len(data))}
+    headers["Upload-Checksum"] = f"sha256 {wrong}"
+    resp = client.post(ENDPOINT, headers=headers, content=data)
+    assert (resp.status_code, problem_code(resp)) == (460, "checksum-mismatch")
+    assert "Location" not in resp.headers
+    assert_nothing_left(client, store, caller.owner_id, upload_tmp)
+    assert client.get("/v1/images", headers=caller.headers).json()["items"] == []
+
+
+def test_the_tus_routes_never_touch_a_direct_upload(client: TestClient, tus: Tus) -> None:
+    data = png(13, 40)
+    offer = client.post(
+        "/v1/uploads", headers=tus.caller.headers, json={"filename": "a.png", "size": len(data)}
+    ).json()
+    url = f"{ENDPOINT}/{offer['id']}"
+    assert tus.head(url).status_code == 404
+    assert tus.patch(url, 0, data).status_code == 404
+    assert client.delete(url, headers=tus.headers).status_code == 404
+    status = client.get(f"/v1/uploads/{offer['id']}", headers=tus.caller.headers).json()
+    assert (status["kind"], status["state"]) == ("direct", "receiving")
