@@ -158,3 +158,17 @@ def test_an_owner_has_at_most_25_webhooks(client: TestClient, caller: Caller) ->
         "/v1/webhooks", headers=caller.headers, json={"url": "https://example.com/x"}
     )
     assert (over.status_code, over.json()["code"]) == (409, "webhook-limit")
+
+
+def test_another_owners_events_never_reach_an_endpoint(client: TestClient, caller: Caller) -> None:
+    theirs = new_caller(client)
+    watching = _create(client, theirs)  # every type
+    mine = _create(client, caller)
+    producer = FakeProducer()
+    announce(client, caller, producer=producer)
+    path = f"/v1/webhooks/{watching['id']}/deliveries"
+    assert client.get(path, headers=theirs.headers).json()["items"] == []
+    (delivery,) = client.get(
+        f"/v1/webhooks/{mine['id']}/deliveries", headers=caller.headers
+    ).json()["items"]
+    assert producer.sent == [(DELIVER_TASK, (delivery["id"],), WEBHOOKS_QUEUE)]
