@@ -23,10 +23,8 @@ def record(
     session: Session, owner_id: uuid.UUID, type_: EventType, data: dict[str, Any]
 ) -> list[uuid.UUID]:
     """Write the event, its deliveries and the wake-up; returns the deliveries to send."""
-    event_id, _ = session.execute(statements.insert_event(owner_id, type_, data)).one()
-    deliveries = list(session.scalars(statements.insert_deliveries(owner_id, event_id, type_)))
-    session.execute(statements.notify(owner_id))
-    return deliveries
+    _, _, deliveries, _ = session.execute(statements.record_event(owner_id, type_, data)).one()
+    return list(deliveries or [])
 
 
 # Where `announce` leaves a session's deliveries until it commits.

@@ -28,10 +28,9 @@ async def record(
     session: AsyncSession, owner_id: uuid.UUID, type_: EventType, data: dict[str, Any]
 ) -> Recorded:
     """Write the event, its deliveries and the wake-up, in the session's transaction."""
-    event_id, seq = (await session.execute(statements.insert_event(owner_id, type_, data))).one()
-    deliveries = await session.scalars(statements.insert_deliveries(owner_id, event_id, type_))
-    await session.execute(statements.notify(owner_id))
-    return Recorded(event_id, seq, list(deliveries))
+    row = (await session.execute(statements.record_event(owner_id, type_, data))).one()
+    event_id, seq, deliveries, _ = row
+    return Recorded(event_id, seq, list(deliveries or []))
 
 
 async def latest(session: AsyncSession, owner_id: uuid.UUID) -> int:

@@ -11,7 +11,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import Insert, Select, Update, func, insert, literal, select, update
+from sqlalchemy import Select, Update, func, insert, literal, select, update
 
 from media_api.accounts.models import Owner
 from media_api.events.models import DeliveryState, Event, EventType, Webhook, WebhookDelivery
@@ -20,9 +20,11 @@ CHANNEL = "media_events"
 """The Postgres NOTIFY channel; the payload is the owner's id."""
 
 
-def insert_event(owner_id: uuid.UUID, type_: EventType, data: dict[str, Any]) -> Insert:
-    """The event, numbered from the owner's row (locked until commit, so an owner's events
-    commit in order). Returns (id, seq)."""
+def record_event(owner_id: uuid.UUID, type_: EventType, data: dict[str, Any]) -> Select[Any]:
+    """One statement: the event, numbered from the owner's row (locked until commit, so an
+    owner's events commit in order); a delivery to each active endpoint of the owner that
+    wants its type (an endpoint with no types wants all); and the wake-up, which Postgres
+    sends only at commit. Returns (event id, seq, the deliveries' ids)."""
     seq = (
         update(Owner)
         .where(Owner.id == owner_id)
@@ -30,7 +32,7 @@ def insert_event(owner_id: uuid.UUID, type_: EventType, data: dict[str, Any]) ->
         .returning(Owner.event_seq)
         .cte("seq")
     )
-    return (
+    event = (
         insert(Event)
         .from_select(
             ["owner_id", "seq", "type", "data"],
@@ -42,28 +44,34 @@ def insert_event(owner_id: uuid.UUID, type_: EventType, data: dict[str, Any]) ->
             ),
         )
         .returning(Event.id, Event.seq)
+        .cte("event")
     )
-
-
-def insert_deliveries(owner_id: uuid.UUID, event_id: int, type_: EventType) -> Insert:
-    """A delivery of the event to each active endpoint of the owner that wants its type (an
-    endpoint with no types wants all). Returns their ids."""
-    wanted = select(func.gen_random_uuid(), Webhook.id, literal(event_id)).where(
+    # Every column given: a statement nested in a CTE gets no Python-side defaults.
+    wanted = select(
+        func.gen_random_uuid(),
+        Webhook.id,
+        event.c.id,
+        literal(DeliveryState.PENDING.value),
+        literal(0),
+        literal([], WebhookDelivery.log.type),
+    ).where(
         Webhook.owner_id == owner_id,
         Webhook.active,
         (func.cardinality(Webhook.events) == 0)
         | (literal(type_.value) == func.any(Webhook.events)),
     )
-    return (
+    deliveries = (
         insert(WebhookDelivery)
-        .from_select(["id", "webhook_id", "event_id"], wanted)
+        .from_select(["id", "webhook_id", "event_id", "state", "attempts", "log"], wanted)
         .returning(WebhookDelivery.id)
+        .cte("deliveries")
     )
-
-
-def notify(owner_id: uuid.UUID) -> Select[Any]:
-    """Wake the owner's live streams once the transaction commits."""
-    return select(func.pg_notify(CHANNEL, str(owner_id)))
+    return select(
+        event.c.id,
+        event.c.seq,
+        select(func.array_agg(deliveries.c.id)).scalar_subquery(),
+        func.pg_notify(CHANNEL, str(owner_id)),
+    )
 
 
 def latest_seq(owner_id: uuid.UUID) -> Select[int]:

@@ -26,7 +26,9 @@ def test_an_upload_writes_its_rows_without_reading_them_back(client: TestClient)
     finally:
         event.remove(state.engine.sync_engine, "before_cursor_execute", count)
     assert status == 201, body
-    # The credential (select, last used), then dedupe, quota, insert, reserve, job slot, jobs:
-    # 8, where reading the image, its jobs and its tags back after writing them made it 11.
-    assert len(sent) == 8, sent
+    # The credential (select, last used), then dedupe, quota, insert, reserve, job slot, jobs,
+    # and the image.created event (numbered, its deliveries, the wake-up: one statement): 9,
+    # where reading the image, its jobs and its tags back after writing them made it 12.
+    assert len(sent) == 9, sent
+    assert sent[-1].startswith("WITH seq AS"), sent  # the event, last
     assert not any(s.startswith("SELECT") for s in sent[4:]), sent  # nothing re-read
