@@ -11,7 +11,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import Select, Update, func, insert, literal, select, update
+from sqlalchemy import Select, Update, func, insert, literal, select, true, update
 
 from media_api.accounts.models import Owner
 from media_api.events.models import DeliveryState, Event, EventType, Webhook, WebhookDelivery
@@ -47,18 +47,23 @@ def record_event(owner_id: uuid.UUID, type_: EventType, data: dict[str, Any]) ->
         .cte("event")
     )
     # Every column given: a statement nested in a CTE gets no Python-side defaults.
-    wanted = select(
-        func.gen_random_uuid(),
-        Webhook.id,
-        event.c.id,
-        literal(DeliveryState.PENDING.value),
-        literal(0),
-        literal([], WebhookDelivery.log.type),
-    ).where(
-        Webhook.owner_id == owner_id,
-        Webhook.active,
-        (func.cardinality(Webhook.events) == 0)
-        | (literal(type_.value) == func.any(Webhook.events)),
+    wanted = (
+        select(
+            func.gen_random_uuid(),
+            Webhook.id,
+            event.c.id,
+            literal(DeliveryState.PENDING.value),
+            literal(0),
+            literal([], WebhookDelivery.log.type),
+        )
+        .select_from(Webhook)
+        .join(event, true())  # the one event row beside each endpoint
+        .where(
+            Webhook.owner_id == owner_id,
+            Webhook.active,
+            (func.cardinality(Webhook.events) == 0)
+            | (literal(type_.value) == func.any(Webhook.events)),
+        )
     )
     deliveries = (
         insert(WebhookDelivery)

@@ -108,9 +108,6 @@ export class LiveEvents {
 
   /** The answered stream, or null on a 401; throws on anything but a 200 event stream. */
   async open(signal) {
-    // A first connection starts at the newest event (not the whole history); later ones
-    // go on after the last event seen.
-    if (this.lastId === null) this.lastId = await this.latest(signal);
     const headers = { ...authHeaders(), Accept: "text/event-stream" };
     if (this.lastId !== null) headers["Last-Event-ID"] = this.lastId;
     const resp = await fetch("/v1/events", { headers, signal, cache: "no-store" });
@@ -122,16 +119,6 @@ export class LiveEvents {
       return null;
     }
     throw new Error(`the event stream answered ${resp.status}`);
-  }
-
-  /** The id of the newest event (`latest` of a JSON page), or null if it cannot be had. */
-  async latest(signal) {
-    try {
-      const resp = await fetch("/v1/events?limit=1", { headers: authHeaders(), signal });
-      return resp.ok ? String((await resp.json()).latest) : null;
-    } catch {
-      return null;
-    }
   }
 
   async read(resp, connection) {
