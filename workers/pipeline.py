@@ -142,8 +142,13 @@ def make_variants(
         log.exception("thumbnails for %s: render failed", image_id)
         return _fail(ctx, image_id, kind, "render-failed")
 
-    with ctx.sessions.begin() as session:
-        recorded = repository.variants_ready(session, image_id, records, result.placeholder)
+    try:
+        with ctx.sessions.begin() as session:
+            recorded = repository.variants_ready(session, image_id, records, result.placeholder)
+    except TRANSIENT as exc:  # the database away, or a deadlock it broke: the job runs again
+        log.warning("thumbnails for %s: could not record (%s)", image_id, type(exc).__name__)
+        _retry_later(ctx, image_id, kind, "database-unavailable")
+        raise TransientJobError("database-unavailable") from exc
     prefix = keys.variants_prefix(claimed.owner_id, image_id)
     if not recorded:
         ctx.store.delete_prefix(prefix)  # the image was deleted while we worked
@@ -260,20 +265,22 @@ def _tag_claimed(ctx: WorkerContext, claimed: list[repository.Claimed]) -> str:
         for job, _ in decoded:
             _fail(ctx, job.image_id, kind, "tagging-failed")
         return f"failed: tagging-failed ({len(decoded)} images)"
-    tagged = sorted(
-        ((job, result) for (job, _), result in zip(decoded, results, strict=True)),
-        # Each announcement locks its owner's row until commit: always in the same order.
-        key=lambda pair: pair[0].owner_id,
-    )
+    tagged = [(job, result) for (job, _), result in zip(decoded, results, strict=True)]
     with ctx.sessions.begin() as session:
-        for job, result in tagged:
-            repository.tags_ready(
-                session,
+        announced = [
+            (
                 job,
-                _tag_rows(result),
-                nsfw=result.nsfw,
-                flagged=result.nsfw >= settings.nsfw_threshold,
+                repository.tags_ready(
+                    session,
+                    job,
+                    _tag_rows(result),
+                    nsfw=result.nsfw,
+                    flagged=result.nsfw >= settings.nsfw_threshold,
+                ),
             )
+            for job, result in tagged
+        ]
+        repository.announce_tagged(session, announced)
     return f"tagged {len(decoded)} images"
 
 

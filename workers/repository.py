@@ -110,8 +110,10 @@ def tags_ready(
     *,
     nsfw: float,
     flagged: bool,
-) -> None:
-    """Replace the image's tags and moderation result, and settle its tagging job."""
+) -> dict[str, Any]:
+    """Replace the image's tags and moderation result, and settle its tagging job. Returns
+    the `image.tagged` event's data, for `announce_tagged` once every image of the batch is
+    written."""
     session.execute(delete(ImageTag).where(ImageTag.image_id == claimed.image_id))
     if tags:
         session.execute(
@@ -130,13 +132,20 @@ def tags_ready(
         update(Image).where(Image.id == claimed.image_id).values(nsfw=nsfw, flagged=flagged)
     )
     session.execute(jobs.finish(claimed.image_id, JobKind.TAGGING, JobState.DONE, None))
-    data = {
+    return {
         "image_id": str(claimed.image_id),
         "tags": [{"name": tag["name"], "confidence": tag["confidence"]} for tag in tags],
         "nsfw": nsfw,
         "flagged": flagged,
     }
-    events.announce(session, claimed.owner_id, EventType.IMAGE_TAGGED, data)
+
+
+def announce_tagged(session: Session, tagged: list[tuple[Claimed, dict[str, Any]]]) -> None:
+    """The batch's `image.tagged` events, owner by owner, after its image rows: an event
+    locks its owner's row until commit, and taken last (as every writer takes it) it never
+    waits behind an image row another transaction holds (no deadlock)."""
+    for claimed, data in sorted(tagged, key=lambda pair: pair[0].owner_id):
+        events.announce(session, claimed.owner_id, EventType.IMAGE_TAGGED, data)
 
 
 def variants_ready(
