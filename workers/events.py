@@ -1,6 +1,6 @@
-"""Events the workers announce (image.ready, image.failed, image.tagged), in the transaction
-of the change: the same statements as the API's, run sync; the deliveries are sent after
-commit by the caller (`send_after_commit`)."""
+"""Events the workers announce (image.ready, image.failed, image.tagged, webhook.disabled), in
+the transaction of the change: the same statement as the API's, run sync; the deliveries are
+sent by a hook once the session commits (`send_on_commit`, installed by `context()`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from media_api.jobs.producer import JobProducer
 log = logging.getLogger(__name__)
 
 
-def record(
+def _record(
     session: Session, owner_id: uuid.UUID, type_: EventType, data: dict[str, Any]
 ) -> list[uuid.UUID]:
     """Write the event, its deliveries and the wake-up; returns the deliveries to send."""
@@ -32,9 +32,9 @@ _PENDING = "event_deliveries"
 
 
 def announce(session: Session, owner_id: uuid.UUID, type_: EventType, data: dict[str, Any]) -> None:
-    """`record`, its deliveries sent once the session commits (`send_on_commit`), dropped if
+    """Record the event, its deliveries sent once the session commits (`send_on_commit`), dropped if
     it rolls back: the repository announces without knowing who commits."""
-    session.info.setdefault(_PENDING, []).extend(record(session, owner_id, type_, data))
+    session.info.setdefault(_PENDING, []).extend(_record(session, owner_id, type_, data))
 
 
 def send_on_commit(sessions: sessionmaker[Session], producer: Callable[[], JobProducer]) -> None:
@@ -43,7 +43,7 @@ def send_on_commit(sessions: sessionmaker[Session], producer: Callable[[], JobPr
     def committed(session: Session) -> None:
         deliveries = session.info.pop(_PENDING, [])
         if deliveries:
-            send_after_commit(producer(), deliveries)
+            _send(producer(), deliveries)
 
     def rolled_back(session: Session) -> None:
         session.info.pop(_PENDING, None)
@@ -52,7 +52,7 @@ def send_on_commit(sessions: sessionmaker[Session], producer: Callable[[], JobPr
     event.listen(sessions, "after_rollback", rolled_back)
 
 
-def send_after_commit(producer: JobProducer, deliveries: list[uuid.UUID]) -> None:
+def _send(producer: JobProducer, deliveries: list[uuid.UUID]) -> None:
     """Best effort: a delivery not sent now is sent by the sweep."""
     for delivery_id in deliveries:
         try:

@@ -169,7 +169,6 @@ def record(ctx: WorkerContext, producer: JobProducer, target: Target, attempt: A
     """Keep the attempt and settle what follows; messages leave after the commit."""
     schedule = ctx.settings.webhook_retry_schedule
     wait: float | None = None
-    announced: list[uuid.UUID] = []
     with ctx.sessions.begin() as session:
         if attempt.error is None:
             outcome = DeliveryState.DELIVERED
@@ -182,26 +181,26 @@ def record(ctx: WorkerContext, producer: JobProducer, target: Target, attempt: A
             statements.record_attempt(target.delivery_id, attempt.entry(), outcome, retry_in)
         )
         if outcome is DeliveryState.FAILED:
-            announced = disable(session, target, attempt)
+            disable(session, target, attempt)
     if wait is not None and wait < COUNTDOWN_LIMIT_SECONDS:
         _send(producer, target.delivery_id, wait)
-    events.send_after_commit(producer, announced)
     if outcome is DeliveryState.PENDING:
         return f"attempt {target.attempts} failed ({attempt.error}); next in {wait:g}s"
     return f"{outcome} after {target.attempts} attempts"
 
 
-def disable(session: Session, target: Target, attempt: Attempt) -> list[uuid.UUID]:
-    """Turn the endpoint off and announce it (`webhook.disabled`); the deliveries to send."""
+def disable(session: Session, target: Target, attempt: Attempt) -> None:
+    """Turn the endpoint off and announce it (`webhook.disabled`, sent after commit by the
+    workers' session hook like every other event of theirs)."""
     reason = (
         f"delivery {target.delivery_id} failed {target.attempts} attempts; last: {attempt.error}"
     )[:300]
     row = session.execute(statements.disable_webhook(target.webhook_id, reason)).one_or_none()
     if row is None:
-        return []  # already off (or deleted)
+        return  # already off (or deleted)
     log.warning("webhook %s turned off: %s", target.webhook_id, reason)
     data = {"webhook_id": str(target.webhook_id), "url": row.url, "reason": reason}
-    return events.record(session, row.owner_id, EventType.WEBHOOK_DISABLED, data)
+    events.announce(session, row.owner_id, EventType.WEBHOOK_DISABLED, data)
 
 
 def _send(producer: JobProducer, delivery_id: uuid.UUID, countdown: float | None) -> None:
