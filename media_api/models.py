@@ -3,7 +3,7 @@
 from media_api.accounts.models import ApiKey, Owner
 from media_api.events.models import Event, Webhook, WebhookDelivery
 from media_api.galleries.models import Gallery, GalleryImage
-from media_api.images.models import Image, ImageTag
+from media_api.images.models import Image, ImageDuplicate, ImageTag
 from media_api.jobs.models import ImageJob
 from media_api.uploads.models import Upload
 
@@ -13,6 +13,7 @@ __all__ = [
     "Gallery",
     "GalleryImage",
     "Image",
+    "ImageDuplicate",
     "ImageJob",
     "ImageTag",
     "Owner",

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -31,9 +32,10 @@ class InvalidCursor(MediaError):
 
 @dataclass(frozen=True)
 class Position:
-    """Where the previous page ended: (created_at, id), the keyset sort key, newest first."""
+    """Where the previous page ended: the keyset sort key (time, id), newest first. The time is
+    `created_at`, or `taken_at` where a listing sorts by capture time (None: taken unknown)."""
 
-    created_at: dt.datetime
+    at: dt.datetime | None
     id: uuid.UUID
 
 
@@ -53,7 +55,7 @@ def _unb64(text: str) -> bytes:
 def encode_cursor(position: Position, *, secret: str, scope: str, owner_id: uuid.UUID) -> str:
     """The cursor a client sends back for the next page."""
     payload = json.dumps(
-        [position.created_at.isoformat(), str(position.id)], separators=(",", ":")
+        [position.at and position.at.isoformat(), str(position.id)], separators=(",", ":")
     ).encode()
     return f"{_b64(payload)}.{_b64(_mac(secret, scope, owner_id, payload))}"
 
@@ -65,8 +67,8 @@ def decode_cursor(cursor: str, *, secret: str, scope: str, owner_id: uuid.UUID) 
         payload = _unb64(body)
         if not hmac.compare_digest(_unb64(tag), _mac(secret, scope, owner_id, payload)):
             raise InvalidCursor("the cursor was not issued for this listing")
-        created_at, item_id = json.loads(payload)
-        return Position(dt.datetime.fromisoformat(created_at), uuid.UUID(item_id))
+        at, item_id = json.loads(payload)
+        return Position(None if at is None else dt.datetime.fromisoformat(at), uuid.UUID(item_id))
     except InvalidCursor:
         raise
     except (ValueError, TypeError, binascii.Error) as exc:
@@ -95,12 +97,17 @@ class Keyset:
             return None
         return decode_cursor(cursor, secret=self.secret, scope=self.scope, owner_id=self.owner_id)
 
-    def cut(self, rows: list[T], limit: int) -> tuple[list[T], str | None]:
+    def cut(
+        self,
+        rows: list[T],
+        limit: int,
+        sort_key: Callable[[T], dt.datetime | None] = lambda row: row.created_at,
+    ) -> tuple[list[T], str | None]:
         """`rows` were fetched with limit + 1: the page, and the next cursor if there is more."""
         if len(rows) <= limit:
             return rows, None
         page = rows[:limit]
-        last = Position(page[-1].created_at, page[-1].id)
+        last = Position(sort_key(page[-1]), page[-1].id)
         return page, encode_cursor(
             last, secret=self.secret, scope=self.scope, owner_id=self.owner_id
         )

@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     tag_top_k: int = Field(default=5, ge=1, le=50)
     tag_category_min_confidence: float = Field(default=0.3, ge=0, le=1)
     nsfw_threshold: float = Field(default=0.8, ge=0, le=1)
+    # Photo facts (the thumbnails job): the GPS position read from photos is stored unless
+    # this is false (then it never reaches the database); owners choose whether the API shows
+    # it. Near-duplicates: images whose perceptual hashes differ in at most this many of 64
+    # bits (docs/near-duplicates.md; above 11 the band index would need too many probes).
+    store_location: bool = True
+    duplicate_distance: int = Field(default=6, ge=0, le=11)
     # Pending tagging jobs a worker takes together in one model call.
     tag_batch_size: int = Field(default=8, ge=1, le=64)
     # A job another worker took into its batch is left to it this long: its own message waits

@@ -20,8 +20,9 @@ from numpy.typing import NDArray
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from media_api.imaging import probe
+from media_api.imaging import photo_facts, probe
 from media_api.imaging import variants as imaging
+from media_api.imaging.similarity import Fingerprint
 from media_api.imaging.tagging import Tagger, TagPolicy, TagResult, preprocess, shared_tagger
 from media_api.jobs.contract import THUMBNAILS, JobKind
 from media_api.jobs.models import JobState
@@ -107,6 +108,7 @@ def make_variants(
         original = ctx.store.get_bytes(claimed.original_key)
         recheck(ctx.settings, original)
         result = imaging.render(original, ctx.settings.variant_presets, ctx.settings.variant_format)
+        photo = _photo_record(ctx.settings, original, result.fingerprint)
         # Celery's signal can be held off by C code or caught on its way out: check too.
         if time.monotonic() > deadline:
             raise SoftTimeLimitExceeded()
@@ -144,7 +146,9 @@ def make_variants(
 
     try:
         with ctx.sessions.begin() as session:
-            recorded = repository.variants_ready(session, image_id, records, result.placeholder)
+            recorded = repository.variants_ready(
+                session, image_id, records, result.placeholder, photo
+            )
     except TRANSIENT as exc:  # the database away, or a deadlock it broke: the job runs again
         log.warning("thumbnails for %s: could not record (%s)", image_id, type(exc).__name__)
         _retry_later(ctx, image_id, kind, "database-unavailable")
@@ -159,6 +163,19 @@ def make_variants(
         if key not in current:
             ctx.store.delete(key)
     return f"ready: {len(records)} variants"
+
+
+def _photo_record(
+    settings: Settings, original: bytes, fingerprint: Fingerprint
+) -> repository.PhotoRecord:
+    """The capture facts (the location only where it may be stored) and the hashes."""
+    facts = photo_facts.read_facts(original)
+    return repository.PhotoRecord(
+        taken_at=facts.taken_at,
+        facts=facts.as_json(with_location=settings.store_location),
+        fingerprint=fingerprint,
+        duplicate_distance=settings.duplicate_distance,
+    )
 
 
 def _timed_out(exc: BaseException | None) -> bool:

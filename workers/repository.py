@@ -13,7 +13,9 @@ from sqlalchemy.orm import Session
 
 import media_api.models  # noqa: F401 - every table, so foreign keys resolve in this process
 from media_api.events.models import EventType
+from media_api.images import statements as duplicates
 from media_api.images.models import Image, ImageStatus, ImageTag
+from media_api.imaging.similarity import Fingerprint
 from media_api.jobs import statements as jobs
 from media_api.jobs.contract import JOBS, JobKind
 from media_api.jobs.models import JobState
@@ -149,21 +151,34 @@ def announce_tagged(session: Session, tagged: list[tuple[Claimed, dict[str, Any]
 
 
 def variants_ready(
-    session: Session, image_id: uuid.UUID, variants: list[dict[str, Any]], placeholder: str
+    session: Session,
+    image_id: uuid.UUID,
+    variants: list[dict[str, Any]],
+    placeholder: str,
+    photo: PhotoRecord,
 ) -> bool:
-    """Record the variants and flip the image to ready, with its job and its `image.ready`,
-    in one transaction; False when the image was deleted meanwhile."""
+    """Record the variants and the photo's facts and hash, flip the image to ready, link its
+    near-duplicates and announce `image.ready`, in one transaction; False when the image was
+    deleted meanwhile."""
     owner_id = session.scalar(
         update(Image)
         .where(Image.id == image_id)
         .values(
-            variants=variants, placeholder=placeholder, status=ImageStatus.READY, error_code=None
+            variants=variants,
+            placeholder=placeholder,
+            status=ImageStatus.READY,
+            error_code=None,
+            taken_at=photo.taken_at,
+            photo=photo.facts,
+            phash=photo.fingerprint and photo.fingerprint.whole,
+            phash_centre=photo.fingerprint and photo.fingerprint.centre,
         )
         .returning(Image.owner_id)
     )
     if owner_id is None:
         return False
     session.execute(jobs.finish(image_id, JobKind.THUMBNAILS, JobState.DONE, None))
+    _link_duplicates(session, owner_id, image_id, photo)
     data = {
         "image_id": str(image_id),
         "status": ImageStatus.READY.value,
@@ -171,6 +186,30 @@ def variants_ready(
     }
     events.announce(session, owner_id, EventType.IMAGE_READY, data)
     return True
+
+
+@dataclass(frozen=True)
+class PhotoRecord:
+    """What the thumbnails job read of the photo: capture facts and perceptual hashes."""
+
+    taken_at: dt.datetime | None
+    facts: dict[str, Any]
+    fingerprint: Fingerprint | None
+    duplicate_distance: int
+
+
+def _link_duplicates(
+    session: Session, owner_id: uuid.UUID, image_id: uuid.UUID, photo: PhotoRecord
+) -> None:
+    """Replace the image's near-duplicate pairs by those of its current hash."""
+    session.execute(duplicates.lock_owner(owner_id))
+    session.execute(duplicates.unlink(image_id))
+    if photo.fingerprint is None:
+        return
+    link = duplicates.link(owner_id, image_id, photo.fingerprint, photo.duplicate_distance)
+    found = [(other, distance) for other, distance in session.execute(link).all()]
+    if found:
+        session.execute(duplicates.link_back(image_id, found))
 
 
 def job_failed(session: Session, image_id: uuid.UUID, kind: JobKind, code: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, LargeBinary, String, text
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from media_api.db import Base, Timestamped, UUIDPk
@@ -26,6 +26,11 @@ class Owner(UUIDPk, Timestamped, Base):
     # The last event's number (events.seq): taken with this row locked, so an owner's
     # events commit in order.
     event_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), default=0)
+    # Whether the API shows the GPS position read from photos (stored unless
+    # MEDIA_STORE_LOCATION is false): off until the owner turns it on.
+    expose_location: Mapped[bool] = mapped_column(
+        Boolean, server_default=text("false"), default=False
+    )
     # The next slot of this owner's jobs in the fair claim order (images.repository).
     job_clock: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Annotated
 
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import MISSING, BaseModel, EmailStr, Field
 
 from media_api.accounts.models import ApiKey
 from media_api.text import CONTROLS, encodable, single_line
@@ -46,6 +46,15 @@ class OwnerOut(BaseModel):
     id: uuid.UUID
     email: str
     created_at: dt.datetime
+    expose_location: bool = Field(
+        description="Whether image details show the GPS position read from photos."
+    )
+
+
+class OwnerPatch(BaseModel):
+    """The account's settings; only the fields sent are changed (`null` is refused)."""
+
+    expose_location: bool | MISSING = MISSING
 
 
 class TokenOut(BaseModel):

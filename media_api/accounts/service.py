@@ -100,6 +100,17 @@ async def whoami(session: AsyncSession, owner_id: uuid.UUID) -> Owner:
     return owner
 
 
+async def update_settings(
+    session: AsyncSession, owner_id: uuid.UUID, changes: dict[str, object]
+) -> Owner:
+    """Change the caller's account settings (the fields sent)."""
+    owner = await whoami(session, owner_id)
+    for name, value in changes.items():
+        setattr(owner, name, value)
+    await session.flush()
+    return owner
+
+
 async def issue_key(session: AsyncSession, owner_id: uuid.UUID, name: str) -> tuple[ApiKey, str]:
     """A new API key row and its token; the token is returned once and never stored."""
     key = tokens.new_api_key()

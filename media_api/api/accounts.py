@@ -8,12 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, status
 
 from media_api.accounts import service
+from media_api.accounts.models import Owner
 from media_api.accounts.schemas import (
     ApiKeyCreated,
     ApiKeyIn,
     ApiKeyList,
     ApiKeyOut,
     OwnerOut,
+    OwnerPatch,
     SignupIn,
     TokenForm,
     TokenOut,
@@ -47,7 +49,7 @@ async def signup(
         raise SignupClosed("accounts are created by the operator (media-api create-user)")
     await state.auth_throttles.before_signup(address)
     owner = await service.signup(session, state.hashing, body.email, body.password)
-    return OwnerOut(id=owner.id, email=owner.email, created_at=owner.created_at)
+    return _owner_out(owner)
 
 
 @auth_router.post("/token", responses=problem_responses(InvalidCredentials, RateLimited))
@@ -73,8 +75,25 @@ async def token(
 )
 async def me(owner: CurrentOwner, session: SessionDep) -> OwnerOut:
     """The account the credential belongs to (the web page shows who is signed in)."""
-    row = await service.whoami(session, owner)
-    return OwnerOut(id=row.id, email=row.email, created_at=row.created_at)
+    return _owner_out(await service.whoami(session, owner))
+
+
+@auth_router.patch(
+    "/me", dependencies=[Depends(api_rate_limit)], responses=problem_responses(NotFound)
+)
+async def update_me(body: OwnerPatch, owner: CurrentOwner, session: SessionDep) -> OwnerOut:
+    """Change the account's settings: `expose_location` shows photos' GPS positions."""
+    changes = body.model_dump(exclude_unset=True)
+    return _owner_out(await service.update_settings(session, owner, changes))
+
+
+def _owner_out(row: Owner) -> OwnerOut:
+    return OwnerOut(
+        id=row.id,
+        email=row.email,
+        created_at=row.created_at,
+        expose_location=row.expose_location,
+    )
 
 
 @keys_router.post("", status_code=status.HTTP_201_CREATED)

@@ -14,7 +14,7 @@ from media_api.galleries import service
 from media_api.galleries.schemas import GalleryIn, GalleryOut, GalleryPage, GalleryPatch
 from media_api.images import service as images
 from media_api.images.models import ImageStatus
-from media_api.images.repository import ImageFilter
+from media_api.images.repository import ImageFilter, SortBy
 from media_api.images.schemas import ImagePage
 from media_api.pagination import DEFAULT_LIMIT, InvalidCursor
 
@@ -82,12 +82,13 @@ async def list_gallery_images(
     cursor: Cursor = None,
     status_: Annotated[ImageStatus | None, Query(alias="status")] = None,
     tag: Tag = None,
+    sort: images_api.Sort = SortBy.CREATED_AT,
     include_total: bool = False,
 ) -> ImagePage:
     """The gallery's images, with the same pagination and filters as /v1/images."""
     filters = ImageFilter(status=status_, tag=tag, gallery_id=gallery_id)
     return await images_api.image_page(
-        session, owner, filters, settings, signer, cursor, limit, include_total
+        session, owner, filters, settings, signer, cursor, limit, include_total, sort
     )
 
 

@@ -46,8 +46,15 @@ from media_api.images.errors import (
 )
 from media_api.images.models import TITLE_MAX, ImageStatus
 from media_api.images.multipart import FORM_OVERHEAD_BYTES
-from media_api.images.repository import ImageFilter
-from media_api.images.schemas import ImageOut, ImagePage, ImagePatch
+from media_api.images.repository import ImageFilter, SortBy
+from media_api.images.schemas import (
+    ImageOut,
+    ImagePage,
+    ImagePatch,
+    ImageSummary,
+    SimilarImage,
+    SimilarPage,
+)
 from media_api.imaging.probe import (
     CorruptImage,
     EmptyFile,
@@ -62,6 +69,13 @@ from media_api.storage.signing import Signer
 from media_api.text import SINGLE_LINE_PATTERN, SingleLine
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
+
+Sort = Annotated[
+    SortBy, Query(description="`taken_at`: by capture time; images without one come last.")
+]
+HasDuplicates = Annotated[
+    bool | None, Query(description="Only images with (true) or without (false) near-duplicates.")
+]
 
 REDIRECT = {
     "description": "To a fresh signed URL (a presigned S3 GET).",
@@ -176,22 +190,32 @@ async def list_images(
     signer: SignerDep,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
+    sort: Sort = SortBy.CREATED_AT,
     status_: Annotated[ImageStatus | None, Query(alias="status")] = None,
     tag: Tag = None,
     gallery_id: uuid.UUID | None = None,
     created_before: DateTime | None = None,
     created_after: DateTime | None = None,
+    taken_before: DateTime | None = None,
+    taken_after: DateTime | None = None,
+    has_duplicates: HasDuplicates = None,
     include_total: bool = False,
 ) -> ImagePage:
-    """The caller's images, newest first, a keyset page at a time."""
+    """The caller's images, newest first (by upload, or by capture time), a keyset page at a
+    time."""
     filters = ImageFilter(
         status=status_,
         tag=tag,
         gallery_id=gallery_id,
         created_before=created_before,
         created_after=created_after,
+        taken_before=taken_before,
+        taken_after=taken_after,
+        has_duplicates=has_duplicates,
     )
-    return await image_page(session, owner, filters, settings, signer, cursor, limit, include_total)
+    return await image_page(
+        session, owner, filters, settings, signer, cursor, limit, include_total, sort
+    )
 
 
 async def image_page(
@@ -203,6 +227,7 @@ async def image_page(
     cursor: str | None,
     limit: int,
     include_total: bool,
+    sort: SortBy = SortBy.CREATED_AT,
 ) -> ImagePage:
     """One page of the owner's images as the listing routes answer it."""
     page = await service.list_images(
@@ -213,6 +238,7 @@ async def image_page(
         limit=limit,
         include_total=include_total,
         secret=settings.jwt_secret,
+        sort=sort,
     )
     return ImagePage.of(page.items, page.next_cursor, page.total, signer)
 
@@ -223,6 +249,21 @@ async def get_image(
 ) -> ImageOut:
     """An image with its processing state and signed URLs."""
     return ImageOut.of(await service.get(session, owner, image_id), signer)
+
+
+@router.get("/{image_id}/similar", responses=problem_responses(NotFound))
+async def similar_images(
+    image_id: uuid.UUID, owner: CurrentOwner, session: SessionDep, signer: SignerDep
+) -> SimilarPage:
+    """The owner's near-duplicates of this image (resized, recompressed or cropped copies),
+    nearest first; empty until the thumbnails job has hashed it."""
+    pairs = await service.similar(session, owner, image_id)
+    return SimilarPage(
+        items=[
+            SimilarImage(id=image.id, distance=distance, image=ImageSummary.of(image, signer))
+            for image, distance in pairs
+        ]
+    )
 
 
 @router.get(

@@ -95,7 +95,7 @@ async def webhook_page(
     """Newest first, keyset on (created_at, id)."""
     stmt = select(Webhook).where(Webhook.owner_id == owner_id)
     if after is not None:
-        stmt = stmt.where(tuple_(Webhook.created_at, Webhook.id) < (after.created_at, after.id))
+        stmt = stmt.where(tuple_(Webhook.created_at, Webhook.id) < (after.at, after.id))
     stmt = stmt.order_by(Webhook.created_at.desc(), Webhook.id.desc()).limit(limit)
     return list((await session.execute(stmt)).scalars())
 
@@ -134,7 +134,7 @@ async def delivery_page(
     )
     if after is not None:
         stmt = stmt.where(
-            tuple_(WebhookDelivery.created_at, WebhookDelivery.id) < (after.created_at, after.id)
+            tuple_(WebhookDelivery.created_at, WebhookDelivery.id) < (after.at, after.id)
         )
     stmt = stmt.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc()).limit(limit)
     return [DeliveryRow(*row) for row in (await session.execute(stmt)).all()]

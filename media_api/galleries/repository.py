@@ -35,7 +35,7 @@ async def page(
     """Newest first, keyset on (created_at, id): deep pages cost what the first one does."""
     stmt = select(Gallery).where(Gallery.owner_id == owner_id)
     if after is not None:
-        stmt = stmt.where(tuple_(Gallery.created_at, Gallery.id) < (after.created_at, after.id))
+        stmt = stmt.where(tuple_(Gallery.created_at, Gallery.id) < (after.at, after.id))
     stmt = stmt.order_by(Gallery.created_at.desc(), Gallery.id.desc()).limit(limit)
     return list((await session.execute(stmt)).scalars())
 

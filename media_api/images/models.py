@@ -17,14 +17,17 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     UniqueConstraint,
     func,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
+from media_api.accounts.models import Owner
 from media_api.db import Base, Timestamped, UUIDPk, text_enum
 from media_api.jobs.models import ImageJob
 
@@ -56,6 +59,32 @@ class ImageTag(Base):
 
 TITLE_MAX = 300  # characters of an image title
 
+# Capture-time order puts images without one after the rest: NULL sorts as -infinity, in one
+# expression the listing's index and its keyset share (images.repository).
+TAKEN_ORDER = "coalesce(taken_at, '-infinity'::timestamptz)"
+# Each perceptual hash in four 16-bit bands, each indexed: a near-duplicate within distance t
+# differs from the hash in at most floor(t / 4) bits of some band (multi-index hashing).
+HASH_COLUMNS = ("phash", "phash_centre")
+BANDS = 4
+
+
+def band_expression(column: str, band: int) -> str:
+    """One band of a hash column, exactly as its index holds it."""
+    return f"(({column} >> {16 * band}) & 65535)"
+
+
+def _band_indexes() -> list[Index]:
+    return [
+        Index(
+            f"ix_images_{column}_band{band}",
+            "owner_id",
+            text(band_expression(column, band)),
+            postgresql_where=text(f"{column} IS NOT NULL"),
+        )
+        for column in HASH_COLUMNS
+        for band in range(BANDS)
+    ]
+
 
 class ImageStatus(enum.StrEnum):
     """`processing` until the variants exist, then `ready`; `failed` carries an error code."""
@@ -74,6 +103,8 @@ class Image(UUIDPk, Timestamped, Base):
         UniqueConstraint("owner_id", "sha256"),
         # Keyset pagination walks (owner, created_at, id) newest first.
         Index("ix_images_owner_created", "owner_id", "created_at", "id"),
+        Index("ix_images_owner_taken", "owner_id", text(TAKEN_ORDER), "id"),
+        *_band_indexes(),
         CheckConstraint("size_bytes >= 0", name="size_nonnegative"),
     )
 
@@ -102,12 +133,51 @@ class Image(UUIDPk, Timestamped, Base):
     # configured threshold (None until tagged).
     nsfw: Mapped[float | None] = mapped_column(Float)
     flagged: Mapped[bool | None] = mapped_column(Boolean)
+    # Read from the original's metadata by the thumbnails job (imaging.photo_facts): the capture
+    # time as a column to sort and filter on, the other facts as JSON (None until read).
+    taken_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    photo: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # 64-bit perceptual hashes of the upright picture and of its centre (imaging.similarity),
+    # signed as bigint.
+    phash: Mapped[int | None] = mapped_column(BigInteger)
+    phash_centre: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
 
+    # The owner's choice to show the photo's location; loaded only by the detail queries.
+    expose_location: Mapped[bool] = column_property(
+        select(Owner.expose_location)
+        .where(Owner.id == owner_id)
+        .correlate_except(Owner)
+        .scalar_subquery(),
+        deferred=True,
+    )
+    # Near-duplicate ids for the detail view, nearest first (loaded by the detail queries).
+    duplicates: Mapped[list[ImageDuplicate]] = relationship(
+        primaryjoin=lambda: Image.id == ImageDuplicate.image_id,
+        foreign_keys=lambda: [ImageDuplicate.image_id],
+        viewonly=True,
+        order_by=lambda: (ImageDuplicate.distance, ImageDuplicate.other_id),
+    )
     jobs: Mapped[list[ImageJob]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
     # Written only by the tagging worker; read here for the detail view.
     tags: Mapped[list[ImageTag]] = relationship(
         viewonly=True, order_by=lambda: ImageTag.confidence.desc()
     )
+
+
+class ImageDuplicate(Base):
+    """Two images of one owner whose perceptual hashes are within the threshold; written in
+    both directions by the thumbnails job, gone with either image."""
+
+    __tablename__ = "image_duplicates"
+    __table_args__ = (Index("ix_image_duplicates_other", "other_id"),)
+
+    image_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    other_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    distance: Mapped[int] = mapped_column(SmallInteger)

@@ -3,41 +3,54 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import Select, and_, delete, func, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    delete,
+    func,
+    literal,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import selectinload, undefer
 from sqlalchemy.orm.attributes import set_committed_value
 
 from media_api.accounts.models import Owner
 from media_api.galleries.models import Gallery, GalleryImage
-from media_api.images.models import Image, ImageStatus, ImageTag
+from media_api.images import statements as duplicates
+from media_api.images.models import TAKEN_ORDER, Image, ImageStatus, ImageTag
 from media_api.jobs import repository as jobs_repository
 from media_api.jobs import statements as job_statements
 from media_api.jobs.models import ImageJob
 from media_api.pagination import Position
 
+# What the detail view reads besides the row.
+_DETAIL = (
+    selectinload(Image.jobs),
+    selectinload(Image.tags),
+    selectinload(Image.duplicates),
+    undefer(Image.expose_location),
+)
+
 
 async def get(session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID) -> Image | None:
     """One image of this owner, with its jobs and tags; another owner's id reads as absent."""
-    stmt = (
-        select(Image)
-        .where(Image.id == image_id, Image.owner_id == owner_id)
-        .options(selectinload(Image.jobs), selectinload(Image.tags))
-    )
+    stmt = select(Image).where(Image.id == image_id, Image.owner_id == owner_id).options(*_DETAIL)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def get_by_sha256(session: AsyncSession, owner_id: uuid.UUID, sha256: bytes) -> Image | None:
     """The image this owner already uploaded with exactly these bytes."""
-    stmt = (
-        select(Image)
-        .where(Image.owner_id == owner_id, Image.sha256 == sha256)
-        .options(selectinload(Image.jobs), selectinload(Image.tags))
-    )
+    stmt = select(Image).where(Image.owner_id == owner_id, Image.sha256 == sha256).options(*_DETAIL)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -54,6 +67,8 @@ async def insert_new(session: AsyncSession, values: dict[str, object]) -> Image 
     if image is not None:
         set_committed_value(image, "tags", [])
         set_committed_value(image, "jobs", [])
+        set_committed_value(image, "duplicates", [])
+        set_committed_value(image, "expose_location", False)  # nothing read to show yet
     return image
 
 
@@ -139,6 +154,21 @@ class ImageFilter:
     gallery_id: uuid.UUID | None = None
     created_before: dt.datetime | None = None
     created_after: dt.datetime | None = None
+    taken_before: dt.datetime | None = None
+    taken_after: dt.datetime | None = None
+    has_duplicates: bool | None = None
+
+
+class SortBy(enum.StrEnum):
+    """Listing order, newest first: by upload, or by capture time (unknown ones last)."""
+
+    CREATED_AT = "created_at"
+    TAKEN_AT = "taken_at"
+
+
+# The capture-time sort key exactly as the index `ix_images_owner_taken` holds it.
+_TAKEN_ORDER: ColumnElement[dt.datetime] = literal_column(TAKEN_ORDER)
+_NO_TIME: ColumnElement[dt.datetime] = literal_column("'-infinity'::timestamptz")
 
 
 def _filtered(owner_id: uuid.UUID, filters: ImageFilter) -> Select[Image]:
@@ -149,6 +179,13 @@ def _filtered(owner_id: uuid.UUID, filters: ImageFilter) -> Select[Image]:
         stmt = stmt.where(Image.created_at < filters.created_before)
     if filters.created_after is not None:
         stmt = stmt.where(Image.created_at > filters.created_after)
+    if filters.taken_before is not None:
+        stmt = stmt.where(Image.taken_at < filters.taken_before)
+    if filters.taken_after is not None:
+        stmt = stmt.where(Image.taken_at > filters.taken_after)
+    if filters.has_duplicates is not None:
+        linked = duplicates.has_duplicates()
+        stmt = stmt.where(linked if filters.has_duplicates else ~linked)
     if filters.gallery_id is not None:
         stmt = stmt.join(GalleryImage, GalleryImage.image_id == Image.id).where(
             GalleryImage.gallery_id == filters.gallery_id
@@ -166,10 +203,17 @@ async def page(
     filters: ImageFilter,
     after: Position | None,
     limit: int,
+    sort: SortBy = SortBy.CREATED_AT,
 ) -> list[Image]:
-    """Newest first; keyset on (created_at, id) over the owner's index, so page 10 000 costs
-    what page 1 does. One statement: listings carry no jobs, variants live on the row."""
+    """Newest first; keyset on (time, id) over the owner's index, so page 10 000 costs what
+    page 1 does. One statement: listings carry no jobs, variants live on the row."""
     stmt = _filtered(owner_id, filters)
+    if sort is SortBy.TAKEN_AT:
+        if after is not None:
+            at = _NO_TIME if after.at is None else literal(after.at, Image.taken_at.type)
+            stmt = stmt.where(tuple_(_TAKEN_ORDER, Image.id) < tuple_(at, literal(after.id)))
+        stmt = stmt.order_by(_TAKEN_ORDER.desc(), Image.id.desc()).limit(limit)
+        return list((await session.execute(stmt)).scalars())
     # With a tag, walk the tag index (same order, copied columns); otherwise the image index.
     created, ident = (
         (ImageTag.image_created_at, ImageTag.image_id)
@@ -177,9 +221,25 @@ async def page(
         else (Image.created_at, Image.id)
     )
     if after is not None:
-        stmt = stmt.where(tuple_(created, ident) < (after.created_at, after.id))
+        stmt = stmt.where(tuple_(created, ident) < (after.at, after.id))
     stmt = stmt.order_by(created.desc(), ident.desc()).limit(limit)
     return list((await session.execute(stmt)).scalars())
+
+
+async def near_duplicates(
+    session: AsyncSession, image_id: uuid.UUID, limit: int
+) -> list[tuple[uuid.UUID, int]]:
+    """The image's near-duplicates as (id, distance), nearest first."""
+    rows = await session.execute(duplicates.linked(image_id, limit))
+    return [(other, distance) for other, distance in rows.all()]
+
+
+async def summaries(
+    session: AsyncSession, owner_id: uuid.UUID, image_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, Image]:
+    """These images of the owner, by id (one statement)."""
+    stmt = select(Image).where(Image.owner_id == owner_id, Image.id.in_(image_ids))
+    return {image.id: image for image in (await session.execute(stmt)).scalars()}
 
 
 async def count(session: AsyncSession, owner_id: uuid.UUID, filters: ImageFilter) -> int:

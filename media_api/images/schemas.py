@@ -9,6 +9,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from media_api.images.models import TITLE_MAX, Image, ImageStatus
+from media_api.images.statements import MAX_LINKED
+from media_api.imaging.photo_facts import PhotoFacts
 from media_api.jobs.contract import JobKind
 from media_api.jobs.models import JobState
 from media_api.storage.signing import Signer
@@ -74,6 +76,82 @@ class TagOut(BaseModel):
     model_version: str
 
 
+class CameraOut(BaseModel):
+    make: str | None
+    model: str | None
+
+
+class ExposureOut(BaseModel):
+    iso: int | None
+    f_number: float | None
+    exposure_time: float | None = Field(description="Seconds.")
+    focal_length: float | None = Field(description="Millimetres.")
+
+
+class LocationOut(BaseModel):
+    latitude: float
+    longitude: float
+    altitude: float | None = Field(description="Metres above sea level.")
+
+
+class PhotoMetadataOut(BaseModel):
+    """Capture facts read from the original's metadata (untrusted text, cleaned and bounded).
+    Variants never carry any of it."""
+
+    taken_at: dt.datetime | None = Field(
+        description="When the photo was taken: with its UTC offset when the file records one, "
+        "otherwise the camera's wall-clock time without an offset."
+    )
+    camera: CameraOut | None
+    lens: str | None
+    exposure: ExposureOut | None
+    orientation: int | None = Field(description="EXIF orientation 1-8 (variants are upright).")
+    colour_profile: str | None = Field(description="The embedded ICC profile's name.")
+    location: LocationOut | None = Field(
+        description="GPS position; only when the owner turned on `expose_location`."
+    )
+
+    @classmethod
+    def of(cls, facts: PhotoFacts, *, with_location: bool) -> PhotoMetadataOut:
+        camera = (
+            CameraOut(make=facts.camera_make, model=facts.camera_model)
+            if facts.camera_make or facts.camera_model
+            else None
+        )
+        numbers = (facts.iso, facts.f_number, facts.exposure_time, facts.focal_length)
+        exposure = (
+            ExposureOut(
+                iso=facts.iso,
+                f_number=facts.f_number,
+                exposure_time=facts.exposure_time,
+                focal_length=facts.focal_length,
+            )
+            if any(n is not None for n in numbers)
+            else None
+        )
+        where = facts.location if with_location else None
+        return cls(
+            taken_at=local_taken_at(facts),
+            camera=camera,
+            lens=facts.lens,
+            exposure=exposure,
+            orientation=facts.orientation,
+            colour_profile=facts.colour_profile,
+            location=None
+            if where is None
+            else LocationOut(
+                latitude=where.latitude, longitude=where.longitude, altitude=where.altitude
+            ),
+        )
+
+
+def local_taken_at(facts: PhotoFacts) -> dt.datetime | None:
+    """The capture time as the camera recorded it: offset-aware, or naive when unknown."""
+    if facts.taken_at is None or facts.offset_known:
+        return facts.taken_at
+    return facts.taken_at.replace(tzinfo=None)
+
+
 class ImageSummary(BaseModel):
     """An image as listings show it: everything but the job details."""
 
@@ -89,6 +167,9 @@ class ImageSummary(BaseModel):
     frames: int
     sha256: str = Field(description="Hex SHA-256 of the original bytes.")
     created_at: dt.datetime
+    taken_at: dt.datetime | None = Field(
+        description="Capture time from the photo's metadata (see `metadata.taken_at`)."
+    )
     placeholder: str | None = Field(description="BlurHash to paint while variants load.")
     original: SignedUrlOut
     variants: list[VariantOut]
@@ -118,6 +199,7 @@ class ImageSummary(BaseModel):
             frames=image.frames,
             sha256=image.sha256.hex(),
             created_at=image.created_at,
+            taken_at=local_taken_at(PhotoFacts.from_json(image.photo)) if image.photo else None,
             placeholder=image.placeholder,
             original=SignedUrlOut(url=original.url, expires_at=original.expires_at),
             variants=variants,
@@ -136,6 +218,13 @@ class ImageOut(ImageSummary):
     jobs: list[JobOut]
     tags: list[TagOut]
     download: SignedUrlOut = Field(description="The original, served as an attachment.")
+    metadata: PhotoMetadataOut | None = Field(
+        description="Capture facts; null until the thumbnails job has read them."
+    )
+    near_duplicates: list[uuid.UUID] = Field(
+        description="The owner's images that look the same (resized, recompressed, cropped "
+        "copies), nearest first; see GET /v1/images/{id}/similar."
+    )
 
     @classmethod
     def of(cls, image: Image, signer: Signer) -> ImageOut:
@@ -149,7 +238,28 @@ class ImageOut(ImageSummary):
             jobs=jobs,
             tags=tags,
             download=SignedUrlOut(url=download.url, expires_at=download.expires_at),
+            metadata=None
+            if image.photo is None
+            else PhotoMetadataOut.of(
+                PhotoFacts.from_json(image.photo),
+                with_location=bool(image.photo.get("location")) and image.expose_location,
+            ),
+            near_duplicates=[pair.other_id for pair in image.duplicates[:MAX_LINKED]],
         )
+
+
+class SimilarImage(BaseModel):
+    """A near-duplicate and how far its perceptual hash is (differing bits of 64)."""
+
+    id: uuid.UUID
+    distance: int
+    image: ImageSummary
+
+
+class SimilarPage(BaseModel):
+    """The image's near-duplicates, nearest first."""
+
+    items: list[SimilarImage]
 
 
 class ImagePage(BaseModel):

@@ -300,15 +300,35 @@ async def list_images(
     limit: int,
     include_total: bool,
     secret: str,
+    sort: repository.SortBy = repository.SortBy.CREATED_AT,
 ) -> Page:
-    """A keyset page of the owner's images, newest first."""
+    """A keyset page of the owner's images, newest first by upload or by capture time."""
     if filters.gallery_id is not None:
         await galleries.get(session, owner_id, filters.gallery_id)  # 404 for another's
-    keyset = Keyset(secret, LISTING_SCOPE, owner_id)
-    rows = await repository.page(session, owner_id, filters, keyset.after(cursor), limit + 1)
-    rows, next_cursor = keyset.cut(rows, limit)
+    # A cursor is bound to its sort: one from the other order is refused, never misread.
+    scope = LISTING_SCOPE if sort is repository.SortBy.CREATED_AT else f"{LISTING_SCOPE}:{sort}"
+    keyset = Keyset(secret, scope, owner_id)
+    rows = await repository.page(session, owner_id, filters, keyset.after(cursor), limit + 1, sort)
+    if sort is repository.SortBy.TAKEN_AT:
+        rows, next_cursor = keyset.cut(rows, limit, lambda image: image.taken_at)
+    else:
+        rows, next_cursor = keyset.cut(rows, limit)
     total = await repository.count(session, owner_id, filters) if include_total else None
     return Page(rows, next_cursor, total)
+
+
+# Near-duplicates a `similar` answer lists at most.
+SIMILAR_LIMIT = 50
+
+
+async def similar(
+    session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID
+) -> list[tuple[Image, int]]:
+    """The image's near-duplicates with their distances, nearest first (404 for another's)."""
+    await get(session, owner_id, image_id)
+    pairs = await repository.near_duplicates(session, image_id, SIMILAR_LIMIT)
+    images = await repository.summaries(session, owner_id, [other for other, _ in pairs])
+    return [(images[other], distance) for other, distance in pairs if other in images]
 
 
 def variant_of(image: Image, name: str, preset_names: list[str]) -> dict[str, Any]:

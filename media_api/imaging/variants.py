@@ -26,7 +26,7 @@ import blurhash  # type: ignore[import-untyped]  # no py.typed marker in the whe
 import pyvips  # type: ignore[import-untyped]  # ships .pyi files but no py.typed marker
 from PIL import ExifTags, Image, ImageCms, ImageOps
 
-from media_api.imaging import formats
+from media_api.imaging import formats, similarity
 from media_api.imaging.formats import OutputFormat
 from media_api.imaging.presets import DEFAULT_PRESETS, Preset
 from media_api.imaging.probe import SNIFF_BYTES, sniff
@@ -98,10 +98,12 @@ class Variant:
 
 @dataclass(frozen=True, slots=True)
 class RenderResult:
-    """Variants in preset order, plus a BlurHash clients can paint before any bytes arrive."""
+    """Variants in preset order, a BlurHash clients can paint before any bytes arrive, and the
+    perceptual hashes of the upright picture (near-duplicates)."""
 
     variants: list[Variant]
     placeholder: str
+    fingerprint: similarity.Fingerprint
 
 
 class RenderError(Exception):
@@ -340,7 +342,11 @@ def _cascade(stage0: Any, presets: Sequence[Preset], fmt: OutputFormat) -> Rende
                 image = source
             source = image
         made[preset.name] = _encode(preset.name, image, fmt)
-    return RenderResult(variants=[made[p.name] for p in presets], placeholder=_placeholder(source))
+    return RenderResult(
+        variants=[made[p.name] for p in presets],
+        placeholder=_placeholder(source),
+        fingerprint=similarity.fingerprint(source),
+    )
 
 
 def _encode(name: str, image: Any, fmt: OutputFormat) -> Variant:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 
-from PIL import Image
+from PIL import ExifTags, Image
 
 
 def png(seed: int = 0, size: int | tuple[int, int] = 32) -> bytes:
@@ -34,11 +34,20 @@ def noise_jpeg(width: int, height: int) -> bytes:
     return buf.getvalue()
 
 
-def jpeg(image: Image.Image, *, quality: int = 92, orientation: int | None = None) -> bytes:
-    """`image` as a JPEG, with an EXIF orientation tag when given."""
+def jpeg(
+    image: Image.Image,
+    *,
+    quality: int = 92,
+    orientation: int | None = None,
+    taken: str | None = None,
+) -> bytes:
+    """`image` as a JPEG, with an EXIF orientation tag and a DateTimeOriginal ("YYYY:MM:DD
+    HH:MM:SS") when given."""
     buf = io.BytesIO()
     exif = Image.Exif()
     if orientation is not None:
-        exif[0x0112] = orientation
+        exif[ExifTags.Base.Orientation] = orientation
+    if taken is not None:
+        exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = taken
     image.save(buf, "JPEG", quality=quality, exif=exif.tobytes())
     return buf.getvalue()
