@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Annotated
 
-from pydantic import MISSING, BaseModel, EmailStr, Field
+from pydantic import MISSING, BaseModel, EmailStr, Field, StrictBool
 
 from media_api.accounts.models import ApiKey
 from media_api.text import CONTROLS, encodable, single_line
@@ -54,7 +54,7 @@ class OwnerOut(BaseModel):
 class OwnerPatch(BaseModel):
     """The account's settings; only the fields sent are changed (`null` is refused)."""
 
-    expose_location: bool | MISSING = MISSING
+    expose_location: StrictBool | MISSING = MISSING
 
 
 class TokenOut(BaseModel):

@@ -51,7 +51,7 @@ def phash(image: Any) -> int:
         image = image.colourspace("b-w")
     image = image.extract_band(0)
     # The aspect ratio is dropped on purpose: a resized copy shrinks to the same 32x32.
-    grey = image.resize(_SIDE / image.width, vscale=_SIDE / image.height, kernel="lanczos3")
+    grey = image.thumbnail_image(_SIDE, height=_SIDE, size="force", no_rotate=True)
     raw = np.frombuffer(bytes(grey.cast("uchar").write_to_memory()), dtype=np.uint8)
     return phash_of_gray(raw.reshape(grey.height, grey.width)[:_SIDE, :_SIDE])
 
