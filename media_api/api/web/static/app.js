@@ -18,8 +18,19 @@ const CREATED_WAIT_MS = 1500; // for an upload's image.created after its respons
 
 const $ = (id) => document.getElementById(id);
 
+// The grid's order for this tab (sessionStorage, like the credential; gone on sign-out).
+const SORT_KEY = "media.sort";
+const SORTS = ["created_at", "taken_at"];
+const sortChoice = {
+  get: () => (SORTS.includes(sessionStorage.getItem(SORT_KEY)) ? sessionStorage.getItem(SORT_KEY)
+    : "created_at"),
+  set: (sort) => sessionStorage.setItem(SORT_KEY, sort),
+  clear: () => sessionStorage.removeItem(SORT_KEY),
+};
+
 const view = {
-  filters: { tag: "", gallery: "" },
+  filters: { tag: "", gallery: "", sort: sortChoice.get() },
+  listed: null, // the filters of the listing on show: its cursor is only good with them
   cursor: null,
   total: 0,
   loading: false,
@@ -40,7 +51,14 @@ function showSignIn(message = "") {
   view.session.abort();
   view.session = new AbortController();
   view.generation += 1;
-  Object.assign(view, { filters: { tag: "", gallery: "" }, cursor: null, total: 0, galleries: [] });
+  sortChoice.clear();
+  Object.assign(view, {
+    filters: { tag: "", gallery: "", sort: "created_at" },
+    listed: null,
+    cursor: null,
+    total: 0,
+    galleries: [],
+  });
   queue.length = 0;
   watched.clear();
   tileSince.clear();
@@ -259,12 +277,13 @@ function remove(id) {
   }
 }
 
-async function fetchPage(cursor) {
-  const { tag, gallery } = view.filters;
+async function fetchPage(cursor, filters) {
+  const { tag, gallery, sort } = filters;
   return api("/v1/images", {
     query: {
       limit: PAGE_SIZE,
       cursor,
+      sort: sort === "created_at" ? undefined : sort, // the API's default
       tag,
       gallery_id: gallery,
       include_total: cursor ? undefined : "true",
@@ -289,10 +308,12 @@ function appendPage(page) {
 
 async function reload() {
   const generation = ++view.generation;
+  const filters = { ...view.filters };
   setBusy(true);
   try {
-    const page = await fetchPage(null);
+    const page = await fetchPage(null, filters);
     if (generation !== view.generation) return;
+    view.listed = filters;
     $("grid").replaceChildren();
     view.total = page.total ?? page.items.length;
     showCount();
@@ -311,7 +332,7 @@ async function more() {
   const generation = view.generation;
   setBusy(true);
   try {
-    const page = await fetchPage(view.cursor);
+    const page = await fetchPage(view.cursor, view.listed);
     if (generation === view.generation) appendPage(page);
   } catch (error) {
     announce(`Could not load more images: ${explain(error)}`, { error: true });
@@ -350,7 +371,7 @@ async function loadGalleries() {
 }
 
 function applyFilters() {
-  view.filters = { tag: $("tag").value.trim(), gallery: $("gallery").value };
+  view.filters = { tag: $("tag").value.trim(), gallery: $("gallery").value, sort: $("sort").value };
   return reload();
 }
 
@@ -360,8 +381,15 @@ function setupFilters() {
     applyFilters();
   });
   $("gallery").addEventListener("change", applyFilters);
+  $("sort").value = view.filters.sort;
+  $("sort").addEventListener("change", () => {
+    sortChoice.set($("sort").value);
+    applyFilters();
+  });
   $("clear").addEventListener("click", () => {
+    const sort = $("sort").value; // an order, not a filter: it stays
     $("filters").reset();
+    $("sort").value = sort;
     applyFilters();
   });
   $("new-gallery").addEventListener("submit", async (event) => {

@@ -1,9 +1,11 @@
 // The image view: a modal <dialog> (focus is trapped and Escape closes it, natively) with the
-// large variant, facts, tags with confidences, job states, the download link and gallery actions.
+// large variant, facts, capture facts (EXIF), tags with confidences, job states, the download
+// link, gallery actions and a strip of similar photos (near-duplicates).
 
 import { api } from "./api.js";
 import { placeholder } from "./blurhash.js";
 import { announce, el, formatBytes, imageLabel, percent } from "./dom.js";
+import { altitude, camera, exposure, position, takenAt } from "./photo.js";
 
 const PREFERRED = ["large", "medium", "thumb"];
 const REFRESH_MS = 2000;
@@ -54,11 +56,12 @@ async function step(delta) {
 function updateSteps() {
   const ids = ctx.order();
   const index = ids.indexOf(current);
+  const outside = index < 0; // opened from the similar strip, not shown in this grid
   const prev = document.getElementById("viewer-prev");
   const next = document.getElementById("viewer-next");
   const focused = document.activeElement;
   prev.disabled = index <= 0;
-  next.disabled = index === ids.length - 1 && !ctx.hasMore();
+  next.disabled = outside || (index === ids.length - 1 && !ctx.hasMore());
   // A button disabled under the focus would drop it on <body>: hand it to its neighbour.
   if (focused === prev && prev.disabled) (next.disabled ? closeButton() : next).focus();
   if (focused === next && next.disabled) (prev.disabled ? closeButton() : prev).focus();
@@ -80,8 +83,10 @@ export async function openViewer(id, from) {
 async function refresh(id) {
   clearTimeout(timer);
   let image;
+  let similar;
   try {
     image = await api(`/v1/images/${id}`);
+    similar = await similarTo(image);
   } catch (error) {
     if (current === id) body().replaceChildren(el("p", { class: "error" }, error.message));
     return;
@@ -94,11 +99,22 @@ async function refresh(id) {
     timer = setTimeout(() => refresh(id), REFRESH_MS);
     return;
   }
-  render(image);
+  render(image, similar);
   ctx.changed(image);
   updateSteps();
   const pending = image.jobs.some((job) => job.state === "pending" || job.state === "running");
   if (pending) timer = setTimeout(() => refresh(id), REFRESH_MS);
+}
+
+/** The near-duplicates with their thumbnails (none asked for when the detail lists none). A
+ *  failure leaves the strip out rather than the image. */
+async function similarTo(image) {
+  if (!image.near_duplicates || image.near_duplicates.length === 0) return [];
+  try {
+    return (await api(`/v1/images/${image.id}/similar`)).items;
+  } catch {
+    return [];
+  }
 }
 
 function bestVariant(image) {
@@ -145,6 +161,74 @@ function facts(image) {
   const list = el("dl", { class: "facts" });
   for (const [name, value] of rows) list.append(el("dt", {}, name), el("dd", {}, value));
   return list;
+}
+
+/** What the camera recorded; untrusted text from the file, so only ever set as text. Facts the
+ *  file did not hold are left out, and so is the section when it held none. */
+function capture(image) {
+  const meta = image.metadata;
+  if (!meta) return null;
+  const rows = [];
+  if (meta.taken_at) {
+    rows.push(["Taken", el("time", { datetime: meta.taken_at }, takenAt(meta.taken_at))]);
+  }
+  rows.push(
+    ["Camera", camera(meta.camera)],
+    ["Lens", meta.lens],
+    ["Exposure", exposure(meta.exposure)],
+    ["Colour profile", meta.colour_profile],
+    ["Location", position(meta.location)],
+    ["Altitude", altitude(meta.location)],
+  );
+  const shown = rows.filter(([, value]) => value);
+  if (shown.length === 0) return null;
+  const list = el("dl", { class: "facts" });
+  for (const [name, value] of shown) {
+    list.append(el("dt", {}, name), el("dd", { "data-fact": name }, value));
+  }
+  return el(
+    "section",
+    { class: "capture", "aria-labelledby": "capture-title" },
+    el("h3", { id: "capture-title" }, "Capture"),
+    list,
+  );
+}
+
+/** Thumbnails of the near-duplicates, nearest first; each opens in this view. */
+function similarStrip(items) {
+  if (items.length === 0) return null;
+  const list = el("ul", { class: "similar" });
+  for (const { id, image } of items) {
+    const thumb = image.variants.find((v) => v.name === "thumb");
+    const label = imageLabel(image);
+    const button = el("button", {
+      type: "button",
+      class: "similar-button",
+      "aria-label": label,
+      "data-id": id,
+      onclick: () => openViewer(id, null),
+    });
+    if (thumb) {
+      const img = el("img", {
+        src: thumb.url,
+        alt: "",
+        width: thumb.width,
+        height: thumb.height,
+        loading: "lazy",
+        decoding: "async",
+      });
+      button.append(img);
+    } else {
+      button.append(el("span", { class: "tile-name" }, label));
+    }
+    list.append(el("li", {}, button));
+  }
+  return el(
+    "section",
+    { class: "similar-photos", "aria-labelledby": "similar-title" },
+    el("h3", { id: "similar-title" }, "Similar photos"),
+    list,
+  );
 }
 
 function tags(image) {
@@ -315,10 +399,13 @@ async function dropFromGrid(image, request, done, failed) {
   announce(done);
 }
 
-function render(image) {
+function render(image, similar) {
   document.getElementById("viewer-title").textContent = imageLabel(image);
   body().replaceChildren(
     picture(image),
-    el("div", { class: "details" }, facts(image), tags(image), jobs(image), actions(image)),
+    el("div", { class: "details" }, facts(image), capture(image), tags(image), jobs(image),
+      actions(image)),
   );
+  const strip = similarStrip(similar);
+  if (strip) body().append(strip);
 }
