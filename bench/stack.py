@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
+import platform
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from pydantic import SecretStr
 
 from media_api.accounts.service import key_for_email
@@ -22,6 +27,33 @@ from media_api.db import create_engine, session_factory
 from media_api.dev import stack as devstack
 from media_api.dev.bootstrap import ready_stack, stack_env
 from media_api.settings import Settings
+
+
+def bench_owner(database_url: str) -> uuid.UUID:
+    """The owner of the bench stack's API key."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT owner_id FROM api_keys ORDER BY created_at DESC LIMIT 1"
+        ).fetchone()
+    assert row is not None
+    owner: uuid.UUID = row[0]
+    return owner
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile of seconds, in milliseconds."""
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] * 1000
+
+
+def postgres_line(database_url: str) -> str:
+    """Machine, Python and PostgreSQL versions, and the time, for a results header."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    assert row is not None
+    return (
+        f"{platform.machine()}, Python {platform.python_version()}, PostgreSQL {row[0]}, "
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
+    )
 
 
 @dataclass

@@ -74,12 +74,13 @@ def band_expression(column: str, band: int) -> str:
 
 
 def _band_indexes() -> list[Index]:
+    # Not partial: Postgres keeps statistics of a plain expression index's values, and without
+    # them it takes each probe for 0.5 % of the rows and scans the table (docs/benchmarks.md).
     return [
         Index(
             f"ix_images_{column}_band{band}",
             "owner_id",
             text(band_expression(column, band)),
-            postgresql_where=text(f"{column} IS NOT NULL"),
         )
         for column in HASH_COLUMNS
         for band in range(BANDS)

@@ -36,7 +36,6 @@ def upgrade() -> None:
                 "images",
                 ["owner_id", sa.text(f"(({column} >> {16 * band}) & 65535)")],
                 unique=False,
-                postgresql_where=sa.text(f"{column} IS NOT NULL"),
             )
     op.create_table(
         "image_duplicates",
