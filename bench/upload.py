@@ -2,10 +2,12 @@
 
 Run: .venv/bin/python -m bench.upload [--sizes 1,20,100,200] [--repeat 3]
 
-For each size the same bytes go five ways: loopback (a discarding socket), s3 put (boto3
-multipart to the same SeaweedFS), api (POST /v1/images), tus (8 MiB PATCHes) and direct
-(presigned PUTs, then complete), with the API's peak RSS sampled every 5 ms; each path has an
-untimed warm-up. Then a tus upload cut at 50 % is resumed and the bytes sent twice counted.
+For each size the same bytes go six ways: loopback (a discarding socket), s3 put (boto3
+multipart to the same SeaweedFS), api (POST /v1/images, decoded as it arrives), api after (the
+same through a second API process with MEDIA_FOLLOW_UPLOADS=false: decoded after the last
+byte), tus (8 MiB PATCHes) and direct (presigned PUTs, then complete), with the API's peak RSS
+sampled every 5 ms; each path has an untimed warm-up. Then a tus upload cut at 50 % is resumed
+and the bytes sent twice counted.
 Method: docs/benchmarks.md ("Upload throughput").
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import os
 import socket
@@ -277,8 +280,12 @@ def main() -> None:
         work = stack.data_dir / "files"
         work.mkdir()
         store = S3Store(stack.settings)
+        after_last_byte = dataclasses.replace(
+            stack, env={**stack.env, "MEDIA_FOLLOW_UPLOADS": "false"}
+        )
         with (
             api_process(stack) as (base, proc),
+            api_process(after_last_byte) as (base_after, proc_after),
             httpx.Client(timeout=300) as http,
             contextlib.closing(store),
         ):
@@ -287,13 +294,15 @@ def main() -> None:
             loopback_seconds(warm_up)
             s3_put_seconds(store, warm_up)
             api_seconds(http, base, stack.token, warm_up, proc.pid)
+            make_jpeg(MB, warm_up)
+            api_seconds(http, base_after, stack.token, warm_up, proc_after.pid)
             for warm_up_path in (tus_upload, direct_upload):  # new bytes each: no duplicate
                 make_jpeg(MB, warm_up)
                 warm_up_path(http, base, stack.token, warm_up)
             warm_up.unlink()
             for size_mb in sizes:
                 runs: dict[str, list[float]] = {
-                    k: [] for k in ("loop", "put", "api", "tus", "direct")
+                    k: [] for k in ("loop", "put", "api", "after", "tus", "direct")
                 }
                 befores, peaks = [], {"api": 0, "tus": 0, "direct": 0, "decode": 0}
                 for i in range(args.repeat):
@@ -309,6 +318,13 @@ def main() -> None:
                     peaks["api"] = max(peaks["api"], peak)
                     peaks["decode"] = max(peaks["decode"], decode)
                     # Each path its own bytes: the same bytes again would be a duplicate.
+                    distinct = work / f"after-{size_mb}mb-{i}.jpg"
+                    make_jpeg(size_mb * MB, distinct)
+                    seconds, _, _, _ = api_seconds(
+                        http, base_after, stack.token, distinct, proc_after.pid
+                    )
+                    runs["after"].append(distinct.stat().st_size / seconds)
+                    distinct.unlink()
                     for name, upload in (("tus", tus_upload), ("direct", direct_upload)):
                         distinct = work / f"{name}-{size_mb}mb-{i}.jpg"
                         make_jpeg(size_mb * MB, distinct)
@@ -327,15 +343,17 @@ def main() -> None:
 
     print(
         "| file | loopback MB/s | S3 PUT MB/s | POST MB/s | tus MB/s | direct MB/s "
-        "| POST / PUT | tus / PUT | direct / PUT | API RssAnon before "
-        "| API peak RssAnon POST / tus / direct | validation processes' peak RssAnon |"
+        "| POST / PUT | POST, decoded after the last byte / PUT | tus / PUT | direct / PUT "
+        "| API RssAnon before | API peak RssAnon POST / tus / direct "
+        "| validation processes' peak RssAnon |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size_mb, m, before, peak_rss in rows:
         print(
             f"| {size_mb} MB | {m['loop'] / MB:,.0f} | {m['put'] / MB:,.0f} | {m['api'] / MB:,.0f} "
             f"| {m['tus'] / MB:,.0f} | {m['direct'] / MB:,.0f} | {m['api'] / m['put']:.2f} "
-            f"| {m['tus'] / m['put']:.2f} | {m['direct'] / m['put']:.2f} | {before / MB:,.0f} MB "
+            f"| {m['after'] / m['put']:.2f} | {m['tus'] / m['put']:.2f} "
+            f"| {m['direct'] / m['put']:.2f} | {before / MB:,.0f} MB "
             f"| {peak_rss['api'] / MB:,.0f} / {peak_rss['tus'] / MB:,.0f} "
             f"/ {peak_rss['direct'] / MB:,.0f} MB | {peak_rss['decode'] / MB:,.0f} MB |"
         )

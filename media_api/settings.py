@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     max_concurrent_validations: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     # An upload waits this long for a free validation slot, then gets 503 with Retry-After.
     validation_wait_seconds: float = Field(default=5.0, ge=0)
+    # Decode a POST upload while it arrives, in as many more processes (each followed decode
+    # keeps to the same time budget in CPU, and after the last byte in wall time).
+    follow_uploads: bool = True
 
     # Resumable (tus) and direct uploads: an upload untouched this long expires (its bytes and
     # reservation are given back); a request waits this long for another to let go of an

@@ -55,7 +55,7 @@ async def upload(
     parts = read_parts(body, content_type, max_file_bytes=settings.max_upload_bytes, fields=FIELDS)
     try:
         async with UploadSession(
-            store, key, settings.allowed_formats, settings.upload_tmp_dir
+            store, validator, key, settings.allowed_formats, settings.upload_tmp_dir
         ) as incoming:
             fields = await incoming.receive(parts)  # spooled, and streamed to S3 meanwhile
             spool = incoming.spool
@@ -69,7 +69,7 @@ async def upload(
             if quota and await owners.bytes_held(session, owner_id) + spool.size > quota:
                 raise QuotaExceeded(f"storing this would pass your quota of {quota} bytes")
 
-            info = await incoming.complete(validator)
+            info = await incoming.complete()
             file = StoredFile(image_id, key, info, spool.size, spool.sha256, spool.filename)
             image, created = await record_upload(
                 session, uow, settings, owner_id, file, title=title, gallery_id=gallery_id

@@ -47,11 +47,21 @@ class ObjectStore(Protocol):
     def streaming_upload(self, key: str, content_type: str) -> ObjectUpload: ...
 
 
+class FollowedValidation(Protocol):
+    """A decode keeping pace with the upload (`images.validation.Following`)."""
+
+    def progressed(self) -> None: ...
+    def finished(self, size: int) -> None: ...
+    async def result(self) -> imaging.ImageInfo: ...
+    def close(self) -> None: ...
+
+
 class Validation(Protocol):
     """The image checks (`images.validation.Validator`)."""
 
     async def precheck(self, spool: IO[bytes]) -> None: ...
     async def validate(self, spool: IO[bytes]) -> imaging.ImageInfo: ...
+    def follow(self, spool: IO[bytes]) -> FollowedValidation | None: ...
 
 
 @dataclass
@@ -70,8 +80,10 @@ class Spool:
         return self._hash.digest()
 
     def write(self, data: bytes) -> None:
-        """Append and hash (blocking: runs in a thread)."""
+        """Append and hash (blocking: runs in a thread). Flushed, so a decode following the
+        file from another process reads every byte written."""
         self.file.write(data)
+        self.file.flush()
         self._hash.update(data)
         self.size += len(data)
 
@@ -105,13 +117,21 @@ class UploadSession:
     """
 
     def __init__(
-        self, store: ObjectStore, key: str, allowed: frozenset[str], tmp_dir: Path | None
+        self,
+        store: ObjectStore,
+        validator: Validation,
+        key: str,
+        allowed: frozenset[str],
+        tmp_dir: Path | None,
     ) -> None:
         self.key = key
         self._store = store
+        self._validator = validator
         self._allowed = allowed
         self._tmp_dir = tmp_dir
         self._spool: Spool | None = None
+        # The decode following the spool as it fills, when a slot for it was free.
+        self._followed: FollowedValidation | None = None
         self._pending = bytearray()  # file bytes not yet spooled nor sent
         # Started once the head check passed: it is typed by the sniffed format.
         self._object: ObjectUpload | None = None
@@ -174,11 +194,15 @@ class UploadSession:
             self._start_object()  # a file shorter than the sniff window
         await self._flush()
         assert self._spool is not None
+        if self._followed is not None:
+            self._followed.finished(self._spool.size)
         self._spool.file.seek(0)
 
     def _start_object(self) -> None:
         mime_type = accepted_mime_type(bytes(self._pending[: imaging.SNIFF_BYTES]), self._allowed)
         self._object = self._store.streaming_upload(self.key, mime_type)
+        assert self._spool is not None
+        self._followed = self._validator.follow(self._spool.file)
 
     async def _flush(self) -> None:
         if not self._pending:
@@ -188,17 +212,20 @@ class UploadSession:
         assert self._spool is not None
         assert self._object is not None
         await asyncio.to_thread(self._spool.write, data)
+        if self._followed is not None:
+            self._followed.progressed()
         await self._object.write(data)
 
-    async def complete(self, validator: Validation) -> imaging.ImageInfo:
-        """Validate the spool while the object is completed in S3. Both always finish; a bad
-        image outranks a storage error, since retrying won't help."""
+    async def complete(self) -> imaging.ImageInfo:
+        """Validate the spool while the object is completed in S3 (a followed decode is
+        finishing meanwhile). Both always finish; a bad image outranks a storage error, since
+        retrying won't help."""
         spool, upload = self.spool, self._object
         assert upload is not None, "a non-empty file passed the head check"
-        await validator.precheck(spool.file)  # no decoder: a scan bomb never completes
-        info, stored = await asyncio.gather(
-            validator.validate(spool.file), upload.complete(), return_exceptions=True
-        )
+        await self._validator.precheck(spool.file)  # no decoder: a scan bomb never completes
+        followed, self._followed = self._followed, None
+        decode = followed.result() if followed is not None else self._validator.validate(spool.file)
+        info, stored = await asyncio.gather(decode, upload.complete(), return_exceptions=True)
         if isinstance(info, BaseException):
             raise info
         if isinstance(stored, BaseException):
@@ -213,6 +240,9 @@ class UploadSession:
     async def discard(self) -> None:
         """Remove everything stored so far, idempotently: the spool, and the multipart upload
         or the completed object (a failure there is logged by the store, never raised)."""
+        followed, self._followed = self._followed, None
+        if followed is not None:
+            followed.close()
         if self._spool is not None:
             self._spool.file.close()
         upload, self._object = self._object, None

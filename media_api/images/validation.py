@@ -4,6 +4,7 @@ At most `max_concurrent_validations` run at once; an upload waits `validation_wa
 for a slot, then gets 503. A validation past `validation_timeout_seconds` is refused 422 and
 its process is killed and replaced, so abandoned decodes never pile up; a decoder that crashes
 takes down only its pool process. The child reopens the spool through /proc (it has no name).
+An upload may also be followed: decoded while its bytes arrive, in slots of its own (`follow`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+from concurrent.futures import Future
 from typing import IO
 
 from pebble import ProcessExpired, ProcessPool
 
 from media_api.errors import ServerBusy
+from media_api.imaging import growing
 from media_api.imaging import probe as imaging
 from media_api.settings import Settings
 
@@ -31,7 +34,10 @@ class Validator:
         self.timeout = settings.validation_timeout_seconds
         self.wait = settings.validation_wait_seconds
         self.slots = asyncio.Semaphore(settings.max_concurrent_validations)
-        self.processes = settings.max_concurrent_validations
+        # Followed uploads hold their own processes, so slow senders never hold up the rest.
+        self.follow_slots = settings.max_concurrent_validations if settings.follow_uploads else 0
+        self.following = 0
+        self.processes = settings.max_concurrent_validations + self.follow_slots
         self.pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPool:
@@ -47,6 +53,28 @@ class Validator:
         bomb is turned away before its object is completed in storage."""
         await asyncio.to_thread(imaging.check_jpeg_scans, spool, self.limits)
 
+    def follow(self, spool: IO[bytes]) -> Following | None:
+        """Start decoding the spool while the upload still writes it; None when every slot
+        for that is taken (the upload is then validated after its last byte, as usual)."""
+        if self.following >= self.follow_slots:
+            return None
+        self._ensure_pool()
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        pid = os.getpid()
+        future = self.pool.schedule(
+            imaging.probe_growing,
+            args=(f"/proc/{pid}/fd/{spool.fileno()}", f"/proc/{pid}/fd/{read_fd}", self.limits),
+            kwargs={"cpu_seconds": self.timeout},
+        )
+        self.following += 1
+        return Following(self, future, read_fd, write_fd)
+
+    def _ensure_pool(self) -> None:
+        if not self.pool.active:  # broken, or closed by an earlier lifespan: start anew
+            broken, self.pool = self.pool, self._new_pool()
+            asyncio.get_running_loop().run_in_executor(None, _stop, broken)
+
     async def validate(self, spool: IO[bytes]) -> imaging.ImageInfo:
         """Probe the spooled file; a `ProbeError` for every refusal."""
         try:
@@ -56,28 +84,68 @@ class Validator:
             raise ServerBusy("every validation slot is taken; retry shortly") from None
         try:
             path = f"/proc/{os.getpid()}/fd/{spool.fileno()}"
-            if not self.pool.active:  # broken, or closed by an earlier lifespan: start anew
-                broken, self.pool = self.pool, self._new_pool()
-                asyncio.get_running_loop().run_in_executor(None, _stop, broken)
+            self._ensure_pool()
             future = self.pool.schedule(
                 imaging.probe, args=(path, self.limits), timeout=self.timeout
             )
-            try:
-                # A cancelled request cancels the future, and pebble kills the process.
-                return await asyncio.wrap_future(future)
-            except TimeoutError:
-                raise imaging.ImageTooLarge(
-                    f"decoding took longer than {self.timeout:g} s; the image is too costly"
-                ) from None
-            except ProcessExpired as exc:
-                # A decoder crashed on these bytes (its process died, the API did not).
-                raise imaging.CorruptImage("the image data crashed the decoder") from exc
+            return await self.outcome(future)
         finally:
             self.slots.release()
+
+    async def outcome(self, future: Future[imaging.ImageInfo]) -> imaging.ImageInfo:
+        """A pool validation's answer, its failures as refusals; within the time budget."""
+        try:
+            # A cancelled request cancels the future, and pebble kills the process.
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.wrap_future(future)
+        except TimeoutError:
+            raise imaging.ImageTooLarge(
+                f"decoding took longer than {self.timeout:g} s; the image is too costly"
+            ) from None
+        except ProcessExpired as exc:
+            # A decoder crashed on these bytes (its process died, the API did not).
+            raise imaging.CorruptImage("the image data crashed the decoder") from exc
 
     def close(self) -> None:
         """Stop the pool processes (blocking; the lifespan calls it in a thread)."""
         _stop(self.pool)
+
+
+class Following:
+    """One upload decoded as it arrives: told of progress and of the end, then asked for the
+    answer; `close` (always, also on abandon) stops the decode and frees the slot."""
+
+    def __init__(
+        self, validator: Validator, future: Future[imaging.ImageInfo], read_fd: int, write_fd: int
+    ) -> None:
+        self._validator = validator
+        self._future = future
+        self._read_fd = read_fd
+        self._write_fd: int | None = write_fd
+
+    def progressed(self) -> None:
+        if self._write_fd is not None:
+            growing.progressed(self._write_fd)
+
+    def finished(self, size: int) -> None:
+        if self._write_fd is not None:
+            growing.finished(self._write_fd, size)
+
+    async def result(self) -> imaging.ImageInfo:
+        """The decode's answer, within the validation time budget counted from now."""
+        try:
+            return await self._validator.outcome(self._future)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._write_fd is None:
+            return
+        self._future.cancel()  # pebble kills a process still decoding
+        os.close(self._write_fd)
+        os.close(self._read_fd)
+        self._write_fd = None
+        self._validator.following -= 1
 
 
 def _stop(pool: ProcessPool) -> None:

@@ -8,6 +8,7 @@ answer, ``probe()`` those plus a full decode. Every rejection is a ``ProbeError`
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import IO, ClassVar, Final
 from PIL import ExifTags, Image, ImageFile, features
 
 # Relative: the siblings are as pure as this module, and the purity test allowlists import roots.
-from . import formats, jpeg
+from . import formats, growing, jpeg
 
 __all__ = [
     "SNIFF_BYTES",
@@ -389,7 +390,7 @@ def _opened(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[IO[bytes]]:
 
 @contextlib.contextmanager
 def _inspected(
-    source: str | os.PathLike[str] | IO[bytes], limits: ProbeLimits
+    source: str | os.PathLike[str] | IO[bytes], limits: ProbeLimits, *, count_scans: bool = True
 ) -> Iterator[tuple[Image.Image, ImageHeader]]:
     """Every check the headers answer, then the opened image; whatever Pillow raises, here or
     in the caller's block, becomes a ``ProbeError``."""
@@ -410,7 +411,7 @@ def _inspected(
                 for width, height in _declared_extents(fp):
                     if width * height > cap:
                         raise ImageTooLarge(f"declares {width}x{height}, over {cap} pixels")
-            elif kind.format == "JPEG":
+            elif kind.format == "JPEG" and count_scans:
                 _check_jpeg_scans(fp, limits.max_jpeg_scans)
             fp.seek(0)
             # Only the sniffed format: otherwise Pillow would try FLI, PSD, EPS... on bytes we
@@ -496,6 +497,27 @@ def inspect(source: str | os.PathLike[str] | IO[bytes], limits: ProbeLimits) -> 
         return header
 
 
+def probe_growing(path: str, control: str, limits: ProbeLimits, cpu_seconds: float) -> ImageInfo:
+    """``probe()`` of an upload whose bytes are still arriving (``imaging.growing``), so the
+    decode keeps pace with the transfer. The JPEG scan count needs every marker: the caller
+    checks it with ``check_jpeg_scans()`` once the file is whole; meanwhile the CPU budget
+    bounds what a many-scan file can cost."""
+    _refuse_truncated_loads()
+    too_costly = ImageTooLarge(
+        f"decoding took longer than {cpu_seconds:g} s of CPU; the image is too costly"
+    )
+    raw = growing.GrowingFile(path, control, cpu_seconds, too_costly)
+    with io.BufferedReader(raw) as fp, _inspected(fp, limits, count_scans=False) as (im, header):
+        return _decode(im, header, limits)
+
+
+def _refuse_truncated_loads() -> None:
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # Pillow reads it at load() time and it cannot be set per call; fail closed, not open.
+        msg = "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True; truncated uploads would pass"
+        raise RuntimeError(msg)
+
+
 def probe(source: str | os.PathLike[str] | IO[bytes], limits: ProbeLimits) -> ImageInfo:
     """Validate an upload spooled to disk: ``inspect()``'s checks, then a full decode.
 
@@ -503,9 +525,6 @@ def probe(source: str | os.PathLike[str] | IO[bytes], limits: ProbeLimits) -> Im
     and ``RuntimeError`` for a process with ``ImageFile.LOAD_TRUNCATED_IMAGES`` switched on are
     server faults and propagate.
     """
-    if ImageFile.LOAD_TRUNCATED_IMAGES:
-        # Pillow reads it at load() time and it cannot be set per call; fail closed, not open.
-        msg = "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True; truncated uploads would pass"
-        raise RuntimeError(msg)
+    _refuse_truncated_loads()
     with _inspected(source, limits) as (im, header):
         return _decode(im, header, limits)

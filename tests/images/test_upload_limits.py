@@ -4,6 +4,7 @@ and a cap on validations at once (real API, real Postgres and SeaweedFS)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +63,7 @@ def test_a_validation_over_its_budget_is_killed_and_its_process_replaced(
         max_jpeg_scans=1_000_000,
         validation_timeout_seconds=1.0,
         max_concurrent_validations=1,
+        follow_uploads=False,  # decoded after the last byte: the wall-time budget
     ) as client:
         caller = new_caller(client)
         assert upload(client, caller, png(1), "warm.png")[0] == 201
@@ -76,10 +78,42 @@ def test_a_validation_over_its_budget_is_killed_and_its_process_replaced(
         assert_nothing_left(client, store, caller.owner_id, upload_tmp)
 
 
+def test_a_followed_decode_over_its_cpu_budget_stops_before_the_last_byte(
+    app_settings: Settings, store: S3Store, upload_tmp: Path
+) -> None:
+    with _client(
+        app_settings,
+        max_jpeg_scans=1_000_000,  # the marker walk lets it through: the budget must stop it
+        validation_timeout_seconds=1.0,
+        max_concurrent_validations=1,
+    ) as client:
+        caller = new_caller(client)
+        assert upload(client, caller, png(6), "warm.png")[0] == 201
+        status, body = upload(client, caller, BOMB, "bomb.jpg")
+        assert status == 422
+        assert body["code"] == "image-too-large"
+        assert "longer than 1 s" in str(body["detail"])
+        # Nothing decodes on in the background (a killed process's replacement has started
+        # by then): the pool's CPU time stands still.
+        time.sleep(1.5)
+        pool = [psutil.Process(pid) for pid in _pool_processes()]
+        spent = sum(p.cpu_times().user for p in pool)
+        time.sleep(1.0)
+        assert sum(p.cpu_times().user for p in pool) - spent < 0.1
+        assert _state(client).validator.following == 0
+        assert upload(client, caller, png(7), "after.png")[0] == 201
+        assert_nothing_left(client, store, caller.owner_id, upload_tmp)
+
+
 def test_validations_beyond_the_cap_wait_briefly_then_get_503(
     app_settings: Settings, store: S3Store, upload_tmp: Path
 ) -> None:
-    with _client(app_settings, max_concurrent_validations=1, validation_wait_seconds=0.3) as client:
+    with _client(
+        app_settings,
+        max_concurrent_validations=1,
+        validation_wait_seconds=0.3,
+        follow_uploads=False,  # every upload is validated after its last byte
+    ) as client:
         caller = new_caller(client)
         slots = _state(client).validator.slots
         assert client.portal is not None
@@ -95,6 +129,33 @@ def test_validations_beyond_the_cap_wait_briefly_then_get_503(
         finally:
             client.portal.call(_release, slots)
         assert upload(client, caller, png(3), "a.png")[0] == 201
+
+
+def test_uploads_beyond_the_followed_slots_are_validated_after_their_last_byte(
+    app_settings: Settings, store: S3Store, upload_tmp: Path
+) -> None:
+    with _client(app_settings, max_concurrent_validations=1) as client:
+        caller = new_caller(client)
+        validator = _state(client).validator
+        assert validator.follow_slots == 1
+        assert validator.processes == 2
+        validator.following = validator.follow_slots  # a slow sender holds the followed slot
+        try:
+            status, body = upload(client, caller, png(4), "a.png")
+            assert status == 201, body
+            assert validator.following == validator.follow_slots
+        finally:
+            validator.following = 0
+        # A followed upload, refused or accepted, gives its slot back.
+        followed: list[object] = []
+        follow = validator.follow
+        validator.follow = lambda spool: followed.append(follow(spool)) or followed[-1]  # type: ignore[method-assign]
+        assert upload(client, caller, png(5), "b.png")[0] == 201
+        assert upload(client, caller, b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "c.png")[0] == 422
+        assert len(followed) == 2
+        assert all(f is not None for f in followed)  # both were decoded as they arrived
+        assert validator.following == 0
+        assert_nothing_left(client, store, caller.owner_id, upload_tmp)
 
 
 async def _release(slots: asyncio.Semaphore) -> None:
