@@ -222,15 +222,21 @@ class UploadSession:
         retrying won't help."""
         spool, upload = self.spool, self._object
         assert upload is not None, "a non-empty file passed the head check"
-        await self._validator.precheck(spool.file)  # no decoder: a scan bomb never completes
-        followed, self._followed = self._followed, None
-        decode = followed.result() if followed is not None else self._validator.validate(spool.file)
-        info, stored = await asyncio.gather(decode, upload.complete(), return_exceptions=True)
+        info, stored = await asyncio.gather(
+            self._validated(spool), upload.complete(), return_exceptions=True
+        )
         if isinstance(info, BaseException):
             raise info
         if isinstance(stored, BaseException):
             raise stored
         return info
+
+    async def _validated(self, spool: Spool) -> imaging.ImageInfo:
+        # The marker walk first: a scan bomb never reaches a decoder that is not already on it.
+        await self._validator.precheck(spool.file)
+        if self._followed is not None:
+            return await self._followed.result()
+        return await self._validator.validate(spool.file)
 
     def keep(self, uow: UnitOfWork) -> None:
         """The object stays when the block ends; a rollback of the transaction removes it."""
@@ -240,9 +246,8 @@ class UploadSession:
     async def discard(self) -> None:
         """Remove everything stored so far, idempotently: the spool, and the multipart upload
         or the completed object (a failure there is logged by the store, never raised)."""
-        followed, self._followed = self._followed, None
-        if followed is not None:
-            followed.close()
+        if self._followed is not None:
+            self._followed.close()  # idempotent: a finished decode has closed already
         if self._spool is not None:
             self._spool.file.close()
         upload, self._object = self._object, None

@@ -4,6 +4,7 @@ and a cap on validations at once (real API, real Postgres and SeaweedFS)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,8 +39,12 @@ def _state(client: TestClient) -> AppState:
 
 def _pool_processes() -> set[int]:
     """The validation pool's processes (spawned children of this test process)."""
-    children = psutil.Process().children(recursive=True)
-    return {p.pid for p in children if "multiprocessing" in " ".join(p.cmdline())}
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # one may exit meanwhile
+            if "multiprocessing" in " ".join(child.cmdline()):
+                found.add(child.pid)
+    return found
 
 
 def test_a_many_scan_jpeg_is_refused_from_its_markers_and_leaves_nothing(
