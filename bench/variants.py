@@ -1,10 +1,13 @@
-"""Variants per second per core: the shipped render() against a naive Pillow pipeline.
+"""Variants per second per core: the shipped render() against its floor and a naive Pillow pipeline.
 
 Run: .venv/bin/python -m bench.variants [--repeats 7] [--thumbor-venv /tmp/thumbor-venv]
 
-12 MP and 24 MP JPEGs made from the corpus's iPhone photo; every path (naive, render,
-render/method2, render/pillow, thumbor if its venv exists) in a fresh single-threaded
-subprocess, interleaved round-robin, medians of --repeats. Method: docs/benchmarks.md.
+12 MP and 24 MP JPEGs made from the corpus's iPhone photo; every path (naive, floor, render,
+render/method0, render/pillow, thumbor if its venv exists) in a fresh single-threaded
+subprocess, interleaved round-robin, medians of --repeats. The floor is the same work with
+nothing between the steps: one shrink-on-load decode as render() does it, plus the encodes of
+the three variants at render()'s settings, each a separately timed step (the resizes between
+them untimed). Method: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests" / "fixtures" / "corpus" / "orientation" / "avif_irot_orientation6.avif"
 SIZES = {"12 MP": (4000, 3000), "24 MP": (6000, 4000)}
 PRESETS = ((256, True), (1024, False), (2048, False))  # DEFAULT_PRESETS as (size, crop)
-PATHS = ("naive", "render", "render/method2", "render/pillow")
+PATHS = ("naive", "floor", "render", "render/method0", "render/pillow")
+STEPS = ("decode", "thumb", "medium", "large")
 
 
 def make_images(folder: Path) -> dict[str, Path]:
@@ -78,6 +82,46 @@ def naive(path: Path) -> list[int]:
     return sizes
 
 
+def floor(path: Path) -> tuple[list[int], dict[str, float], float]:
+    """render()'s decode and encodes as separate timed steps: bytes, CPU s per step, wall s."""
+    import pyvips  # type: ignore[import-untyped, unused-ignore]
+
+    from media_api.imaging import variants
+    from media_api.imaging.presets import DEFAULT_PRESETS
+
+    data = path.read_bytes()
+    start, wall = time.process_time(), time.perf_counter()
+    # What _decode_vips() does for an untagged, upright JPEG: its checks add nothing here.
+    header = pyvips.Image.new_from_buffer(data, "", fail_on="warning")
+    target = variants._long_side(header.width, header.height, DEFAULT_PRESETS)
+    shrink = variants.jpeg_shrink(max(header.width, header.height), target)
+    if shrink > 1:
+        stage0 = pyvips.Image.new_from_buffer(
+            data, "", shrink=shrink, access="sequential", fail_on="warning"
+        ).thumbnail_image(target, height=target, size="down")
+    else:
+        stage0 = pyvips.Image.thumbnail_buffer(
+            data, target, height=target, size="down", fail_on="warning"
+        )
+    stage0 = stage0.copy_memory()
+    steps = {"decode": time.process_time() - start}
+    wall = time.perf_counter() - wall
+    # The very images render() encodes, made untimed; the encodes at render()'s settings.
+    images = {
+        preset.name: image.copy_memory() for preset, image in variants.cuts(stage0, DEFAULT_PRESETS)
+    }
+    sizes = []
+    for name in STEPS[1:]:
+        image = images[name]
+        effort = variants.webp_effort(image.width * image.height)
+        start, began = time.process_time(), time.perf_counter()
+        data = image.webpsave_buffer(Q=variants.WEBP_QUALITY, effort=effort, keep="none")
+        steps[name] = time.process_time() - start
+        wall += time.perf_counter() - began
+        sizes.append(len(data))
+    return sizes, steps, wall
+
+
 def _runner(name: str) -> Callable[[Path], list[int]]:
     """Import lazily so each child's idle RSS holds only what its path needs."""
     if name == "naive":
@@ -85,11 +129,12 @@ def _runner(name: str) -> Callable[[Path], list[int]]:
     from media_api.imaging import variants
     from media_api.imaging.presets import DEFAULT_PRESETS
 
-    if name == "render/method2":
-        # The alternative not shipped: libwebp method 2 for every variant (see the sweep).
-        variants._WEBP_EFFORT_BY_PIXELS = ()  # type: ignore[misc, assignment]
-        variants._WEBP_EFFORT_LARGEST = 2  # type: ignore[misc]
-    if name in ("render", "render/method2"):
+    if name == "render/method0":
+        # The alternative not shipped (issue 5's): method 2 for medium, 0 for large (+28 %).
+        tiers = ((300_000, 4), (1_500_000, 2))
+        variants._WEBP_EFFORT_BY_PIXELS = tiers  # type: ignore[misc, assignment]
+        variants._WEBP_EFFORT_LARGEST = 0  # type: ignore[misc]
+    if name in ("render", "render/method0"):
         return lambda path: [len(v.data) for v in variants.render(path).variants]
 
     def pillow_path(path: Path) -> list[int]:
@@ -111,23 +156,27 @@ def _status_kb(key: str) -> int:
 
 def child(name: str) -> None:
     """Serve "run <path>" / "end" commands, one JSON line each, so the parent can interleave."""
-    run = _runner(name)
+    run = None if name == "floor" else _runner(name)
     print(json.dumps({"idle_kb": _status_kb("VmRSS")}), flush=True)
     for line in sys.stdin:
         command, _, arg = line.strip().partition(" ")
-        if command == "run":
+        if command != "run":
+            break
+        if run is None:
+            sizes, steps, wall = floor(Path(arg))
+            reply = {"wall": wall, "cpu": sum(steps.values()), "bytes": sizes, "steps": steps}
+        else:
             wall, cpu = time.perf_counter(), time.process_time()
             sizes = run(Path(arg))
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            print(json.dumps({"wall": wall, "cpu": cpu, "bytes": sizes}), flush=True)
-        else:
-            break
+            reply = {"wall": wall, "cpu": cpu, "bytes": sizes}
+        print(json.dumps(reply), flush=True)
     print(json.dumps({"hwm_kb": _status_kb("VmHWM")}), flush=True)
 
 
 def sweep(path: Path) -> None:
     """WebP method against time, bytes and PSNR for the 2048 px variant of one image."""
-    import pyvips  # type: ignore[import-untyped]
+    import pyvips  # type: ignore[import-untyped, unused-ignore]
 
     big = pyvips.Image.thumbnail(str(path), 2048, height=2048, size="down").copy_memory()
     reference = big.cast("float")
@@ -155,6 +204,7 @@ class Result:
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
+    steps: list[dict[str, float]] = field(default_factory=list)
     idle_kb: int = 0
     hwm_kb: int = 0
 
@@ -194,6 +244,8 @@ class Child:
             self.result.wall.append(data["wall"])
             self.result.cpu.append(data["cpu"])
             self.result.sizes = data["bytes"]
+            if "steps" in data:
+                self.result.steps.append(data["steps"])
 
     def close(self) -> Result:
         self._send("end")
@@ -355,6 +407,47 @@ def table(all_results: dict[str, dict[str, Result]]) -> str:
     return "\n".join(lines)
 
 
+def floor_table(all_results: dict[str, dict[str, Result]]) -> str:
+    """The floor step by step against render(), CPU medians from the same interleaved run."""
+    lines = [
+        "| image | decode ms | encode thumb / medium / large ms | floor ms | render ms "
+        "| floor / render | best of each: floor / render |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for label, results in all_results.items():
+        steps = results["floor"].steps
+        each = {name: statistics.median(s[name] for s in steps) * 1000 for name in STEPS}
+        low = statistics.median(results["floor"].cpu)
+        ours = statistics.median(results["render"].cpu)
+        # Background load only ever adds time, so the fastest runs are the least disturbed.
+        best = min(results["floor"].cpu), min(results["render"].cpu)
+        encodes = " / ".join(f"{each[name]:.0f}" for name in STEPS[1:])
+        lines.append(
+            f"| {label} | {each['decode']:.0f} | {encodes} | {low * 1000:.0f} "
+            f"| {ours * 1000:.0f} | {low / ours:.2f} "
+            f"| {best[0] * 1000:.0f} / {best[1] * 1000:.0f} = {best[0] / best[1]:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def bytes_table(all_results: dict[str, dict[str, Result]]) -> str:
+    """Each variant's bytes against naive's for the same variant."""
+    names = ("thumb", "medium", "large")
+    lines = [
+        "| image | path | " + " | ".join(f"{n} bytes (vs naive)" for n in names) + " |",
+        "|---|---|" + "---:|" * len(names),
+    ]
+    for label, results in all_results.items():
+        base = results["naive"].sizes
+        for name, res in results.items():
+            if name == "naive":
+                cells = [f"{b}" for b in base]
+            else:
+                cells = [f"{b} ({b / n - 1:+.1%})" for b, n in zip(res.sizes, base, strict=True)]
+            lines.append(f"| {label} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def sweep_table(image: Path) -> str:
     """Run the WebP method sweep in a single-threaded child and format it."""
     env = dict(os.environ, VIPS_CONCURRENCY="1", PYTHONPATH=str(ROOT))
@@ -421,6 +514,14 @@ def main() -> None:
             all_results[label] = measure(path, args.repeats, venv)
         print()
         print(table(all_results))
+        print()
+        print("The floor (CPU medians, same run; floor / render = 1.00 means render() is at it):")
+        print()
+        print(floor_table(all_results))
+        print()
+        print("Bytes per variant against naive Pillow's:")
+        print()
+        print(bytes_table(all_results))
         print()
         print("WebP method sweep, 12 MP photo's 2048x1536 variant, q80, libvips, one thread:")
         print()

@@ -45,15 +45,23 @@ def phash_of_gray(gray: NDArray[Any]) -> int:
 
 def phash(image: Any) -> int:
     """pHash of an upright 8-bit pyvips image (any bands; alpha flattened on white)."""
+    return _phash_grey(_grey(image))
+
+
+def _grey(image: Any) -> Any:
+    """One grey band, alpha flattened on white, in memory (both hashes read it)."""
     if image.hasalpha():
         image = image.flatten(background=[255] * (image.bands - 1))
     if image.bands >= 3:
         image = image.colourspace("b-w")
-    image = image.extract_band(0)
+    return image.extract_band(0).copy_memory()
+
+
+def _phash_grey(grey: Any) -> int:
     # The aspect ratio is dropped on purpose: a resized copy shrinks to the same 32x32.
-    grey = image.thumbnail_image(_SIDE, height=_SIDE, size="force", no_rotate=True)
-    raw = np.frombuffer(bytes(grey.cast("uchar").write_to_memory()), dtype=np.uint8)
-    return phash_of_gray(raw.reshape(grey.height, grey.width)[:_SIDE, :_SIDE])
+    small = grey.thumbnail_image(_SIDE, height=_SIDE, size="force", no_rotate=True)
+    raw = np.frombuffer(bytes(small.cast("uchar").write_to_memory()), dtype=np.uint8)
+    return phash_of_gray(raw.reshape(small.height, small.width)[:_SIDE, :_SIDE])
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +82,11 @@ class Fingerprint:
 
 
 def fingerprint(image: Any) -> Fingerprint:
-    """Both hashes of an upright 8-bit pyvips image."""
-    dx, dy = round(image.width * INNER_MARGIN), round(image.height * INNER_MARGIN)
-    centre = image.extract_area(dx, dy, image.width - 2 * dx, image.height - 2 * dy)
-    return Fingerprint(whole=phash(image), centre=phash(centre))
+    """Both hashes of an upright 8-bit pyvips image, from one grey conversion."""
+    grey = _grey(image)
+    dx, dy = round(grey.width * INNER_MARGIN), round(grey.height * INNER_MARGIN)
+    centre = grey.extract_area(dx, dy, grey.width - 2 * dx, grey.height - 2 * dy)
+    return Fingerprint(whole=_phash_grey(grey), centre=_phash_grey(centre))
 
 
 def to_signed(value: int) -> int:

@@ -14,7 +14,7 @@ import functools
 import io
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, get_args
@@ -36,18 +36,19 @@ __all__ = [
     "RenderResult",
     "Variant",
     "avif_available",
+    "cuts",
+    "jpeg_shrink",
     "render",
     "webp_effort",
 ]
 
 WEBP_QUALITY: Final = 80
 # libwebp `method` by output size, measured at q80 on this machine (docs/benchmarks.md). Per
-# 2048x1536 variant: method 4 takes 227 ms, 2 takes 99 ms for +3.6 % bytes, 0 takes 61 ms for
-# +28 % bytes at equal PSNR. Thumbnails are fetched most and cost 7 ms at method 4; medium
-# variants get method 2; the large variant, fetched least, gets method 0, which is what keeps
-# render() above 4x a naive Pillow pipeline on 12 MP photos (method 2 throughout: 3.4x).
-_WEBP_EFFORT_BY_PIXELS: Final = ((300_000, 4), (1_500_000, 2))
-_WEBP_EFFORT_LARGEST: Final = 0
+# 2048x1536 variant: method 4 takes 220 ms, 2 takes 90 ms for +3.6 % bytes, 0 takes 54 ms for
+# +28 % bytes at equal PSNR. Every variant stays within 10 % of what Pillow's default (method
+# 4) writes, so method 2 for all but thumbnails, which are fetched most and cost 8 ms at 4.
+_WEBP_EFFORT_BY_PIXELS: Final = ((300_000, 4),)
+_WEBP_EFFORT_LARGEST: Final = 2
 JPEG_QUALITY: Final = 85
 # AVIF at effort 0 matches WebP q80's PSNR with 10 % fewer bytes; effort 2 is 7x slower.
 AVIF_QUALITY: Final = 60
@@ -202,10 +203,19 @@ def _decode_vips(data: bytes, presets: Sequence[Preset]) -> Any | None:
     # Colour-manage only images that carry a profile: untagged pixels are taken as sRGB, and
     # asking for sRGB output anyway costs a full-resolution transform (12 MP: 70 -> 470 ms).
     managed = {"output_profile": "srgb"} if has_icc else {}
+    shrink = 1
+    if header.get("vips-loader") == "jpegload_buffer":
+        shrink = jpeg_shrink(max(header.width, header.height), target)
     # A square box makes the orientation irrelevant: only the longer side is constrained.
-    image = pyvips.Image.thumbnail_buffer(
-        data, target, height=target, size="down", fail_on="warning", **managed
-    )
+    if shrink > 1:
+        loaded = pyvips.Image.new_from_buffer(
+            data, "", shrink=shrink, access="sequential", fail_on="warning"
+        )
+        image = loaded.thumbnail_image(target, height=target, size="down", **managed)
+    else:
+        image = pyvips.Image.thumbnail_buffer(
+            data, target, height=target, size="down", fail_on="warning", **managed
+        )
     # Decoding happens here (libvips is lazy), so decode errors reach render()'s fallback; in
     # memory, the image can also be read again (the alpha check) and turned by any angle.
     image = image.copy_memory()
@@ -215,6 +225,18 @@ def _decode_vips(data: bytes, presets: Sequence[Preset]) -> Any | None:
         image.set_type(pyvips.GValue.gint_type, "orientation", extra)
         image = image.autorot().copy_memory()
     return _normalise(image).copy_memory()
+
+
+def jpeg_shrink(longest: int, target: int) -> int:
+    """libjpeg's DCT-domain shrink (1/2, 1/4, 1/8) that still leaves `target` px on the longer side.
+
+    thumbnail_buffer() keeps a factor of two for its own resize, so it would decode a 24 MP JPEG
+    at full size for a 2048 px target: loading at 1/2 is 20 ms faster, 53 dB from that output.
+    """
+    for shrink in (8, 4, 2):
+        if longest // shrink >= target:
+            return shrink
+    return 1
 
 
 def _orientation_libvips_ignores(header: Any) -> int:
@@ -322,11 +344,25 @@ def _pillow_srgb(im: Image.Image) -> Image.Image:
 
 
 def _cascade(stage0: Any, presets: Sequence[Preset], fmt: OutputFormat) -> RenderResult:
-    """Cut each preset from the smallest intermediate still big enough, largest first."""
+    """Encode every preset, then the placeholder and hashes from the smallest fitted copy."""
+    made: dict[str, Variant] = {}
+    smallest = stage0
+    for preset, image in cuts(stage0, presets):
+        made[preset.name] = _encode(preset.name, image, fmt)
+        if not preset.crop:
+            smallest = image
+    return RenderResult(
+        variants=[made[p.name] for p in presets],
+        placeholder=_placeholder(smallest),
+        fingerprint=similarity.fingerprint(smallest),
+    )
+
+
+def cuts(stage0: Any, presets: Sequence[Preset]) -> Iterator[tuple[Preset, Any]]:
+    """Each preset's pixels, cut from the smallest intermediate still big enough, largest first."""
     width, height = stage0.width, stage0.height
     order = sorted(presets, key=lambda p: _long_side(width, height, [p]), reverse=True)
     source = stage0
-    made: dict[str, Variant] = {}
     for preset in order:
         if preset.crop:
             side = min(preset.size, source.width, source.height)
@@ -341,12 +377,7 @@ def _cascade(stage0: Any, presets: Sequence[Preset], fmt: OutputFormat) -> Rende
             else:
                 image = source
             source = image
-        made[preset.name] = _encode(preset.name, image, fmt)
-    return RenderResult(
-        variants=[made[p.name] for p in presets],
-        placeholder=_placeholder(source),
-        fingerprint=similarity.fingerprint(source),
-    )
+        yield preset, image
 
 
 def _encode(name: str, image: Any, fmt: OutputFormat) -> Variant:

@@ -13,7 +13,7 @@ from blurhash import linear_to_srgb, srgb_to_linear  # type: ignore[import-untyp
 from blurhash.blurhash import base83_decode  # type: ignore[import-untyped]
 from PIL import ExifTags, Image, ImageChops, ImageCms, ImageOps, ImageStat, PngImagePlugin
 
-from media_api.imaging import variants
+from media_api.imaging import similarity, variants
 from media_api.imaging.formats import OutputFormat
 from media_api.imaging.presets import DEFAULT_PRESETS, Preset
 from media_api.imaging.probe import sniff
@@ -565,7 +565,95 @@ def test_jpeg_output_is_progressive_rgb() -> None:
 def test_webp_effort_tiers() -> None:
     assert webp_effort(256 * 256) == 4
     assert webp_effort(1024 * 768) == 2
-    assert webp_effort(2048 * 1536) == 0
+    assert webp_effort(2048 * 1536) == 2
+
+
+def test_every_variant_is_within_a_tenth_of_pillows_webp_bytes() -> None:
+    """The efforts trade time for bytes only up to 10 % over Pillow's defaults (q80, method 4)."""
+    file = "orientation/avif_irot_orientation6.avif"  # the corpus's largest real photo
+    data = (CORPUS / file).read_bytes()
+    _, stage0 = variants.decode_upright(data, "AVIF", DEFAULT_PRESETS)
+    made = by_name(rendered(file))
+    for preset, image in variants.cuts(stage0, DEFAULT_PRESETS):
+        pixels = Image.frombytes("RGB", (image.width, image.height), image.write_to_memory())
+        buf = io.BytesIO()
+        pixels.save(buf, "WEBP")  # Pillow's defaults: quality 80, method 4
+        ours = len(made[preset.name].data)
+        assert (made[preset.name].width, made[preset.name].height) == pixels.size
+        assert ours <= 1.10 * len(buf.getvalue()), preset.name
+
+
+@pytest.mark.parametrize(
+    ("longest", "shrink"),
+    [(2047, 1), (4095, 1), (4096, 2), (6000, 2), (8191, 2), (8192, 4), (16384, 8), (40000, 8)],
+)
+def test_jpeg_shrink_leaves_the_target(longest: int, shrink: int) -> None:
+    assert variants.jpeg_shrink(longest, 2048) == shrink
+    assert longest // shrink >= 2048 or shrink == 1
+
+
+def big_oriented_jpeg(icc: bytes) -> tuple[bytes, Image.Image]:
+    """A 4500x3000 JPEG stored turned (orientation 6) with a profile, and how it must look."""
+    upright = asymmetric().resize((4500, 3000), Image.Resampling.BICUBIC)
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    buf = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(
+        buf, "JPEG", quality=90, exif=exif, icc_profile=icc
+    )
+    expected = ImageCms.profileToProfile(
+        upright,
+        io.BytesIO(icc),
+        ImageCms.createProfile("sRGB"),
+        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+    )
+    assert expected is not None
+    return buf.getvalue(), expected
+
+
+def test_large_jpegs_shrink_on_load_upright_and_in_srgb() -> None:
+    """24 MP-class JPEGs load at 1/2 scale in libjpeg: still turned once and colour-managed."""
+    with Image.open(CORPUS / "tricky/jpeg_xyb_icc.jpg") as im:
+        icc = im.info["icc_profile"]
+    data, expected = big_oriented_jpeg(icc)
+    assert variants.jpeg_shrink(4500, 2048) == 2  # so this file takes the shrink-on-load path
+    engine, stage0 = variants.decode_upright(data, "JPEG", DEFAULT_PRESETS)
+    assert engine == "libvips"
+    assert (stage0.width, stage0.height) == (2048, 1365)  # upright: 4500x3000 scaled by 2048/4500
+    large = decode(by_name(render(data, DEFAULT_PRESETS))["large"])
+    assert large.size == (2048, 1365)
+    assert mad(large, expected) < 3
+    assert mad(large, expected.transpose(Image.Transpose.ROTATE_180)) > 20
+    # The profile matters for these pixels: unconverted they would be far off.
+    with Image.open(io.BytesIO(data)) as stored:
+        unconverted = ImageOps.exif_transpose(stored).convert("RGB")
+    assert mad(large, unconverted) > 20
+    # Within resampling noise of the full-size decode that thumbnail_buffer() would have done.
+    full = variants.pyvips.Image.thumbnail_buffer(
+        data, 2048, height=2048, size="down", output_profile="srgb"
+    )
+    assert (full.width, full.height) == (stage0.width, stage0.height)
+    assert (full.cast("float") - stage0.cast("float")).abs().avg() < 1
+
+
+@pytest.mark.parametrize(
+    "file",
+    [
+        "orientation/jpeg_landscape_exif6.jpg",
+        "valid/png_rgba8.png",  # alpha: flattened on white before the grey conversion
+        "valid/webp_lossy_alpha.webp",
+        "valid/png_gray16.png",
+    ],
+)
+def test_fingerprint_is_of_the_medium_copy(file: str) -> None:
+    """The hashes are those of the 1024 px upright copy (docs/near-duplicates.md), bit for bit."""
+    data = (CORPUS / file).read_bytes()
+    kind = sniff(data[:128])
+    assert kind is not None
+    _, stage0 = variants.decode_upright(data, kind, DEFAULT_PRESETS)
+    medium = {p.name: image for p, image in variants.cuts(stage0, DEFAULT_PRESETS)}["medium"]
+    assert max(medium.width, medium.height) == min(1024, max(stage0.width, stage0.height))
+    assert rendered(file).fingerprint == similarity.fingerprint(medium)
 
 
 def test_sources_may_be_bytes_or_paths() -> None:
