@@ -1,10 +1,13 @@
-"""Tagging images per second per core and peak RSS of a tagging worker process.
+"""Tagging images per second per core and peak RSS of a tagging worker process, before/after.
 
 Run: .venv/bin/python -m bench.tagging [--repeats 5] [--images 32]
 
-Each run is a fresh subprocess doing what a tagging worker does (single, batch8 and full-decode
-modes over real photos and a 12 MP JPEG), interleaved round-robin, medians of --repeats; then
-the single-image cost split into decode and models. Method: docs/benchmarks.md ("Tagging").
+Each run is a fresh subprocess doing what a tagging worker does, over real photos and a 12 MP
+JPEG, in one of four pipelines: *before* (issue 7's: the thumbnails' decoder, fp32 open_nsfw),
+*decoder* (the tagging decoder, fp32 open_nsfw), *after* (tagging decoder, int8 open_nsfw: what
+ships) and *after-batch8*. Rows are interleaved round-robin, medians of --repeats; then the
+single-image cost split into decode and models, and the decode alone of the largest files, old
+and new. Method: docs/benchmarks.md ("Tagging").
 """
 
 from __future__ import annotations
@@ -31,8 +34,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "fixtures" / "corpus"
 SOURCE_12MP = CORPUS / "orientation" / "avif_irot_orientation6.avif"
 SKIMAGE_PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png", "motorcycle_left.png", "rocket.jpg")
-MODES = ("single", "batch8", "full-decode")
-DECODERS = ("decode-preprocess", "decode-full")
+# mode -> (decoder, NSFW precision, batch size)
+PIPELINES: dict[str, tuple[str, str, int]] = {
+    "before": ("thumbnails", "fp32", 1),
+    "decoder": ("tagging", "fp32", 1),
+    "after": ("tagging", "int8", 1),
+    "after-batch8": ("tagging", "int8", 8),
+}
+MODES = tuple(PIPELINES)
+DECODERS = ("decode-before", "decode-after", "decode-full")
 
 
 def photo_files() -> list[Path]:
@@ -78,6 +88,28 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _before_preprocess(data: bytes) -> Any:
+    """Issue 7's tagging decode: the thumbnails' decoder (libvips thumbnail, Pillow fallback)."""
+    import numpy as np
+
+    from media_api.imaging import tagging, variants
+    from media_api.imaging.probe import SNIFF_BYTES, sniff
+
+    kind = sniff(data[:SNIFF_BYTES])
+    assert kind is not None
+    _, image = variants.decode_upright(data, kind, tagging._DECODE_PRESETS)
+    if image.hasalpha():
+        image = image.flatten(background=[255, 255, 255])
+    pixels = image.write_to_memory()
+    return np.frombuffer(pixels, dtype=np.uint8).reshape(image.height, image.width, 3)
+
+
+def _decoder(name: str) -> Callable[[bytes], Any]:
+    from media_api.imaging import tagging
+
+    return _before_preprocess if name == "thumbnails" else tagging.preprocess
+
+
 def _full_decode(data: bytes) -> Any:
     import numpy as np
     from PIL import ImageOps
@@ -94,25 +126,19 @@ def child(mode: str, files: list[Path], count: int) -> None:
     images = [sources[i % len(sources)] for i in range(count)]
     from media_api.imaging import tagging
 
+    decoder_name, precision, batch_size = PIPELINES[mode]
     idle_kb = _status_kb("VmRSS")
     started = time.perf_counter()
-    tagger = tagging.Tagger()
+    tagger = tagging.Tagger(nsfw_precision="int8" if precision == "int8" else "fp32")
     load_s = time.perf_counter() - started
     loaded_kb = _status_kb("VmRSS")
+    decode = _decoder(decoder_name)
 
-    run: Callable[[list[bytes]], object]
-    if mode == "single":
-
-        def run(batch: list[bytes]) -> object:
-            return [tagger.tag([x]) for x in batch]
-    elif mode == "batch8":
-
-        def run(batch: list[bytes]) -> object:
-            return [tagger.tag(batch[i : i + 8]) for i in range(0, len(batch), 8)]
-    else:
-
-        def run(batch: list[bytes]) -> object:
-            return [tagger.tag_pixels([_full_decode(x)]) for x in batch]
+    def run(batch: list[bytes]) -> object:
+        return [
+            tagger.tag_pixels([decode(x) for x in batch[i : i + batch_size]])
+            for i in range(0, len(batch), batch_size)
+        ]
 
     run(images[:1])  # warm-up: first-run allocations of both sessions
     cpu0, wall0 = _cpu(), time.perf_counter()
@@ -129,30 +155,30 @@ def child(mode: str, files: list[Path], count: int) -> None:
     print(json.dumps(result), flush=True)
 
 
-def split_child(files: list[Path], count: int) -> None:
-    """Median ms per image of each stage, single images, after a warm-up."""
+def split_child(mode: str, files: list[Path], count: int) -> None:
+    """Median CPU ms per image of each stage, single images, after a warm-up."""
     import numpy as np
 
     from media_api.imaging import tagging
 
+    decoder_name, precision, _ = PIPELINES[mode]
+    decode = _decoder(decoder_name)
     sources = [p.read_bytes() for p in files]
     images = [sources[i % len(sources)] for i in range(count)]
-    tagger = tagging.Tagger()
-    tagger.tag(images[:1])
-    stages: dict[str, list[float]] = {"decode": [], "classifier": [], "nsfw": [], "whole": []}
+    tagger = tagging.Tagger(nsfw_precision="int8" if precision == "int8" else "fp32")
+    tagger.tag_pixels([decode(images[0])])
+    stages: dict[str, list[float]] = {"decode": [], "classifier": [], "nsfw": []}
     for data in images:
-        t0 = time.perf_counter()
-        rgb = tagging.preprocess(data)
-        t1 = time.perf_counter()
+        t0 = time.process_time()
+        rgb = decode(data)
+        t1 = time.process_time()
         pixels = np.stack([tagging._classifier_input(rgb)])
         tagger._classifier.run(None, {"pixels": pixels})
-        t2 = time.perf_counter()
+        t2 = time.process_time()
         batch = np.stack([tagging._nsfw_input(rgb)])
         tagger._nsfw.run(None, {tagger._nsfw_input_name: batch})
-        t3 = time.perf_counter()
-        tagger.tag([data])
-        t4 = time.perf_counter()
-        for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+        t3 = time.process_time()
+        for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2), strict=True):
             stages[key].append(value * 1000)
     print(json.dumps({k: statistics.median(v) for k, v in stages.items()}), flush=True)
 
@@ -162,13 +188,17 @@ def decode_child(decoder: str, path: Path) -> None:
     from media_api.imaging import tagging
 
     data = path.read_bytes()
+    tagging.preprocess((CORPUS / "valid" / "jpeg_grayscale.jpg").read_bytes())  # imports, caches
+    _before_preprocess((CORPUS / "valid" / "jpeg_grayscale.jpg").read_bytes())
     before = _status_kb("VmHWM")
-    started = time.perf_counter()
-    if decoder == "decode-preprocess":
+    started = _cpu()
+    if decoder == "decode-before":
+        _before_preprocess(data)
+    elif decoder == "decode-after":
         tagging.preprocess(data)
     else:
         _full_decode(data)
-    ms = (time.perf_counter() - started) * 1000
+    ms = (_cpu() - started) * 1000
     print(json.dumps({"ms": ms, "grow_kb": _status_kb("VmHWM") - before}), flush=True)
 
 
@@ -213,10 +243,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--child", choices=[*MODES, *DECODERS, "split"])
+    parser.add_argument("--mode", choices=MODES, default="after", help="pipeline for --child split")
     parser.add_argument("--files", nargs="*", type=Path)
     args = parser.parse_args()
     if args.child == "split":
-        split_child(args.files, args.images)
+        split_child(args.mode, args.files, args.images)
         return
     if args.child in DECODERS:
         decode_child(args.child, args.files[0])
@@ -238,16 +269,19 @@ def main() -> None:
                 )
             print(f"run {repeat + 1}/{args.repeats} done", file=sys.stderr)
         splits = {
-            name: spawn(
-                ["--child", "split", "--images", str(args.images), "--files"]
+            (name, mode): spawn(
+                ["--child", "split", "--mode", mode, "--images", str(args.images), "--files"]
                 + [str(p) for p in files]
             )
             for name, files in sets.items()
+            for mode in ("before", "after")
         }
         big = [
             sets["12 MP"][0],
             SOURCE_12MP,
             CORPUS / "valid" / "heic_iphone_photo.heic",
+            CORPUS / "valid" / "heic_example.heic",
+            CORPUS / "valid" / "avif_example.avif",
             CORPUS / "orientation" / "jpeg_landscape_exif1.jpg",
         ]
         import media_api.imaging.probe  # noqa: F401  (registers the HEIF opener for the sizes)
@@ -270,12 +304,12 @@ def main() -> None:
     )
     print(f"{args.images} images per run, median of {args.repeats} runs\n")
     print(
-        "| images | mode | ms/image (wall) | CPU ms/image | images/s/core | vs single | "
+        "| images | pipeline | ms/image (wall) | CPU ms/image | images/s/core | vs before | "
         "peak RSS MB (after imports / models) |"
     )
     print("|---|---|---:|---:|---:|---:|---:|")
     for set_name in sets:
-        base = statistics.median(r["cpu"] for r in runs[(set_name, "single")])
+        base = statistics.median(r["cpu"] for r in runs[(set_name, "before")])
         for mode in MODES:
             results = runs[(set_name, mode)]
             wall = statistics.median(r["wall"] for r in results) / args.images * 1000
@@ -288,17 +322,33 @@ def main() -> None:
                 f"{args.images / cpu:.1f} | {base / cpu:.2f}x | {hwm:.0f} ({idle:.0f} / "
                 f"{loaded:.0f}) |"
             )
-    load = statistics.median(r["load_s"] for rs in runs.values() for r in rs)
-    print(f"\nTagger() load time (median): {load * 1000:.0f} ms\n")
-    print("| images | decode ms | classifier ms | NSFW ms | whole tag() ms |")
-    print("|---|---:|---:|---:|---:|")
-    for name, split in splits.items():
-        print(
-            f"| {name} | {split['decode']:.1f} | {split['classifier']:.1f} | "
-            f"{split['nsfw']:.1f} | {split['whole']:.1f} |"
+    ratios = {
+        name: [
+            b["cpu"] / a["cpu"]
+            for b, a in zip(runs[(name, "before")], runs[(name, "after")], strict=True)
+        ]
+        for name in sets
+    }
+    print("\nafter / before images/s/core, per round (same round, same load):")
+    for name, values in ratios.items():
+        print(f"  {name}: " + ", ".join(f"{v:.2f}x" for v in values))
+    for precision in ("fp32", "int8"):
+        load = statistics.median(
+            r["load_s"] for (s, m), rs in runs.items() for r in rs if PIPELINES[m][1] == precision
         )
-    print("\n| file | pixels | preprocess() ms | peak RSS growth MB | full decode ms | growth MB |")
+        print(f"Tagger() load time with {precision} open_nsfw (median): {load * 1000:.0f} ms")
+    print("\nCPU ms per image by stage, single images (median):\n")
+    print("| images | pipeline | decode | classifier (fp32) | NSFW | sum |")
     print("|---|---|---:|---:|---:|---:|")
+    for (name, mode), split in splits.items():
+        total = split["decode"] + split["classifier"] + split["nsfw"]
+        print(
+            f"| {name} | {mode} | {split['decode']:.1f} | {split['classifier']:.1f} | "
+            f"{split['nsfw']:.1f} | {total:.1f} |"
+        )
+    print("\nDecode alone, CPU ms and peak RSS growth MB (fresh process each, medians):\n")
+    print("| file | pixels | before ms | MB | after ms | MB | full Pillow decode ms | MB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for path in big:
         size = sizes[path]
         cells = []

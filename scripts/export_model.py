@@ -4,7 +4,8 @@
 graph) and ``imagenet_categories.json`` (coarse categories from WordNet) are rebuilt in a temporary
 folder and compared with the committed files, bit for bit; ``--update`` accepts different bytes.
 Run it in a venv of its own (`make model`; torch stays out of .venv). How the files are made and
-checked: media_api/imaging/models/README.md.
+checked: media_api/imaging/models/README.md. The int8 NSFW model the tagger runs is built by
+scripts/quantize_models.py (in .venv, also part of `make model`).
 """
 
 from __future__ import annotations

