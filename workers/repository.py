@@ -159,7 +159,12 @@ def variants_ready(
 ) -> bool:
     """Record the variants and the photo's facts and hash, flip the image to ready, link its
     near-duplicates and announce `image.ready`, in one transaction; False when the image was
-    deleted meanwhile."""
+    deleted meanwhile. The owner's linking lock comes first, as in a delete (images.repository):
+    both then take image rows, pairs and the owner's row in the same order."""
+    owner = session.scalar(select(Image.owner_id).where(Image.id == image_id))
+    if owner is None:
+        return False
+    session.execute(duplicates.lock_owner(owner))
     owner_id = session.scalar(
         update(Image)
         .where(Image.id == image_id)
@@ -201,8 +206,8 @@ class PhotoRecord:
 def _link_duplicates(
     session: Session, owner_id: uuid.UUID, image_id: uuid.UUID, photo: PhotoRecord
 ) -> None:
-    """Replace the image's near-duplicate pairs by those of its current hash."""
-    session.execute(duplicates.lock_owner(owner_id))
+    """Replace the image's near-duplicate pairs by those of its current hash (under the
+    owner's linking lock, taken by the caller)."""
     session.execute(duplicates.unlink(image_id))
     if photo.fingerprint is None:
         return

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Annotated
 
-from pydantic import MISSING, BaseModel, EmailStr, Field, StrictBool
+from pydantic import MISSING, BaseModel, ConfigDict, EmailStr, Field, StrictBool
 
 from media_api.accounts.models import ApiKey
 from media_api.text import CONTROLS, encodable, single_line
@@ -52,7 +52,10 @@ class OwnerOut(BaseModel):
 
 
 class OwnerPatch(BaseModel):
-    """The account's settings; only the fields sent are changed (`null` is refused)."""
+    """The account's settings; only the fields sent are changed (`null` is refused). Unknown
+    fields are refused too: a misspelt privacy setting must not look like a success."""
+
+    model_config = ConfigDict(extra="forbid")
 
     expose_location: StrictBool | MISSING = MISSING
 

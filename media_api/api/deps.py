@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 from pydantic_core import PydanticCustomError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -152,8 +152,19 @@ def _rfc3339(value: object) -> object:
     return value
 
 
+def _representable(value: dt.datetime) -> dt.datetime:
+    """A time whose UTC instant exists: year 1 at +14:00 is year 0 in UTC, which no database
+    (nor Python) can hold."""
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_range", "must fall between years 1 and 9999 in UTC"
+        ) from None
+
+
 # Query parameters the listings share.
-DateTime = Annotated[dt.datetime, BeforeValidator(_rfc3339)]
+DateTime = Annotated[dt.datetime, BeforeValidator(_rfc3339), AfterValidator(_representable)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page"), single_line]
 Tag = Annotated[str | None, Query(max_length=100, description="e.g. cat"), single_line]

@@ -28,6 +28,7 @@ from media_api.accounts.models import Owner
 from media_api.galleries.models import Gallery, GalleryImage
 from media_api.images import statements as duplicates
 from media_api.images.models import TAKEN_ORDER, Image, ImageStatus, ImageTag
+from media_api.images.statements import MAX_LINKED
 from media_api.jobs import repository as jobs_repository
 from media_api.jobs import statements as job_statements
 from media_api.jobs.models import ImageJob
@@ -37,7 +38,6 @@ from media_api.pagination import Position
 _DETAIL = (
     selectinload(Image.jobs),
     selectinload(Image.tags),
-    selectinload(Image.duplicates),
     undefer(Image.expose_location),
 )
 
@@ -45,13 +45,22 @@ _DETAIL = (
 async def get(session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID) -> Image | None:
     """One image of this owner, with its jobs and tags; another owner's id reads as absent."""
     stmt = select(Image).where(Image.id == image_id, Image.owner_id == owner_id).options(*_DETAIL)
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return await _with_duplicates(session, (await session.execute(stmt)).scalar_one_or_none())
+
+
+async def _with_duplicates(session: AsyncSession, image: Image | None) -> Image | None:
+    """The image's nearest near-duplicates, at most as many as the detail shows (an image many
+    others link back to has more pairs than that)."""
+    if image is not None:
+        pairs = (await session.execute(duplicates.linked_pairs(image.id, MAX_LINKED))).scalars()
+        set_committed_value(image, "duplicates", list(pairs))
+    return image
 
 
 async def get_by_sha256(session: AsyncSession, owner_id: uuid.UUID, sha256: bytes) -> Image | None:
     """The image this owner already uploaded with exactly these bytes."""
     stmt = select(Image).where(Image.owner_id == owner_id, Image.sha256 == sha256).options(*_DETAIL)
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return await _with_duplicates(session, (await session.execute(stmt)).scalar_one_or_none())
 
 
 async def insert_new(session: AsyncSession, values: dict[str, object]) -> Image | None:
@@ -134,7 +143,9 @@ async def delete_image(
     session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID
 ) -> Deleted | None:
     """Delete the row (jobs cascade); None when this owner has no such image. One statement:
-    of concurrent deletes of one image, exactly one gets the row back."""
+    of concurrent deletes of one image, exactly one gets the row back. The owner's linking lock
+    first: the thumbnails job takes it before the image rows and pairs a delete cascades to."""
+    await session.execute(duplicates.lock_owner(owner_id))
     row = (
         await session.execute(
             delete(Image)

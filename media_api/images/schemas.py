@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from media_api.images.models import TITLE_MAX, Image, ImageStatus
-from media_api.images.statements import MAX_LINKED
 from media_api.imaging.photo_facts import PhotoFacts
 from media_api.jobs.contract import JobKind
 from media_api.jobs.models import JobState
@@ -76,6 +75,17 @@ class TagOut(BaseModel):
     model_version: str
 
 
+LocalTime = Annotated[
+    str,
+    Field(
+        description="When the photo was taken, ISO 8601: `2021-04-11T15:47:53.054000-05:00` "
+        "when the file records its UTC offset, otherwise the camera's wall-clock time without "
+        "one (`2008-05-30T15:56:01`); show it as the local time of the place of capture.",
+        examples=["2008-05-30T15:56:01"],
+    ),
+]
+
+
 class CameraOut(BaseModel):
     make: str | None
     model: str | None
@@ -98,10 +108,7 @@ class PhotoMetadataOut(BaseModel):
     """Capture facts read from the original's metadata (untrusted text, cleaned and bounded).
     Variants never carry any of it."""
 
-    taken_at: dt.datetime | None = Field(
-        description="When the photo was taken: with its UTC offset when the file records one, "
-        "otherwise the camera's wall-clock time without an offset."
-    )
+    taken_at: LocalTime | None
     camera: CameraOut | None
     lens: str | None
     exposure: ExposureOut | None
@@ -145,11 +152,13 @@ class PhotoMetadataOut(BaseModel):
         )
 
 
-def local_taken_at(facts: PhotoFacts) -> dt.datetime | None:
-    """The capture time as the camera recorded it: offset-aware, or naive when unknown."""
-    if facts.taken_at is None or facts.offset_known:
-        return facts.taken_at
-    return facts.taken_at.replace(tzinfo=None)
+def local_taken_at(facts: PhotoFacts) -> str | None:
+    """The capture time as the camera recorded it: with its offset, or without one when the
+    file does not say (an ISO 8601 local time, not RFC 3339's `date-time`)."""
+    if facts.taken_at is None:
+        return None
+    when = facts.taken_at if facts.offset_known else facts.taken_at.replace(tzinfo=None)
+    return when.isoformat()
 
 
 class ImageSummary(BaseModel):
@@ -167,9 +176,7 @@ class ImageSummary(BaseModel):
     frames: int
     sha256: str = Field(description="Hex SHA-256 of the original bytes.")
     created_at: dt.datetime
-    taken_at: dt.datetime | None = Field(
-        description="Capture time from the photo's metadata (see `metadata.taken_at`)."
-    )
+    taken_at: LocalTime | None
     placeholder: str | None = Field(description="BlurHash to paint while variants load.")
     original: SignedUrlOut
     variants: list[VariantOut]
@@ -244,7 +251,7 @@ class ImageOut(ImageSummary):
                 PhotoFacts.from_json(image.photo),
                 with_location=bool(image.photo.get("location")) and image.expose_location,
             ),
-            near_duplicates=[pair.other_id for pair in image.duplicates[:MAX_LINKED]],
+            near_duplicates=[pair.other_id for pair in image.duplicates],
         )
 
 

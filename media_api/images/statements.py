@@ -145,6 +145,16 @@ def linked(image_id: uuid.UUID, limit: int) -> Select[uuid.UUID, int]:
     )
 
 
+def linked_pairs(image_id: uuid.UUID, limit: int) -> Select[ImageDuplicate]:
+    """The image's pair rows, nearest first."""
+    return (
+        select(ImageDuplicate)
+        .where(ImageDuplicate.image_id == image_id)
+        .order_by(ImageDuplicate.distance, ImageDuplicate.other_id)
+        .limit(limit)
+    )
+
+
 def has_duplicates() -> ColumnElement[bool]:
     """For a listing filter: the image is linked to at least one other."""
     return select(ImageDuplicate.other_id).where(ImageDuplicate.image_id == Image.id).exists()

@@ -88,15 +88,17 @@ class Validator:
             future = self.pool.schedule(
                 imaging.probe, args=(path, self.limits), timeout=self.timeout
             )
-            return await self.outcome(future)
+            return await self.outcome(future, wall_time=None)  # pebble's timeout applies
         finally:
             self.slots.release()
 
-    async def outcome(self, future: Future[imaging.ImageInfo]) -> imaging.ImageInfo:
-        """A pool validation's answer, its failures as refusals; within the time budget."""
+    async def outcome(
+        self, future: Future[imaging.ImageInfo], *, wall_time: float | None
+    ) -> imaging.ImageInfo:
+        """A pool validation's answer, its failures as refusals; within `wall_time` from now."""
         try:
             # A cancelled request cancels the future, and pebble kills the process.
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(wall_time):
                 return await asyncio.wrap_future(future)
         except TimeoutError:
             raise imaging.ImageTooLarge(
@@ -134,7 +136,7 @@ class Following:
     async def result(self) -> imaging.ImageInfo:
         """The decode's answer, within the validation time budget counted from now."""
         try:
-            return await self._validator.outcome(self._future)
+            return await self._validator.outcome(self._future, wall_time=self._validator.timeout)
         finally:
             self.close()
 

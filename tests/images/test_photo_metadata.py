@@ -345,3 +345,22 @@ def test_near_duplicates_are_found_and_distinct_photos_are_not(
     assert (
         offline.get(f"/v1/images/{original}/similar", headers=stranger.headers).status_code == 404
     )
+    # The same picture from another owner is linked to nothing of the first owner's.
+    theirs = _processed(offline, stranger, ctx, copies["resized"])["id"]
+    assert _detail(offline, stranger, theirs)["near_duplicates"] == []
+    assert theirs not in _detail(offline, owner, original)["near_duplicates"]
+
+
+def test_account_settings_refuse_what_they_do_not_know(offline: TestClient, owner: Caller) -> None:
+    resp = offline.patch("/v1/auth/me", headers=owner.headers, json={"expose_locaton": True})
+    assert resp.status_code == 422
+    assert offline.get("/v1/auth/me", headers=owner.headers).json()["expose_location"] is False
+
+
+def test_a_capture_time_filter_outside_the_calendar_is_refused(
+    offline: TestClient, owner: Caller
+) -> None:
+    for bound in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        resp = offline.get("/v1/images", headers=owner.headers, params={"taken_before": bound})
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["code"] == "validation-error"

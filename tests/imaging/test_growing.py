@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from media_api.imaging import growing
 from media_api.imaging.probe import (
@@ -30,13 +31,18 @@ LIMITS = ProbeLimits(
     max_pixels=50_000_000,
     max_frames=1000,
     max_jpeg_scans=100,
-    allowed_formats=frozenset({"JPEG", "PNG", "GIF", "WEBP"}),
+    allowed_formats=frozenset({"JPEG", "PNG", "GIF", "WEBP", "TIFF", "AVIF", "HEIF"}),
 )
 
 
 @contextmanager
 def written_slowly(
-    data: bytes, *, chunk: int = 64 * 1024, pause: float = 0.002, finish: bool = True
+    data: bytes,
+    *,
+    chunk: int = 64 * 1024,
+    pause: float = 0.002,
+    finish: bool = True,
+    log: list[int] | None = None,
 ) -> Iterator[tuple[str, str]]:
     """A file and a control pipe, as /proc paths, filled by a thread a chunk at a time."""
     with tempfile.TemporaryFile() as spool:
@@ -48,6 +54,8 @@ def written_slowly(
                 spool.write(data[start : start + chunk])
                 spool.flush()
                 growing.progressed(write_fd)
+                if log is not None:
+                    log.append(start + chunk)
                 time.sleep(pause)
             if finish:
                 growing.finished(write_fd, len(data))
@@ -84,6 +92,12 @@ FILES = [
     "tricky/png_truncated.png",
     "tricky/png_bad_idat_crc.png",
     "tricky/jpeg_mpo_stereo.mpo",
+    # Formats whose readers seek to the end or read the whole file first.
+    "tricky/tiff_multipage.tiff",
+    "valid/tiff_jpeg_ycbcr.tif",
+    "valid/avif_example.avif",
+    "valid/heic_example.heic",
+    "malicious/bomb_avif_17000sq.avif",
 ]
 
 
@@ -96,12 +110,39 @@ def test_a_followed_decode_gives_the_whole_files_verdict(name: str) -> None:
     assert followed == whole
 
 
-def test_a_photo_sent_in_forty_pieces_decodes_as_they_arrive() -> None:
+def test_the_decode_keeps_pace_with_the_bytes() -> None:
+    """Before the writer says it is done, the decoder has already read nearly every byte."""
     data = noise_jpeg(3000, 2000)
-    chunks = 40
-    with written_slowly(data, chunk=len(data) // chunks, pause=0.02) as (path, control):
-        info = probe_growing(path, control, LIMITS, cpu_seconds=10)
-    assert (info.width, info.height) == (3000, 2000)
+    read_before_the_end: list[int] = []
+    with tempfile.TemporaryFile() as spool:
+        read_fd, write_fd = os.pipe()
+        pid = os.getpid()
+        reader = growing.GrowingFile(
+            f"/proc/{pid}/fd/{spool.fileno()}", f"/proc/{pid}/fd/{read_fd}", 10, RuntimeError()
+        )
+
+        def write() -> None:
+            chunk = len(data) // 40
+            for start in range(0, len(data), chunk):
+                spool.write(data[start : start + chunk])
+                spool.flush()
+                growing.progressed(write_fd)
+                time.sleep(0.01)
+            deadline = time.monotonic() + 10
+            while reader.tell() < len(data) * 0.9 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            read_before_the_end.append(reader.tell())
+            growing.finished(write_fd, len(data))
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        with io.BufferedReader(reader) as fp, Image.open(fp, formats=["JPEG"]) as im:
+            im.load()
+            assert im.size == (3000, 2000)
+        writer.join()
+        os.close(read_fd)
+        os.close(write_fd)
+    assert read_before_the_end[0] >= len(data) * 0.9
 
 
 def test_an_abandoned_upload_ends_the_decode() -> None:
@@ -114,9 +155,13 @@ def test_an_abandoned_upload_ends_the_decode() -> None:
 
 
 def test_the_cpu_budget_stops_a_costly_decode_before_the_end() -> None:
-    data = noise_jpeg(2000, 2000)
-    with written_slowly(data) as (path, control), pytest.raises(ImageTooLarge, match="CPU"):
-        probe_growing(path, control, LIMITS, cpu_seconds=0)
+    data = noise_jpeg(4000, 3000)
+    progress: list[int] = []
+    with written_slowly(data, chunk=len(data) // 100, pause=0.01, log=progress) as (path, control):
+        with pytest.raises(ImageTooLarge, match="CPU"):
+            probe_growing(path, control, LIMITS, cpu_seconds=0.05)
+        stopped_at = progress[-1]
+    assert stopped_at < len(data)  # refused while bytes were still arriving
 
 
 def test_seeking_to_the_end_waits_for_the_final_length(tmp_path: Path) -> None:

@@ -261,7 +261,8 @@ function upsert(image, { prepend, force = false }) {
     const fresh = tile(image);
     existing.replaceWith(fresh);
     if (focused) fresh.querySelector("button").focus();
-  } else if (prepend) {
+  } else if (prepend && view.filters.sort !== "taken_at") {
+    // By date taken a new image's place is not known here (likely the end): the next load has it.
     $("grid").prepend(tile(image));
     view.total += 1;
     showCount();

@@ -13,6 +13,7 @@ const REFRESH_MS = 2000;
 let ctx = null;
 let current = null; // id of the image on show
 let opener = null; // the element to give focus back to
+let firstOpener = null; // what opened the dialog, when the image on show has no tile
 let timer = null;
 
 const dialog = () => document.getElementById("viewer");
@@ -37,7 +38,7 @@ export function setupViewer(context) {
     const tile = document.querySelector(`li[data-id="${CSS.escape(current || "")}"] button`);
     current = null;
     body().replaceChildren(); // drop the large image and the forms with it
-    const target = opener && opener.isConnected ? opener : tile;
+    const target = [opener, tile, firstOpener].find((node) => node && node.isConnected);
     if (target) target.focus();
   });
 }
@@ -46,7 +47,9 @@ export function setupViewer(context) {
 async function step(delta) {
   if (!current) return;
   let ids = ctx.order();
-  const index = ids.indexOf(current) + delta;
+  const at = ids.indexOf(current);
+  if (at < 0) return; // opened from the similar strip: not a place in the grid
+  const index = at + delta;
   if (index >= ids.length && (await ctx.more())) ids = ctx.order();
   if (index < 0 || index >= ids.length) return;
   // No opener: closing returns focus to the tile of the image on show by then.
@@ -74,6 +77,7 @@ function closeButton() {
 export async function openViewer(id, from) {
   current = id;
   opener = from || null;
+  if (!dialog().open) firstOpener = from || document.activeElement;
   document.getElementById("viewer-title").textContent = "Loading…";
   body().replaceChildren(el("p", { class: "hint" }, "Loading…"));
   if (!dialog().open) dialog().showModal();
