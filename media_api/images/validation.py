@@ -27,7 +27,8 @@ TASKS_PER_PROCESS = 100
 
 
 class Validator:
-    """Owns the pool; processes start on the first upload, not with the app."""
+    """Owns two pools, one for uploads validated after their last byte and one for followed
+    uploads; a pool's processes start when it is first used, not with the app."""
 
     def __init__(self, settings: Settings) -> None:
         self.limits = settings.probe_limits
@@ -37,20 +38,22 @@ class Validator:
         # Followed uploads hold their own processes, so slow senders never hold up the rest.
         self.follow_slots = settings.max_concurrent_validations if settings.follow_uploads else 0
         self.following = 0
-        self.processes = settings.max_concurrent_validations + self.follow_slots
-        self.pool = self._new_pool()
+        self.processes = settings.max_concurrent_validations
+        self.pool = self._new_pool(self.processes)
+        self.follow_pool = self._new_pool(max(1, self.follow_slots))
 
-    def _new_pool(self) -> ProcessPool:
+    @staticmethod
+    def _new_pool(processes: int) -> ProcessPool:
         # spawn, not fork: the API process has threads (and locks held by them).
         return ProcessPool(
-            max_workers=self.processes,
+            max_workers=processes,
             max_tasks=TASKS_PER_PROCESS,
             context=multiprocessing.get_context("spawn"),
         )
 
     async def precheck(self, spool: IO[bytes]) -> None:
         """Refusals that need no decoder (JPEG scans), in a thread of this process: a scan
-        bomb is turned away before its object is completed in storage."""
+        bomb is turned away before a decoder starts on it after its last byte."""
         await asyncio.to_thread(imaging.check_jpeg_scans, spool, self.limits)
 
     def follow(self, spool: IO[bytes]) -> Following | None:
@@ -58,22 +61,17 @@ class Validator:
         for that is taken (the upload is then validated after its last byte, as usual)."""
         if self.following >= self.follow_slots:
             return None
-        self._ensure_pool()
+        self.follow_pool = _working(self.follow_pool, self.follow_slots)
         read_fd, write_fd = os.pipe()
         os.set_blocking(write_fd, False)
         pid = os.getpid()
-        future = self.pool.schedule(
+        future = self.follow_pool.schedule(
             imaging.probe_growing,
             args=(f"/proc/{pid}/fd/{spool.fileno()}", f"/proc/{pid}/fd/{read_fd}", self.limits),
             kwargs={"cpu_seconds": self.timeout},
         )
         self.following += 1
         return Following(self, future, read_fd, write_fd)
-
-    def _ensure_pool(self) -> None:
-        if not self.pool.active:  # broken, or closed by an earlier lifespan: start anew
-            broken, self.pool = self.pool, self._new_pool()
-            asyncio.get_running_loop().run_in_executor(None, _stop, broken)
 
     async def validate(self, spool: IO[bytes]) -> imaging.ImageInfo:
         """Probe the spooled file; a `ProbeError` for every refusal."""
@@ -84,7 +82,7 @@ class Validator:
             raise ServerBusy("every validation slot is taken; retry shortly") from None
         try:
             path = f"/proc/{os.getpid()}/fd/{spool.fileno()}"
-            self._ensure_pool()
+            self.pool = _working(self.pool, self.processes)
             future = self.pool.schedule(
                 imaging.probe, args=(path, self.limits), timeout=self.timeout
             )
@@ -109,8 +107,9 @@ class Validator:
             raise imaging.CorruptImage("the image data crashed the decoder") from exc
 
     def close(self) -> None:
-        """Stop the pool processes (blocking; the lifespan calls it in a thread)."""
+        """Stop the pools' processes (blocking; the lifespan calls it in a thread)."""
         _stop(self.pool)
+        _stop(self.follow_pool)
 
 
 class Following:
@@ -148,6 +147,14 @@ class Following:
         os.close(self._read_fd)
         self._write_fd = None
         self._validator.following -= 1
+
+
+def _working(pool: ProcessPool, processes: int) -> ProcessPool:
+    """The pool, or a new one if it broke or an earlier lifespan closed it (stopped aside)."""
+    if pool.active:
+        return pool
+    asyncio.get_running_loop().run_in_executor(None, _stop, pool)
+    return Validator._new_pool(processes)
 
 
 def _stop(pool: ProcessPool) -> None:
