@@ -147,7 +147,7 @@ def make_variants(
     try:
         with ctx.sessions.begin() as session:
             recorded = repository.variants_ready(
-                session, image_id, records, result.placeholder, photo
+                session, claimed, records, result.placeholder, photo
             )
     except TRANSIENT as exc:  # the database away, or a deadlock it broke: the job runs again
         log.warning("thumbnails for %s: could not record (%s)", image_id, type(exc).__name__)

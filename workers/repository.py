@@ -152,7 +152,7 @@ def announce_tagged(session: Session, tagged: list[tuple[Claimed, dict[str, Any]
 
 def variants_ready(
     session: Session,
-    image_id: uuid.UUID,
+    claimed: Claimed,
     variants: list[dict[str, Any]],
     placeholder: str,
     photo: PhotoRecord,
@@ -161,11 +161,9 @@ def variants_ready(
     near-duplicates and announce `image.ready`, in one transaction; False when the image was
     deleted meanwhile. The owner's linking lock comes first, as in a delete (images.repository):
     both then take image rows, pairs and the owner's row in the same order."""
-    owner = session.scalar(select(Image.owner_id).where(Image.id == image_id))
-    if owner is None:
-        return False
-    session.execute(duplicates.lock_owner(owner))
-    owner_id = session.scalar(
+    image_id, owner_id = claimed.image_id, claimed.owner_id
+    session.execute(duplicates.lock_owner(owner_id))
+    updated = session.scalar(
         update(Image)
         .where(Image.id == image_id)
         .values(
@@ -175,12 +173,12 @@ def variants_ready(
             error_code=None,
             taken_at=photo.taken_at,
             photo=photo.facts,
-            phash=photo.fingerprint and photo.fingerprint.whole,
-            phash_centre=photo.fingerprint and photo.fingerprint.centre,
+            phash=photo.fingerprint.whole,
+            phash_centre=photo.fingerprint.centre,
         )
-        .returning(Image.owner_id)
+        .returning(Image.id)
     )
-    if owner_id is None:
+    if updated is None:
         return False
     session.execute(jobs.finish(image_id, JobKind.THUMBNAILS, JobState.DONE, None))
     _link_duplicates(session, owner_id, image_id, photo)
@@ -199,7 +197,7 @@ class PhotoRecord:
 
     taken_at: dt.datetime | None
     facts: dict[str, Any]
-    fingerprint: Fingerprint | None
+    fingerprint: Fingerprint
     duplicate_distance: int
 
 
@@ -209,8 +207,6 @@ def _link_duplicates(
     """Replace the image's near-duplicate pairs by those of its current hash (under the
     owner's linking lock, taken by the caller)."""
     session.execute(duplicates.unlink(image_id))
-    if photo.fingerprint is None:
-        return
     link = duplicates.link(owner_id, image_id, photo.fingerprint, photo.duplicate_distance)
     found = [(other, distance) for other, distance in session.execute(link).all()]
     if found:

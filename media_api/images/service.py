@@ -324,10 +324,12 @@ SIMILAR_LIMIT = 50
 async def similar(
     session: AsyncSession, owner_id: uuid.UUID, image_id: uuid.UUID
 ) -> list[tuple[Image, int]]:
-    """The image's near-duplicates with their distances, nearest first (404 for another's)."""
-    await get(session, owner_id, image_id)
+    """The image's near-duplicates with their distances, nearest first (404 for another's).
+    Two statements: the pairs, then those images with the image itself, the owner's only."""
     pairs = await repository.near_duplicates(session, image_id, SIMILAR_LIMIT)
-    images = await repository.summaries(session, owner_id, [other for other, _ in pairs])
+    images = await repository.summaries(session, owner_id, [image_id, *(o for o, _ in pairs)])
+    if image_id not in images:
+        raise NotFound("image not found")
     return [(images[other], distance) for other, distance in pairs if other in images]
 
 

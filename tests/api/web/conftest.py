@@ -85,8 +85,11 @@ class Browsing:
         return path
 
 
-def open_page(browser: Browser, base_url: str, viewport: dict[str, int]) -> Iterator[Browsing]:
-    context = browser.new_context(viewport=viewport, base_url=base_url)
+def open_page(
+    browser: Browser, base_url: str, viewport: dict[str, int], **context_options: str
+) -> Iterator[Browsing]:
+    """A page in a fresh context (`context_options`: locale, timezone_id...), watched."""
+    context = browser.new_context(viewport=viewport, base_url=base_url, **context_options)
     page = context.new_page()
     page.set_default_timeout(30_000)
     watch = Watch()

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import ExifTags, Image, ImageCms
 from playwright.sync_api import Browser, Locator, Page, Route, expect
 
-from tests.api.web.conftest import DESKTOP, Browsing, Watch
+from tests.api.web.conftest import DESKTOP, Browsing, open_page
 from tests.support.callers import new_caller, upload, walk
 from tests.support.corpus import CORPUS
 from tests.support.waiting import wait_for, wait_for_status
@@ -36,19 +36,7 @@ GPS = {"lat": (52.0, 22.0, 12.79), "lon": (4.0, 53.0, 42.6), "alt": 12.5}
 @pytest.fixture
 def gb(browser: Browser, live_server: str) -> Iterator[Browsing]:
     """A desktop browser in British English far from UTC: date formats the test can spell out."""
-    context = browser.new_context(
-        viewport=DESKTOP, base_url=live_server, locale="en-GB", timezone_id=ZONE
-    )
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    watch = Watch()
-    page.on("console", watch.console)
-    page.on("pageerror", lambda exc: watch.errors.append(str(exc)))
-    page.on("request", watch.request)
-    try:
-        yield Browsing(page, live_server, watch)
-    finally:
-        context.close()
+    yield from open_page(browser, live_server, DESKTOP, locale="en-GB", timezone_id=ZONE)
 
 
 def encoded(pixels: Image.Image, quality: int = 92, exif: Image.Exif | None = None) -> bytes:

@@ -4,7 +4,7 @@
 
 import { ApiError, ResumableUpload, api, credential, onUnauthorized } from "./api.js";
 import { placeholder } from "./blurhash.js";
-import { announce, el, imageLabel, plural } from "./dom.js";
+import { announce, el, imageLabel, plural, variantImage } from "./dom.js";
 import { LiveEvents } from "./live.js";
 import { openViewer, setupViewer } from "./viewer.js";
 
@@ -208,14 +208,7 @@ function tile(image) {
   const hash = placeholder(image.placeholder);
   if (hash) button.append(hash);
   if (thumb) {
-    const img = el("img", {
-      src: thumb.url,
-      alt: "",
-      width: thumb.width,
-      height: thumb.height,
-      loading: "lazy",
-      decoding: "async",
-    });
+    const img = variantImage(thumb);
     img.addEventListener("load", () => img.classList.add("loaded"));
     img.addEventListener("error", () => renewUrls(image.id), { once: true });
     button.append(img);

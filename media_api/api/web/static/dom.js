@@ -19,6 +19,18 @@ export function el(tag, attrs = {}, ...children) {
 
 const UNITS = ["bytes", "KB", "MB", "GB"];
 
+/** A variant as a lazily loaded, decorative <img> (its button or tile carries the name). */
+export function variantImage(variant) {
+  return el("img", {
+    src: variant.url,
+    alt: "",
+    width: variant.width,
+    height: variant.height,
+    loading: "lazy",
+    decoding: "async",
+  });
+}
+
 export function formatBytes(size) {
   let value = size;
   let unit = 0;

@@ -4,7 +4,7 @@
 
 import { api } from "./api.js";
 import { placeholder } from "./blurhash.js";
-import { announce, el, formatBytes, imageLabel, percent } from "./dom.js";
+import { announce, el, formatBytes, imageLabel, percent, variantImage } from "./dom.js";
 import { altitude, camera, exposure, position, takenAt } from "./photo.js";
 
 const PREFERRED = ["large", "medium", "thumb"];
@@ -213,14 +213,7 @@ function similarStrip(items) {
       onclick: () => openViewer(id, null),
     });
     if (thumb) {
-      const img = el("img", {
-        src: thumb.url,
-        alt: "",
-        width: thumb.width,
-        height: thumb.height,
-        loading: "lazy",
-        decoding: "async",
-      });
+      const img = variantImage(thumb);
       button.append(img);
     } else {
       button.append(el("span", { class: "tile-name" }, label));
